@@ -1,0 +1,1 @@
+"""Export of pretrained encoders for serving (TensorFlow Serving's SavedModel layout)."""

@@ -1,0 +1,120 @@
+"""Image encoders ("backbones"): functional Keras models mapping images to a feature vector.
+
+Every backbone here uses `BatchNormalization(synchronized=True)`: on one device it is plain
+BatchNorm; under `tf.distribute` it computes batch statistics over the global batch, which is
+this project's replacement for MoCo's shuffle-BN (TensorFlow has no shuffle-BN; see README).
+
+Any functional Keras model `images [N, H, W, C] -> features [N, F]` can be used as a backbone:
+`keras.models.clone_model` must be able to copy it (for momentum / target encoders).
+"""
+
+import keras
+from keras import layers
+
+BACKBONES = ("small_convnet", "resnet18_cifar", "resnet50")
+
+
+def _bn(name):
+    return layers.BatchNormalization(synchronized=True, momentum=0.9, epsilon=1e-5, name=name)
+
+
+def small_convnet(input_shape, width=32, name="small_convnet"):
+    """A small VGG-style ConvNet that trains in minutes on a 2-core CPU.
+
+    Four conv-BN-ReLU blocks (width, 2·width, 4·width, 4·width channels; stride-2 3×3 convs
+    downsample after the first and second), then global average pooling.
+
+    Args:
+      input_shape: (H, W, C) of the normalised float input.
+      width: channels of the first block.
+
+    Returns:
+      keras.Model images [N, H, W, C] -> features [N, 4·width].
+    """
+    inputs = keras.Input(shape=tuple(input_shape), name="images")
+    x = inputs
+    for i, (filters, stride) in enumerate(
+        [(width, 1), (2 * width, 2), (4 * width, 2), (4 * width, 1)]
+    ):
+        x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = _bn(f"bn{i}")(x)
+        x = layers.ReLU(name=f"relu{i}")(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def _basic_block(x, filters, stride, name):
+    shortcut = x
+    y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
+    y = _bn(f"{name}_bn1")(y)
+    y = layers.ReLU(name=f"{name}_relu1")(y)
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
+    y = _bn(f"{name}_bn2")(y)
+    if stride != 1 or x.shape[-1] != filters:
+        shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_down")(x)
+        shortcut = _bn(f"{name}_down_bn")(shortcut)
+    y = layers.Add(name=f"{name}_add")([y, shortcut])
+    return layers.ReLU(name=f"{name}_out")(y)
+
+
+def resnet18_cifar(input_shape, name="resnet18_cifar"):
+    """CIFAR ResNet-18: 3×3 stride-1 stem, no max-pool, BasicBlocks [2, 2, 2, 2].
+
+    Args:
+      input_shape: (H, W, C), e.g. (32, 32, 3).
+
+    Returns:
+      keras.Model images [N, H, W, C] -> features [N, 512].
+    """
+    inputs = keras.Input(shape=tuple(input_shape), name="images")
+    x = layers.Conv2D(64, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = _bn("stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    for stage, filters in enumerate([64, 128, 256, 512]):
+        for block in range(2):
+            stride = 2 if (block == 0 and stage > 0) else 1
+            x = _basic_block(x, filters, stride, name=f"s{stage}b{block}")
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def _synchronize_batchnorm(model):
+    """Returns a copy of a functional model with every BatchNormalization synchronized."""
+
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, layers.BatchNormalization):
+            config["synchronized"] = True
+        return layer.__class__.from_config(config)
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+def resnet50(input_shape, name="resnet50"):
+    """ResNet-50 from `keras.applications` (weights=None: nothing is downloaded).
+
+    Returns:
+      keras.Model images [N, H, W, C] -> features [N, 2048], BatchNorm synchronized.
+    """
+    base = keras.applications.ResNet50(
+        include_top=False, weights=None, input_shape=tuple(input_shape), pooling="avg"
+    )
+    model = _synchronize_batchnorm(base)
+    return keras.Model(model.inputs, model.outputs, name=name)
+
+
+def build_backbone(name, input_shape, **kwargs):
+    """Builds a backbone by name (one of BACKBONES).
+
+    Raises:
+      ValueError: unknown name.
+    """
+    builders = {"small_convnet": small_convnet, "resnet18_cifar": resnet18_cifar, "resnet50": resnet50}
+    if name not in builders:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    return builders[name](input_shape, **kwargs)
+
+
+def feature_dim(backbone):
+    """Size F of the backbone's output features [N, F]."""
+    return int(backbone.output_shape[-1])

@@ -1,0 +1,536 @@
+"""Grid masks for MixMask: blocked (BEiT block-wise) and discrete, in pure TensorFlow.
+
+A mask is a ``G x G`` grid of 0/1 cells (``G`` = grid size), upsampled by nearest
+neighbour to the image size. A cell value of 1 keeps the image's own pixels in the
+mixture, 0 takes the partner image's pixels (see :mod:`mixmask_tf.mixing`).
+
+Everything here is a pure function built from TensorFlow ops only and runs inside
+``tf.function(jit_compile=True)`` (XLA): shapes are static (``grid_size``, ``height``,
+``width`` are Python ints), the variable-length block generator is a bounded
+``tf.while_loop``, and all randomness is stateless and explicit: every random function
+takes ``seed``, an int32/int64 tensor of shape ``[2]``, and derives its sub-seeds with
+``tf.random.experimental.stateless_split`` (independent sub-seeds for the ratio and
+the mask draws) and, inside loops, one seed per iteration from a hashed base seed
+(:func:`_stream_seed`).
+
+Same seed, same masks with and without XLA: on CPU, TF's stateless kernels and
+their XLA lowerings give the same bits only for *integer* draws and only for seed
+components in [0, 2**31). So uniform floats are built from stateless integer draws
+(24 random bits scaled by 2**-24; the float32 draw differs under XLA), and every seed
+is mapped into [0, 2**31) before use (:func:`_canonical_seed`). Results then agree
+bit for bit with and without ``jit_compile`` except where XLA rounds float math
+differently (last-bit differences in ``sqrt``/``exp`` or a fused multiply-add could
+move a value across a rounding boundary: possible in principle, not observed in the
+tests).
+
+λ (the fraction of an image's own pixels in its mixture) is *measured* on the
+full-resolution mask with :func:`mask_fraction`, never assumed from the ratio.
+"""
+
+import math
+import numbers
+
+import tensorflow as tf
+
+MASK_TYPES = ("blocked", "discrete")
+
+# BEiT block-wise masking constants (beit/masking_generator.py), used by the
+# MixMask reference code unchanged.
+_BEIT_MIN_BLOCK_CELLS = 4
+_BEIT_MIN_ASPECT = 0.3
+_BEIT_MAX_ATTEMPTS = 10
+
+# Discrete masks: how many times an all-0 / all-1 grid is redrawn before the
+# fallback (flip one random cell) makes it non-degenerate.
+_MAX_DISCRETE_REDRAWS = 100
+
+_UNIFORM_BITS = 24
+
+
+def _is_tensor(x):
+    return isinstance(x, (tf.Tensor, tf.Variable))
+
+
+def _is_real(x):
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _is_int(x):
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def validate_mask_args(grid_size, ratio=0.5, ratio_range=None, mask_type="blocked",
+                       image_size=None):
+    """Checks mask arguments before tracing and raises a user-facing error.
+
+    Pure Python; meant for command-line tools and constructors. Tensor-valued
+    ``ratio`` / ``ratio_range`` are not inspected (their values are unknown until
+    run time); every Python or NumPy number is.
+
+    Args:
+      grid_size: Python int, number of cells per side ``G``; must be ``>= 2``.
+      ratio: Python float, the mask ratio; must lie in the open interval (0, 1).
+      ratio_range: ``None`` or a pair ``(a, b)`` with ``0 <= a < b <= 1``; when given,
+        each mask draws its ratio from ``U(a, b)``.
+      mask_type: one of :data:`MASK_TYPES`.
+      image_size: ``None`` or ``(height, width)`` of the images; when given the grid
+        may not have more cells per side than the image has pixels.
+
+    Returns:
+      None.
+
+    Raises:
+      ValueError: if any argument is invalid, with a message naming it.
+    """
+    if not _is_int(grid_size):
+        raise ValueError(
+            f"grid_size must be an integer >= 2, got {grid_size!r} "
+            f"({type(grid_size).__name__}).")
+    if grid_size < 2:
+        raise ValueError(
+            f"grid_size must be an integer >= 2 (a {grid_size}x{grid_size} grid cannot "
+            f"mix two images), got {grid_size}.")
+    if image_size is not None:
+        try:
+            height, width = image_size
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"image_size must be a pair (height, width), got {image_size!r}.") from None
+        if not (_is_int(height) and _is_int(width)) or height < 1 or width < 1:
+            raise ValueError(
+                f"image_size must be a pair of positive integers (height, width), "
+                f"got {image_size!r}.")
+        if grid_size > min(height, width):
+            raise ValueError(
+                f"grid size {grid_size} is larger than the {height}x{width} image: "
+                f"use a grid size of at most {min(height, width)}.")
+    if not _is_tensor(ratio):
+        if not _is_real(ratio):
+            raise ValueError(f"ratio must be a number in (0, 1), got {ratio!r}.")
+        if not 0.0 < float(ratio) < 1.0:
+            raise ValueError(
+                f"ratio must be in the open interval (0, 1), got {ratio}: a ratio of 0 "
+                f"or 1 leaves one of the two images out of every mixture.")
+    if ratio_range is not None and not _is_tensor(ratio_range):
+        try:
+            low, high = ratio_range
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"ratio_range must be None or a pair (a, b) with 0 <= a < b <= 1, "
+                f"got {ratio_range!r}.") from None
+        if not (_is_tensor(low) or _is_tensor(high)):
+            if not (_is_real(low) and _is_real(high)):
+                raise ValueError(
+                    f"ratio_range must be a pair of numbers (a, b) with 0 <= a < b <= 1, "
+                    f"got {ratio_range!r}.")
+            if not 0.0 <= float(low) < float(high) <= 1.0:
+                raise ValueError(
+                    f"ratio_range must satisfy 0 <= a < b <= 1, got {tuple(ratio_range)}.")
+    if mask_type not in MASK_TYPES:
+        raise ValueError(
+            f"mask_type must be one of {MASK_TYPES}, got {mask_type!r}.")
+
+
+def default_min_block_cells(grid_size):
+    """Minimum block size (in cells) of the blocked generator for a grid size. [ours]
+
+    BEiT's generator places blocks of at least 4 cells with sides strictly smaller
+    than the grid (``h < G`` and ``w < G``), so the largest block it can ever place
+    covers ``(G - 1) ** 2`` cells. At ``G = 2`` that is a single cell: a 4-cell block
+    never fits and the reference generator degenerates (mean realised ratio about
+    0.02 at ratio 0.5 instead of 0.5, i.e. λ ≈ 0 and the mixture is almost a copy of
+    the partner image; see ALGORITHMS.md section 1). We therefore cap the minimum at
+    the largest placeable block: ``min(4, (G - 1) ** 2)``. For ``G >= 3`` this is
+    exactly BEiT's 4; only ``G = 2`` changes (minimum 1 cell), which makes the
+    blocked generator reach its target there too. Pass ``min_block_cells=4``
+    explicitly to reproduce the reference generator bit for bit in behaviour.
+
+    Args:
+      grid_size: Python int ``G >= 2``.
+
+    Returns:
+      Python int, the minimum number of cells of one block.
+    """
+    return min(_BEIT_MIN_BLOCK_CELLS, (grid_size - 1) ** 2)
+
+
+def _canonical_seed(seed):
+    """Maps any int32/int64 seed [2] to an int32 seed [2] with components in [0, 2**31).
+
+    TF's stateless kernels and their XLA lowerings agree bit for bit on CPU only for
+    seed components in [0, 2**31) (negative or wider values are extended
+    differently), so every seed is passed through this map before a stateless op
+    consumes it. int64 seeds have their high bits xor-folded in first.
+
+    Args:
+      seed: int32/int64 tensor (or Python/NumPy pair) of shape [2].
+
+    Returns:
+      int32 tensor [2], components in [0, 2**31).
+    """
+    seed = tf.convert_to_tensor(seed)
+    if not seed.dtype.is_integer:
+        raise ValueError(f"seed must be an int32/int64 tensor of shape [2], got {seed.dtype}.")
+    # Scalar ops, then stack: on XLA CPU a seed produced by a *vector* bitwise op
+    # makes the random kernels that consume it about 10x slower (fusion artefact).
+    parts = [seed[0], seed[1]]
+    if seed.dtype != tf.int32:
+        parts = [tf.cast(p, tf.int64) for p in parts]
+        parts = [tf.bitwise.bitwise_xor(p, tf.bitwise.bitwise_xor(
+            tf.bitwise.right_shift(p, 31), tf.bitwise.right_shift(p, 62))) for p in parts]
+        parts = [tf.cast(tf.bitwise.bitwise_and(p, 0x7FFFFFFF), tf.int32) for p in parts]
+    return tf.stack([tf.bitwise.bitwise_and(p, 0x7FFFFFFF) for p in parts])
+
+
+def _uniform(seed, shape, dtype=tf.float32):
+    """Stateless U[0, 1) of ``shape``, identical with and without XLA.
+
+    Args:
+      seed: int32/int64 tensor of shape [2].
+      shape: list/tuple of ints or scalar int tensors.
+      dtype: float dtype of the result.
+
+    Returns:
+      Tensor of ``shape`` and ``dtype`` with values ``k * 2**-24``, ``k`` uniform in
+      ``[0, 2**24)``.
+    """
+    bits = tf.random.stateless_uniform(
+        shape, seed=_canonical_seed(seed), minval=0, maxval=2 ** _UNIFORM_BITS,
+        dtype=tf.int32)
+    return tf.cast(bits, dtype) * (2.0 ** -_UNIFORM_BITS)
+
+
+def _stream_base(seed):
+    """Hashes ``seed`` once into the base [2] int32 seed of a per-iteration stream."""
+    return _canonical_seed(
+        tf.random.experimental.stateless_split(_canonical_seed(seed), num=1)[0])
+
+
+def _stream_seed(base, step):
+    """Seed of iteration ``step`` of a stream: ``[base[0], base[1] xor step]``.
+
+    Cheaper inside a ``tf.while_loop`` than ``stateless_fold_in`` (no extra Philox
+    evaluation per iteration, which also shortens XLA compilation); distinct steps
+    give distinct seeds, and the stateless ops hash the seed into the Philox key, so
+    the streams are independent. ``base`` comes from :func:`_stream_base`, so nearby
+    user seeds do not share streams.
+    """
+    return tf.stack([base[0], tf.bitwise.bitwise_xor(base[1], tf.cast(step, tf.int32))])
+
+
+def _as_f64(x):
+    """float64 tensor from a Python number (exactly) or a tensor (cast)."""
+    if _is_tensor(x):
+        return tf.cast(x, tf.float64)
+    return tf.convert_to_tensor(x, tf.float64)
+
+
+def _dim0(x):
+    """Static size of axis 0 if known, else the dynamic scalar tensor."""
+    return x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
+
+
+def _split2(seed):
+    """Two independent sub-seeds ([2] int32 each) from ``seed``."""
+    seeds = tf.random.experimental.stateless_split(_canonical_seed(seed), num=2)
+    return seeds[0], seeds[1]
+
+
+def _sample_ratios(seed, num, ratio, ratio_range):
+    """Per-mask ratios, float64 [num] (float64 so floor(ratio * G**2) matches Python)."""
+    if ratio_range is None:
+        return tf.fill([num], _as_f64(ratio))
+    low = _as_f64(ratio_range[0])
+    high = _as_f64(ratio_range[1])
+    return low + (high - low) * _uniform(seed, [num], tf.float64)
+
+
+def sample_ratio(seed, ratio=0.5, ratio_range=None):
+    """Draws one mask ratio.
+
+    Args:
+      seed: int32/int64 tensor of shape [2] (unused when ``ratio_range`` is None).
+      ratio: Python float or scalar tensor, the constant ratio.
+      ratio_range: ``None`` or a pair ``(a, b)`` (floats or scalar tensors).
+
+    Returns:
+      Scalar float32 tensor: ``ratio`` if ``ratio_range`` is None, else a draw
+      from ``U(a, b)``.
+    """
+    seed = tf.convert_to_tensor(seed)
+    return tf.cast(_sample_ratios(seed, 1, ratio, ratio_range)[0], tf.float32)
+
+
+def _num_targets(ratios, grid_size):
+    """floor(ratio * G**2) as int32, from float64 ratios [M]."""
+    return tf.cast(tf.floor(ratios * float(grid_size * grid_size)), tf.int32)
+
+
+def _blocked_masks(seed, targets, grid_size, min_block_cells, min_aspect, max_attempts):
+    """Vectorised BEiT block-wise generator for a batch of masks.
+
+    One ``tf.while_loop`` iteration is one block-placement *attempt* for every
+    still-active mask. Per mask this is exactly BEiT's nested loop: an attempt that
+    commits a block starts a new round (attempt counter reset to 0), a round whose
+    ``max_attempts`` attempts all fail stops the mask, and so does reaching the
+    target. Each successful round adds at least one cell, so at most
+    ``G**2 * max_attempts`` iterations are ever needed (static bound).
+
+    Args:
+      seed: int32/int64 tensor [2].
+      targets: int32 [M], number of cells to set per mask (``floor(ratio * G**2)``).
+      grid_size: Python int ``G``.
+      min_block_cells: Python number, lower bound of a block's area draw.
+      min_aspect: Python float, aspect ratio drawn log-uniformly in
+        ``[min_aspect, 1 / min_aspect]``.
+      max_attempts: Python int, attempts per block.
+
+    Returns:
+      bool [M, G, G] masks, each with at most ``targets[m]`` cells set.
+    """
+    g = grid_size
+    num = _dim0(targets)
+    base = _stream_base(seed)
+    log_lo = math.log(min_aspect)
+    log_hi = math.log(1.0 / min_aspect)
+    cell = tf.range(g, dtype=tf.int32)
+    min_area = float(min_block_cells)
+
+    mask0 = tf.zeros([num, g, g], tf.bool)
+    count0 = tf.zeros_like(targets)
+    attempt0 = tf.zeros_like(targets)
+    active0 = targets > 0
+
+    def cond(it, mask, count, attempt, active):
+        del it, mask, count, attempt
+        return tf.reduce_any(active)
+
+    def body(it, mask, count, attempt, active):
+        step_seed = _stream_seed(base, it)
+        u = _uniform(step_seed, [num, 4])
+        budget = targets - count
+        # random.uniform(a, b) = a + (b - a) * U[0, 1): bounds may be inverted.
+        area = min_area + (tf.cast(budget, tf.float32) - min_area) * u[:, 0]
+        aspect = tf.exp(log_lo + (log_hi - log_lo) * u[:, 1])
+        # tf.round rounds half to even, like Python's round().
+        h = tf.cast(tf.round(tf.sqrt(area * aspect)), tf.int32)
+        w = tf.cast(tf.round(tf.sqrt(area / aspect)), tf.int32)
+        fits = (h < g) & (w < g)
+        h = tf.clip_by_value(h, 0, g - 1)
+        w = tf.clip_by_value(w, 0, g - 1)
+        # random.randint(0, G - h): uniform over G - h + 1 values, inclusive.
+        top = tf.minimum(
+            tf.cast(tf.floor(u[:, 2] * tf.cast(g - h + 1, tf.float32)), tf.int32), g - h)
+        left = tf.minimum(
+            tf.cast(tf.floor(u[:, 3] * tf.cast(g - w + 1, tf.float32)), tf.int32), g - w)
+        rows = (cell[None, :] >= top[:, None]) & (cell[None, :] < (top + h)[:, None])
+        cols = (cell[None, :] >= left[:, None]) & (cell[None, :] < (left + w)[:, None])
+        rect = rows[:, :, None] & cols[:, None, :]
+        new = tf.reduce_sum(
+            tf.cast(rect & tf.logical_not(mask), tf.int32), axis=[1, 2])
+        commit = active & fits & (new > 0) & (new <= budget)
+        mask = mask | (rect & commit[:, None, None])
+        count = count + tf.where(commit, new, 0)
+        attempt = tf.where(commit, 0, tf.where(active, attempt + 1, attempt))
+        active = active & (count < targets) & (attempt < max_attempts)
+        return it + 1, mask, count, attempt, active
+
+    _, mask, _, _, _ = tf.while_loop(
+        cond, body,
+        (tf.constant(0, tf.int32), mask0, count0, attempt0, active0),
+        maximum_iterations=g * g * max_attempts)
+    return mask
+
+
+def blocked_grid_mask(seed, grid_size, ratio, min_block_cells=None, min_aspect=_BEIT_MIN_ASPECT,
+                      max_attempts=_BEIT_MAX_ATTEMPTS):
+    """One blocked mask from the BEiT block-wise generator (ALGORITHMS.md section 1).
+
+    ``target = floor(ratio * G**2)`` cells are set by placing rectangles. While
+    fewer than ``target`` cells are set, with ``budget = target - masked``, up to
+    ``max_attempts`` attempts draw ``area ~ U(min_block_cells, budget)`` (bounds may
+    be inverted), ``aspect = exp(U(log(min_aspect), log(1 / min_aspect)))``,
+    ``h = round(sqrt(area * aspect))``, ``w = round(sqrt(area / aspect))``; an
+    attempt is valid only if ``h < G`` and ``w < G`` (strict), the block is placed
+    at ``top ~ randint[0, G - h]``, ``left ~ randint[0, G - w]`` and is committed if
+    it adds between 1 and ``budget`` new cells (which ends the round). A round that
+    adds nothing ends the generator, so the realised ratio can fall below the
+    target, never above it.
+
+    Args:
+      seed: int32/int64 tensor of shape [2].
+      grid_size: Python int ``G >= 2``.
+      ratio: Python float or scalar float tensor in [0, 1).
+      min_block_cells: minimum block area in cells; ``None`` uses
+        :func:`default_min_block_cells` (``min(4, (G - 1) ** 2)``, [ours]); ``4``
+        is the reference generator (degenerate at ``G = 2``).
+      min_aspect: Python float in (0, 1], smallest aspect ratio (largest is its
+        inverse). BEiT: 0.3.
+      max_attempts: Python int, attempts per block. BEiT: 10.
+
+    Returns:
+      float32 tensor [G, G] with values in {0, 1}; 1 marks a block cell (a cell
+      that keeps the image's own pixels in MixMask).
+    """
+    if min_block_cells is None:
+        min_block_cells = default_min_block_cells(grid_size)
+    seed = tf.convert_to_tensor(seed)
+    ratios = tf.reshape(_as_f64(ratio), [1])
+    mask = _blocked_masks(seed, _num_targets(ratios, grid_size), grid_size,
+                          min_block_cells, min_aspect, max_attempts)
+    return tf.cast(mask[0], tf.float32)
+
+
+def _discrete_masks(seed, ratios, grid_size, max_redraws=_MAX_DISCRETE_REDRAWS):
+    """Batch of discrete masks, never all-0 or all-1.
+
+    Args:
+      seed: int32/int64 tensor [2].
+      ratios: float [M], per-mask ratio; each cell is 1 with probability 1 - ratio.
+      grid_size: Python int ``G >= 2``.
+      max_redraws: Python int, redraws of degenerate grids before the fallback.
+
+    Returns:
+      bool [M, G, G].
+    """
+    g = grid_size
+    num = _dim0(ratios)
+    base = _stream_base(seed)
+    keep_prob = 1.0 - tf.cast(ratios, tf.float32)
+    shape = [num, g, g]
+
+    def draw(i):
+        u = _uniform(_stream_seed(base, i), shape)
+        return u < keep_prob[:, None, None]
+
+    def degenerate(m):
+        on = tf.reduce_sum(tf.cast(m, tf.int32), axis=[1, 2])
+        return (on == 0) | (on == g * g)
+
+    def cond(i, m):
+        del i
+        return tf.reduce_any(degenerate(m))
+
+    def body(i, m):
+        return i + 1, tf.where(degenerate(m)[:, None, None], draw(i), m)
+
+    mask0 = draw(tf.constant(0, tf.int32))
+    _, mask = tf.while_loop(cond, body, (tf.constant(1, tf.int32), mask0),
+                            maximum_iterations=max_redraws)
+    # Fallback (rare; e.g. ratio 0.01 at G = 2): flip one uniformly chosen cell.
+    u = _uniform(_stream_seed(base, max_redraws + 1), [num])
+    flip = tf.minimum(tf.cast(tf.floor(u * float(g * g)), tf.int32), g * g - 1)
+    flip = tf.reshape(tf.one_hot(flip, g * g, on_value=True, off_value=False,
+                                 dtype=tf.bool), shape)
+    return tf.where(degenerate(mask)[:, None, None],
+                    tf.math.logical_xor(mask, flip), mask)
+
+
+def discrete_grid_mask(seed, grid_size, ratio):
+    """One discrete mask: every cell independently 1 with probability ``1 - ratio``.
+
+    As in the MixMask reference code (``np.random.rand(G, G) > ratio``). All-0 and
+    all-1 grids are redrawn (up to 100 times); if still degenerate, one random cell
+    is flipped, so the result is never all-0 or all-1 and the loop always ends.
+
+    Args:
+      seed: int32/int64 tensor of shape [2].
+      grid_size: Python int ``G >= 2``.
+      ratio: Python float or scalar float tensor.
+
+    Returns:
+      float32 tensor [G, G] with values in {0, 1}, neither all 0 nor all 1.
+    """
+    seed = tf.convert_to_tensor(seed)
+    ratios = tf.reshape(tf.cast(ratio, tf.float32), [1])
+    return tf.cast(_discrete_masks(seed, ratios, grid_size)[0], tf.float32)
+
+
+def grid_masks(seed, num_masks, grid_size, mask_type="blocked", ratio=0.5, ratio_range=None,
+               min_block_cells=None):
+    """``num_masks`` independent grid masks, vectorised (one ``tf.while_loop`` for all).
+
+    ``num_masks = 1`` is the per-batch mode (one mask shared by the batch, as in the
+    reference code), ``num_masks = N`` the per-sample mode [ours]. With a
+    ``ratio_range`` each mask draws its own ratio. The ratio and mask sub-seeds are
+    split from ``seed``, so ``grid_masks(seed, 1, ...)`` is not the same draw as
+    :func:`blocked_grid_mask` with the same seed (same distribution).
+
+    Args:
+      seed: int32/int64 tensor of shape [2].
+      num_masks: Python int (static) or scalar int32 tensor (dynamic, graph mode only).
+      grid_size: Python int ``G >= 2``.
+      mask_type: ``"blocked"`` or ``"discrete"``.
+      ratio: Python float or scalar float tensor, the constant ratio.
+      ratio_range: ``None`` or ``(a, b)``: ratio per mask from ``U(a, b)``.
+      min_block_cells: blocked masks only; ``None`` -> :func:`default_min_block_cells`.
+
+    Returns:
+      float32 tensor [num_masks, G, G] with values in {0, 1}.
+
+    Raises:
+      ValueError: for an unknown ``mask_type`` or a ``grid_size`` below 2.
+    """
+    if mask_type not in MASK_TYPES:
+        raise ValueError(f"mask_type must be one of {MASK_TYPES}, got {mask_type!r}.")
+    if not _is_int(grid_size) or grid_size < 2:
+        raise ValueError(f"grid_size must be an integer >= 2, got {grid_size!r}.")
+    seed = tf.convert_to_tensor(seed)
+    ratio_seed, mask_seed = _split2(seed)
+    ratios = _sample_ratios(ratio_seed, num_masks, ratio, ratio_range)
+    if mask_type == "blocked":
+        if min_block_cells is None:
+            min_block_cells = default_min_block_cells(grid_size)
+        masks = _blocked_masks(mask_seed, _num_targets(ratios, grid_size), grid_size,
+                               min_block_cells, _BEIT_MIN_ASPECT, _BEIT_MAX_ATTEMPTS)
+    else:
+        masks = _discrete_masks(mask_seed, ratios, grid_size)
+    return tf.cast(masks, tf.float32)
+
+
+def _nearest_indices(cells, pixels):
+    """Source cell of every output pixel for a half-pixel-centre nearest resize."""
+    # Pixel p has its centre at (p + 0.5) / pixels of the extent; it takes the cell
+    # that contains that point: floor((p + 0.5) * cells / pixels), in exact integers.
+    return [((2 * p + 1) * cells) // (2 * pixels) for p in range(pixels)]
+
+
+def upsample_masks(masks, height, width):
+    """Nearest-neighbour upsampling of grid masks to the image size.
+
+    Pixel ``(y, x)`` takes cell ``(floor((y + 0.5) * Gh / height),
+    floor((x + 0.5) * Gw / width))``: the cell containing the pixel's centre (the
+    rule of ``tf.image.resize(method="nearest")``, computed here in exact integer
+    arithmetic). ``height`` and ``width`` need not be multiples of the grid size,
+    so cells may cover unequal numbers of pixels; measure λ with
+    :func:`mask_fraction` on the result.
+
+    Args:
+      masks: float tensor [M, Gh, Gw] (static ``Gh``, ``Gw``).
+      height: Python int, output height.
+      width: Python int, output width.
+
+    Returns:
+      float32 tensor [M, height, width, 1].
+    """
+    masks = tf.convert_to_tensor(masks)
+    gh, gw = masks.shape[1], masks.shape[2]
+    if gh is None or gw is None:
+        raise ValueError("upsample_masks needs a static grid shape [M, G, G].")
+    rows = tf.constant(_nearest_indices(gh, height), tf.int32)
+    cols = tf.constant(_nearest_indices(gw, width), tf.int32)
+    out = tf.gather(tf.gather(tf.cast(masks, tf.float32), rows, axis=1), cols, axis=2)
+    return out[..., None]
+
+
+def mask_fraction(masks):
+    """Fraction of ones of each mask (λ of the image that keeps the 1-region).
+
+    Args:
+      masks: float tensor [M, ...] (e.g. the [M, H, W, 1] full-resolution masks).
+
+    Returns:
+      float32 tensor [M]: mean over all non-batch axes.
+    """
+    masks = tf.cast(tf.convert_to_tensor(masks), tf.float32)
+    return tf.reduce_mean(masks, axis=list(range(1, masks.shape.rank)))

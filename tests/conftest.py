@@ -1,0 +1,22 @@
+"""Test set-up: two logical CPU devices (for MirroredStrategy tests) and quiet TensorFlow.
+
+The logical device split must happen before TensorFlow initialises its devices, so it is
+done here, at collection time, before any test module runs a TF op.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+try:
+    tf.config.set_logical_device_configuration(
+        _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+except RuntimeError:  # devices already initialised (e.g. a plugin imported TF first)
+    pass
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,0 +1,72 @@
+"""The pretrain CLI as a user runs it: the smoke config, resume, and clear errors for bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-mnist"),
+                                reason="needs Debian's dataset-fashion-mnist (installed by .ci/run)")
+
+
+def _run(*args, timeout=300):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "trainers.pretrain", *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_smoke_config_trains_resumes_and_exports(tmp_path):
+    model_dir = str(tmp_path / "run")
+    first = _run("--flagfile=configs/smoke.cfg", f"--model_dir={model_dir}", "--epochs=1", "--export=false")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "random init: kNN top-1" in first.stdout
+    assert os.path.exists(os.path.join(model_dir, "checkpoints", "ckpt-00001.npz"))
+    assert os.path.exists(os.path.join(model_dir, "backbone.keras"))
+    flags_text = open(os.path.join(model_dir, "flags.cfg")).read()
+    assert "--grid_size=4" in flags_text and "--branch=mixmask" in flags_text
+    # Same command with more epochs resumes from the checkpoint instead of starting again.
+    second = _run("--flagfile=configs/smoke.cfg", f"--model_dir={model_dir}", "--epochs=2")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed from" in second.stdout and "(epoch 1)" in second.stdout
+    assert "random init" not in second.stdout.split("resumed from")[1].split("kNN top-1 on")[0]
+    rows = [json.loads(line) for line in open(os.path.join(model_dir, "metrics.jsonl"))]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for row in rows:
+        assert 0.3 < row["lambda"] < 0.7 and row["loss"] > 0 and "knn_top1" in row
+    results = json.load(open(os.path.join(model_dir, "results.json")))
+    assert 0 < results["knn_top1"] <= 100 and 0 < results["knn_top1_random_init"] <= 100
+    assert results["epochs_completed"] == 2
+    card = json.load(open(os.path.join(model_dir, "export", "1", "assets.extra", "export.json")))
+    assert card["framework"] == "mocov2" and card["branch"]["name"] == "mixmask" and card["epochs"] == 2
+    assert card["input"]["shape"] == [None, 28, 28, 1]
+    # The standalone exporter writes the next version.
+    exported = subprocess.run([sys.executable, "-m", "export.saved_model", f"--model_dir={model_dir}"],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert os.path.exists(os.path.join(model_dir, "export", "2", "saved_model.pb"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data_dir=/nonexistent/fashion"], "apt-get install dataset-fashion-mnist"),
+    (["--grid_size=64"], "larger than"),
+    (["--grid_size=1"], "grid"),
+    (["--mask_ratio=1.5"], "ratio"),
+    (["--mask_ratio=0"], "ratio"),
+    (["--queue_size=64"], "--queue_size (64) must be >= --batch_size (128)"),
+])
+def test_bad_input_gives_clear_error(tmp_path, args, message):
+    result = _run("--flagfile=configs/smoke.cfg", f"--model_dir={tmp_path}", *args)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_flag_and_bad_enum(tmp_path):
+    for args in (["--no_such_flag=3"], ["--mask_type=checkerboard"]):
+        result = _run("--flagfile=configs/smoke.cfg", f"--model_dir={tmp_path}", *args)
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert ("no_such_flag" in result.stderr) or ("checkerboard" in result.stderr)
