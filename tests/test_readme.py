@@ -1,0 +1,30 @@
+"""The README's `model.fit` example runs as written (in a fresh process, on the real dataset)."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+
+def _example(marker):
+    text = open(os.path.join(REPO_ROOT, "README.md")).read()
+    match = re.search(re.escape(marker) + r".*?\n```python\n(.*?)```", text, re.S)
+    assert match, f"README block after {marker!r} not found"
+    return match.group(1)
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-mnist"),
+                    reason="needs Debian's dataset-fashion-mnist (installed by .ci/run)")
+def test_readme_fit_example_runs():
+    code = _example("<!-- example: fit")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    accuracy = float(re.search(r"kNN top-1: ([\d.]+)%", result.stdout).group(1))
+    assert 10.0 < accuracy <= 100.0  # above chance (10 classes); accuracy itself is the demo's job
+    for name in ("loss_clean", "loss_mix", "loss_switch", "lambda"):
+        assert name in result.stdout
