@@ -76,3 +76,73 @@ def mixmask_loss(per_sample_mix, per_sample_switch, weights, switch_weights):
       (mix_term, switch_term): two scalars whose sum is the MixMask loss.
     """
     return weighted_mean(per_sample_mix, weights), weighted_mean(per_sample_switch, switch_weights)
+
+
+def nt_xent_logits(anchors, positives_all, anchors_all, offset, temperature):
+    """NT-Xent logits of local anchors against the global batch (SimCLR, Chen et al. 2020).
+
+    For anchor i (global index offset + i) the candidates are every global view-b embedding
+    (the positive at column offset + i) and every global view-a embedding except itself.
+
+    Args:
+      anchors: [n, D] L2-normalised local anchors (view a).
+      positives_all: [N, D] L2-normalised view-b embeddings of the global batch.
+      anchors_all: [N, D] L2-normalised view-a embeddings of the global batch (may be the
+        anchors themselves when n == N).
+      offset: int scalar, global index of the first local anchor (replica_id · n).
+      temperature: T.
+
+    Returns:
+      (logits [n, 2N] float32, labels [n] int32): the positive of row i is column offset + i.
+    """
+    anchors = tf.cast(anchors, tf.float32)
+    n = tf.shape(anchors)[0]
+    big_n = tf.shape(positives_all)[0]
+    labels = tf.range(n, dtype=tf.int32) + tf.cast(offset, tf.int32)
+    logits_ab = tf.matmul(anchors, tf.cast(positives_all, tf.float32), transpose_b=True) / temperature
+    logits_aa = tf.matmul(anchors, tf.cast(anchors_all, tf.float32), transpose_b=True) / temperature
+    logits_aa -= tf.one_hot(labels, big_n) * 1e9  # an anchor is not its own negative
+    return tf.concat([logits_ab, logits_aa], axis=1), labels
+
+
+def nt_xent(anchors, positives_all, anchors_all, offset, temperature):
+    """Per-anchor NT-Xent loss [n] (see `nt_xent_logits`): cross-entropy with label offset + i."""
+    logits, labels = nt_xent_logits(anchors, positives_all, anchors_all, offset, temperature)
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+
+
+def info_nce_in_batch(query, keys_all, offset, temperature):
+    """Per-sample InfoNCE of queries against the global keys, positive = own index.
+
+    The SimCLR branch term [ours]: q_mix[i] against z2[i], the other gathered z2 as negatives.
+
+    Args:
+      query: [n, D] L2-normalised queries; keys_all: [N, D] L2-normalised global keys;
+      offset: global index of query 0; temperature: T.
+
+    Returns:
+      [n] float32 losses.
+    """
+    logits = tf.matmul(tf.cast(query, tf.float32), tf.cast(keys_all, tf.float32), transpose_b=True) / temperature
+    labels = tf.range(tf.shape(query)[0], dtype=tf.int32) + tf.cast(offset, tf.int32)
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+
+
+def byol_regression(prediction, target):
+    """Per-sample BYOL loss 2 − 2·cos(p, z) = ‖p̂ − ẑ‖² (Grill et al. 2020).
+
+    Args:
+      prediction: [n, D] online predictions (any norm).
+      target: [n, D] target projections (any norm; the caller stops their gradient).
+
+    Returns:
+      [n] float32.
+    """
+    p = l2_normalize(prediction)
+    z = l2_normalize(target)
+    return 2.0 - 2.0 * tf.reduce_sum(p * z, axis=-1)
+
+
+def negative_cosine(prediction, target):
+    """Per-sample SimSiam loss −cos(p, z) (Chen & He 2021); the caller stops z's gradient."""
+    return -tf.reduce_sum(l2_normalize(prediction) * l2_normalize(target), axis=-1)

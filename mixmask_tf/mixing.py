@@ -8,10 +8,21 @@ filler of the ``(1 - M)`` region of mixture ``j = perm^-1(i)`` (fraction
 embedding is ``q_mix[perm^-1(i)]``, which for the default ``perm = rev`` is
 ``rev(q_mix)`` (rev is its own inverse).
 
+Also here: Un-Mix (:func:`unmix`, a Mixup or CutMix of the batch with one λ per
+call, Shen et al. 2022) with the same :class:`Mixture` output, and the erase-based
+baseline's fill (:func:`erase`, ``M * x + (1 - M) * fill``).
+
 All functions are pure TF and run under ``tf.function(jit_compile=True)``.
-Randomness is stateless: ``seed`` is an int32/int64 tensor of shape [2].
+Randomness is stateless: ``seed`` is an int32/int64 tensor of shape [2]. As in
+:mod:`mixmask_tf.masks`, every random number is built from stateless *integer*
+draws on canonical seeds (uniforms from 24 random bits, normals by Box–Muller on
+them, Beta by Marsaglia–Tsang on those), so the same seed gives the same draws with
+and without XLA, up to last-bit differences of float math (``sqrt``/``log``/``cos``)
+that XLA may round differently.
 """
 
+import math
+import numbers
 from typing import NamedTuple
 
 import tensorflow as tf
@@ -19,6 +30,10 @@ import tensorflow as tf
 from mixmask_tf import masks as masks_lib
 
 PERMUTATIONS = ("reverse", "random")
+FILLS = ("zero", "noise")
+
+# Marsaglia–Tsang candidates drawn at once for one Gamma sample (see _sample_gamma).
+_GAMMA_CANDIDATES = 16
 
 
 class Mixture(NamedTuple):
@@ -186,3 +201,249 @@ def mixmask(images, seed, grid_size, mask_type="blocked", ratio=0.5, ratio_range
     switch_weights = 1.0 - tf.gather(weights, switch_index)
     return Mixture(images=mixed, weights=weights, switch_index=switch_index,
                    switch_weights=switch_weights, masks=masks)
+
+
+# ---------------------------------------------------------------------------
+# Un-Mix
+# ---------------------------------------------------------------------------
+
+
+def _is_number(x):
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def validate_unmix_args(global_prob=0.5, beta=1.0, permutation="reverse"):
+    """Checks Un-Mix arguments before tracing; raises a user-facing ValueError.
+
+    Args:
+      global_prob: Python number in [0, 1], probability of the global (mixup) mode.
+      beta: Python number > 0, λ ~ Beta(beta, beta).
+      permutation: one of :data:`PERMUTATIONS`.
+
+    Raises:
+      ValueError: naming the invalid argument.
+    """
+    if not _is_number(global_prob) or not 0.0 <= float(global_prob) <= 1.0:
+        raise ValueError(
+            f"global_prob must be a number in [0, 1] (the probability of the global "
+            f"mixup mode; 0 = region/CutMix only), got {global_prob!r}.")
+    if not _is_number(beta) or not math.isfinite(float(beta)) or float(beta) <= 0.0:
+        raise ValueError(f"beta must be a finite number > 0 (λ ~ Beta(beta, beta)), got {beta!r}.")
+    if permutation not in PERMUTATIONS:
+        raise ValueError(
+            f"unknown permutation {permutation!r}; choose one of {PERMUTATIONS}.")
+
+
+def _standard_normal(seed, shape):
+    """Stateless N(0, 1) of ``shape`` (float32) by Box–Muller on 24-bit uniforms.
+
+    Built on :func:`mixmask_tf.masks._uniform` (integer draws) so it gives the same
+    values with and without XLA (up to last-bit rounding of ``log``/``cos``).
+    ``tf.random.stateless_normal`` is not used: its float draw differs under XLA
+    on CPU. The tails are cut at ``sqrt(2 * 24 * ln 2) ≈ 5.8`` standard deviations.
+
+    Args:
+      seed: int32/int64 tensor [2].
+      shape: list/tuple of ints or scalar int tensors.
+
+    Returns:
+      float32 tensor of ``shape``.
+    """
+    u = masks_lib._uniform(seed, [2] + list(shape))
+    radius = tf.sqrt(-2.0 * tf.math.log(1.0 - u[0]))  # 1 - u in (0, 1]
+    return radius * tf.cos((2.0 * math.pi) * u[1])
+
+
+def _log_gamma_sample(seed, alpha):
+    """log of one Gamma(alpha, 1) draw, scalar float32 (Marsaglia & Tsang 2000).
+
+    ``alpha`` is a Python float. For ``alpha < 1`` the boost
+    ``Gamma(alpha) = Gamma(alpha + 1) * U ** (1 / alpha)`` is used (in log space, so
+    tiny ``alpha`` cannot underflow). The rejection loop is replaced by
+    :data:`_GAMMA_CANDIDATES` candidates drawn at once (static shapes, XLA-friendly);
+    the first accepted one is returned. The acceptance rate is above 0.95 for the
+    boosted shape ``>= 1``, so all candidates are rejected with probability below
+    ``0.05 ** 16 ≈ 1.5e-21``; then the mode ``d`` is returned.
+    """
+    shape = alpha + 1.0 if alpha < 1.0 else alpha
+    d = shape - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    k = _GAMMA_CANDIDATES
+    normal_seed, uniform_seed = masks_lib._split2(seed)
+    z = _standard_normal(normal_seed, [k])
+    u = 1.0 - masks_lib._uniform(uniform_seed, [k + 1])  # (0, 1]
+    v = (1.0 + c * z) ** 3
+    log_v = tf.math.log(tf.maximum(v, 1e-30))
+    accept = (v > 0.0) & (tf.math.log(u[:k]) < 0.5 * z * z + d - d * v + d * log_v)
+    first = tf.argmax(tf.cast(accept, tf.int32), output_type=tf.int32)
+    log_g = tf.where(tf.reduce_any(accept), math.log(d) + tf.gather(log_v, first),
+                     tf.constant(math.log(d), tf.float32))
+    if alpha < 1.0:
+        log_g = log_g + tf.math.log(u[k]) / alpha
+    return log_g
+
+
+def sample_beta(seed, beta):
+    """One stateless draw λ ~ Beta(beta, beta), scalar float32 in [0, 1].
+
+    ``beta == 1`` (Un-Mix's value) is the uniform distribution and is drawn directly
+    as a 24-bit uniform ``k * 2**-24``. Otherwise ``λ = G1 / (G1 + G2)`` with two
+    independent Gamma(beta, 1) draws (:func:`_log_gamma_sample`), computed as
+    ``sigmoid(log G1 - log G2)``.
+
+    Why not ``tf.random.stateless_gamma``: its XLA lowering (when it compiles at all)
+    is not guaranteed to give the same bits as the TF kernel, and its float draws
+    are not built on the integer draws that the rest of the project uses for
+    XLA-identical randomness; this sampler uses only integer stateless draws and
+    elementary float math.
+
+    Args:
+      seed: int32/int64 tensor [2].
+      beta: Python float > 0.
+
+    Returns:
+      Scalar float32 tensor.
+    """
+    seed = tf.convert_to_tensor(seed)
+    beta = float(beta)
+    if beta == 1.0:
+        return masks_lib._uniform(seed, [])
+    seed_a, seed_b = masks_lib._split2(seed)
+    return tf.sigmoid(_log_gamma_sample(seed_a, beta) - _log_gamma_sample(seed_b, beta))
+
+
+def unmix_box(center, cut, size):
+    """Rows (or columns) ``[start, stop)`` of an Un-Mix box side, clipped to the image.
+
+    A side of ``cut`` pixels around ``center``: ``start = center - cut // 2``,
+    ``stop = start + cut``, both clipped to ``[0, size]``. (The CutMix/Un-Mix
+    reference code uses ``center ± cut // 2``, i.e. a side of ``2 * (cut // 2)``
+    pixels, one fewer when ``cut`` is odd; we keep the side of ``cut`` pixels that
+    ALGORITHMS.md states. λ is measured on the clipped box either way.)
+
+    Args:
+      center: int32 tensor, the centre pixel in ``[0, size)``.
+      cut: int32 tensor, the unclipped side in pixels.
+      size: Python int, the image side.
+
+    Returns:
+      (start, stop) int32 tensors, ``0 <= start <= stop <= size``.
+    """
+    start = center - cut // 2
+    stop = start + cut
+    return tf.clip_by_value(start, 0, size), tf.clip_by_value(stop, 0, size)
+
+
+def unmix(images, seed, global_prob=0.5, beta=1.0, permutation="reverse"):
+    """Un-Mix mixture of a query batch (Shen et al. 2022; ALGORITHMS.md section 2).
+
+    One λ ~ Beta(beta, beta) and one r ~ U(0, 1) per call (shared by the batch):
+
+    * r < ``global_prob`` (global / mixup mode):
+      ``mixed = λ * x + (1 - λ) * x[perm]``.
+    * otherwise (region / CutMix mode): a box of ``floor(H * sqrt(1 - λ))`` rows and
+      ``floor(W * sqrt(1 - λ))`` columns, centre ``(cy, cx)`` uniform over the
+      pixels, clipped to the image (:func:`unmix_box`); ``x[perm]`` is pasted inside
+      it and λ becomes ``1 - clipped box area / (H * W)``.
+
+    Both modes are computed as ``mix_images(x, M, perm)`` with ``M`` the constant map
+    λ (mixup) or the 0/1 map that is 0 inside the box (region), selected with
+    ``tf.where`` (graph and XLA compatible, no ``tf.cond``). The λ, mode/centre and
+    permutation sub-seeds are split independently from ``seed``.
+
+    Args:
+      images: [N, H, W, C] float tensor with static ``H`` and ``W``; ``N`` may be
+        dynamic in a plain graph (static under XLA).
+      seed: int32/int64 tensor of shape [2].
+      global_prob: Python float in [0, 1], probability of the mixup mode (Un-Mix
+        CIFAR code: 0.5; ImageNet code: 0.0).
+      beta: Python float > 0.
+      permutation: ``"reverse"`` (Un-Mix) or ``"random"``.
+
+    Returns:
+      :class:`Mixture`: images [N, H, W, C] (input dtype); weights [N] float32, λ
+      (the fraction of each image's own pixels, the same for every image);
+      switch_index [N] int32 ``inverse_permutation(perm)``; switch_weights [N]
+      float32 ``1 - weights[switch_index]``; masks [1, H, W, 1] float32, the map of
+      the own-image share (constant λ in mixup mode, 1 outside / 0 inside the box in
+      region mode).
+
+    Raises:
+      ValueError: for invalid static arguments (:func:`validate_unmix_args`) or
+        images without a static height and width.
+    """
+    images = tf.convert_to_tensor(images)
+    if images.shape.rank != 4:
+        raise ValueError(f"images must have shape [N, H, W, C], got {images.shape}.")
+    height, width = images.shape[1], images.shape[2]
+    if height is None or width is None:
+        raise ValueError(f"images need a static height and width, got {images.shape}.")
+    validate_unmix_args(global_prob, beta, permutation)
+    n = images.shape[0] if images.shape[0] is not None else tf.shape(images)[0]
+    seeds = tf.random.experimental.stateless_split(masks_lib._canonical_seed(seed), num=3)
+    lam_seed, mode_seed, perm_seed = seeds[0], seeds[1], seeds[2]
+
+    lam = sample_beta(lam_seed, beta)
+    u = masks_lib._uniform(mode_seed, [3])  # r, centre row, centre column
+    is_global = u[0] < float(global_prob)
+    cy = tf.minimum(tf.cast(tf.floor(u[1] * float(height)), tf.int32), height - 1)
+    cx = tf.minimum(tf.cast(tf.floor(u[2] * float(width)), tf.int32), width - 1)
+    side = tf.sqrt(1.0 - lam)
+    cut_h = tf.cast(tf.floor(float(height) * side), tf.int32)
+    cut_w = tf.cast(tf.floor(float(width) * side), tf.int32)
+    y1, y2 = unmix_box(cy, cut_h, height)
+    x1, x2 = unmix_box(cx, cut_w, width)
+    rows = tf.range(height, dtype=tf.int32)[:, None]
+    cols = tf.range(width, dtype=tf.int32)[None, :]
+    inside = (rows >= y1) & (rows < y2) & (cols >= x1) & (cols < x2)
+    box_mask = 1.0 - tf.cast(inside, tf.float32)
+    area = (y2 - y1) * (x2 - x1)
+    region_lam = tf.cast(height * width - area, tf.float32) / float(height * width)
+
+    masks = tf.where(is_global, tf.fill([height, width], lam), box_mask)[None, :, :, None]
+    lam = tf.where(is_global, lam, region_lam)
+    perm = make_permutation(permutation, perm_seed, n)
+    mixed = mix_images(images, masks, perm)
+    weights = tf.fill([n], lam)
+    switch_index = inverse_permutation(perm)
+    switch_weights = 1.0 - tf.gather(weights, switch_index)
+    return Mixture(images=mixed, weights=weights, switch_index=switch_index,
+                   switch_weights=switch_weights, masks=masks)
+
+
+# ---------------------------------------------------------------------------
+# Erase
+# ---------------------------------------------------------------------------
+
+
+def erase(images, masks, fill="zero", seed=None):
+    """Erase-based masking: ``M * x + (1 - M) * fill`` (ALGORITHMS.md section 2).
+
+    Args:
+      images: [N, H, W, C] float tensor (any float dtype; the result keeps it).
+      masks: [1 or N, H, W, 1] float tensor in {0, 1}; 1 keeps the pixel, 0 erases it
+        (broadcast over the batch when its first axis is 1, and over channels).
+      fill: ``"zero"`` (0, the mean of normalised data) or ``"noise"`` (standard
+        Gaussian noise, independent per pixel and channel; Box–Muller on 24-bit
+        uniforms, see :func:`_standard_normal`).
+      seed: int32/int64 tensor [2]; required for ``fill="noise"``, unused for
+        ``"zero"``.
+
+    Returns:
+      [N, H, W, C] tensor of ``images.dtype``.
+
+    Raises:
+      ValueError: for an unknown ``fill`` or a missing seed with ``"noise"``.
+    """
+    if fill not in FILLS:
+        raise ValueError(f"fill must be one of {FILLS}, got {fill!r}.")
+    images = tf.convert_to_tensor(images)
+    m = tf.cast(masks, images.dtype)
+    if fill == "zero":
+        return m * images
+    if seed is None:
+        raise ValueError("erase(fill='noise') needs a seed (int tensor of shape [2]).")
+    shape = (images.shape.as_list() if images.shape.is_fully_defined()
+             else tf.unstack(tf.shape(images), num=4))
+    noise = tf.cast(_standard_normal(seed, shape), images.dtype)
+    return m * images + (1 - m) * noise

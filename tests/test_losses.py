@@ -64,3 +64,50 @@ def test_mixmask_loss_per_batch_and_per_sample():
 
 def test_weighted_mean_scalar_weight_broadcasts():
     np.testing.assert_allclose(losses.weighted_mean(np.array([1.0, 3.0]), 0.5).numpy(), 1.0)
+
+
+def _np_nt_xent(za, zb, t):
+    # SimCLR written from the paper: for anchor a_i over the 2N views, the positive is b_i and
+    # the denominator runs over all 2N − 1 other views.
+    views = np.concatenate([za, zb])
+    n = len(za)
+    out = []
+    for i in range(n):
+        sims = views @ za[i] / t
+        denom = np.sum(np.exp(np.delete(sims, i)))
+        out.append(-np.log(np.exp(sims[n + i]) / denom))
+    return np.array(out)
+
+
+def test_nt_xent_matches_numpy_full_batch():
+    rng = np.random.default_rng(3)
+    za, zb = _normalize(rng.normal(size=(5, 4))), _normalize(rng.normal(size=(5, 4)))
+    got = losses.nt_xent(za, zb, za, 0, 0.5).numpy()
+    np.testing.assert_allclose(got, _np_nt_xent(za, zb, 0.5), rtol=1e-5, atol=1e-5)
+
+
+def test_nt_xent_replica_slice_equals_full_batch_rows():
+    """A replica holding rows 3..5 of the global batch gets exactly those rows' losses."""
+    rng = np.random.default_rng(4)
+    za, zb = _normalize(rng.normal(size=(6, 4))), _normalize(rng.normal(size=(6, 4)))
+    full = losses.nt_xent(za, zb, za, 0, 0.2).numpy()
+    part = losses.nt_xent(za[3:], zb, za, 3, 0.2).numpy()
+    np.testing.assert_allclose(part, full[3:], rtol=1e-5)
+
+
+def test_info_nce_in_batch_matches_numpy():
+    rng = np.random.default_rng(5)
+    q, keys = _normalize(rng.normal(size=(3, 4))), _normalize(rng.normal(size=(6, 4)))
+    got = losses.info_nce_in_batch(q, keys, 2, 0.3).numpy()
+    expected = [-(q[i] @ keys[2 + i] / 0.3) + np.log(np.sum(np.exp(keys @ q[i] / 0.3))) for i in range(3)]
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_byol_and_simsiam_losses_match_numpy():
+    rng = np.random.default_rng(6)
+    p, z = rng.normal(size=(4, 5)), rng.normal(size=(4, 5))
+    cos = np.sum(p * z, 1) / np.linalg.norm(p, axis=1) / np.linalg.norm(z, axis=1)
+    np.testing.assert_allclose(losses.byol_regression(p, z).numpy(), 2 - 2 * cos, rtol=1e-5)
+    pn, zn = _normalize(p), _normalize(z)
+    np.testing.assert_allclose(losses.byol_regression(p, z).numpy(), np.sum((pn - zn) ** 2, 1), rtol=1e-5)
+    np.testing.assert_allclose(losses.negative_cosine(p, z).numpy(), -cos, rtol=1e-5)

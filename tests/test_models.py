@@ -64,7 +64,7 @@ def test_queue_wraps_around():
     model = _moco(queue_size=12)
     keys = losses.l2_normalize(tf.random.normal((8, 8), seed=1))
     model.queue_ptr.assign(8)
-    model.finish_step(keys)
+    model.finish_step((keys,))
     q = model.queue.numpy()
     np.testing.assert_allclose(q[8:12], keys.numpy()[:4], rtol=1e-6)
     np.testing.assert_allclose(q[0:4], keys.numpy()[4:], rtol=1e-6)

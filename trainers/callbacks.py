@@ -70,6 +70,16 @@ class KnnMonitor(keras.callbacks.Callback):
                   f"{time.time() - start:.1f}s)", flush=True)
 
 
+def truncate_metrics_log(model_dir, epochs):
+    """Drops rows after `epochs` from metrics.jsonl (rows of an epoch that a resume repeats)."""
+    path = os.path.join(model_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        rows = [line for line in f if line.strip() and json.loads(line).get("epoch", 0) <= epochs]
+    checkpoint.atomic_write_text(path, "".join(rows))
+
+
 class MetricsLog(keras.callbacks.Callback):
     """Appends each epoch's logs (losses, λ, kNN, lr, time) to `<model_dir>/metrics.jsonl`."""
 

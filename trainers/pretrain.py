@@ -34,20 +34,32 @@ flags.DEFINE_integer("seed", 0, "Base seed of data order, augmentation, masks an
 # Model.
 flags.DEFINE_enum("backbone", "small_convnet", ["small_convnet", "resnet18_cifar", "resnet50"], "Backbone.")
 flags.DEFINE_integer("width", 32, "Width of the small ConvNet's first block.")
-flags.DEFINE_enum("framework", "mocov2", ["mocov2", "mocov1"], "Siamese framework.")
-flags.DEFINE_integer("embedding_dim", 128, "Embedding dimension of the head.")
-flags.DEFINE_integer("hidden_dim", 0, "Hidden size of the MoCo v2 head (0: the backbone's feature size).")
-flags.DEFINE_integer("queue_size", 4096, "MoCo queue size K (>= batch_size).")
-flags.DEFINE_float("moco_momentum", 0.99, "Momentum m of the key encoder.")
-flags.DEFINE_float("temperature", 0.2, "Temperature T of every InfoNCE term.")
+flags.DEFINE_enum("framework", "mocov2", ["mocov2", "mocov1", "simclr", "byol", "simsiam"], "Siamese framework.")
+flags.DEFINE_integer("embedding_dim", 128, "Embedding dimension of the head / projector.")
+flags.DEFINE_integer("hidden_dim", 0, "Hidden width of the head / projector / BYOL predictor (0: the feature size).")
+flags.DEFINE_integer("projector_layers", 2, "SimCLR and SimSiam: Dense layers of the projector.")
+flags.DEFINE_integer("predictor_hidden_dim", 0, "SimSiam: predictor bottleneck (0: embedding_dim / 4).")
+flags.DEFINE_integer("queue_size", 4096, "MoCo queue size K (>= batch_size; >= 2 x batch_size when symmetric).")
+flags.DEFINE_float("moco_momentum", 0.99, "MoCo: momentum m of the key encoder.")
+flags.DEFINE_boolean("symmetric", False, "MoCo: symmetric loss of Un-Mix's CIFAR code.")
+flags.DEFINE_float("temperature", 0.2, "MoCo / SimCLR: temperature of every InfoNCE / NT-Xent term.")
+flags.DEFINE_enum("mix_target", "view2", ["view2", "view1"], "SimCLR: clean view the branch terms score against.")
+flags.DEFINE_float("tau", 0.99, "BYOL: base EMA coefficient of the target network.")
+flags.DEFINE_enum("tau_schedule", "constant", ["constant", "cosine"], "BYOL: tau constant or cosine-scheduled to 1.")
 # Branch.
-flags.DEFINE_enum("branch", "mixmask", ["none", "mixmask"], "Extra query branch.")
+flags.DEFINE_enum("branch", "mixmask", ["none", "mixmask", "unmix", "mixmask_unmix", "erase"],
+                  "Extra query branch: MixMask, Un-Mix, MixMask* (both), or erase-based masking.")
+flags.DEFINE_float("unmix_prob", 0.5, "Un-Mix: probability P of the global (Mixup) mixture, else region (CutMix).")
+flags.DEFINE_float("unmix_beta", 1.0, "Un-Mix: lambda ~ Beta(beta, beta).")
+flags.DEFINE_boolean("same_permutation", False, "MixMask*: use Un-Mix's reverse permutation for MixMask too (ablation).")
+flags.DEFINE_enum("erase_fill", "zero", ["zero", "noise"], "Erase branch: fill of the erased cells.")
 flags.DEFINE_integer("grid_size", 4, "MixMask grid size G (2 CIFAR, 4 Tiny-ImageNet, 8 ImageNet in the paper).")
 flags.DEFINE_enum("mask_type", "blocked", ["blocked", "discrete"], "Mask pattern.")
 flags.DEFINE_float("mask_ratio", 0.5, "Mask ratio in (0, 1).")
 flags.DEFINE_list("mask_ratio_range", None, "Draw the ratio from U(a, b) per mask: 'a,b'.")
 flags.DEFINE_boolean("per_sample_mask", False, "One mask and λ per image instead of per batch.")
-flags.DEFINE_enum("permutation", "reverse", ["reverse", "random"], "Which image fills the masked cells.")
+flags.DEFINE_enum("permutation", "reverse", ["reverse", "random"],
+                  "MixMask: which image fills the masked cells (MixMask* uses random unless --same_permutation).")
 flags.DEFINE_boolean("switch_term", True, "Keep the (1 - λ) switch term.")
 flags.DEFINE_integer("min_block_cells", None, "Blocked masks: minimum block (default 4, or 1 at G=2).")
 # Optimisation.
@@ -82,8 +94,13 @@ def validate_flags():
     for name in ("epochs", "batch_size", "queue_size", "embedding_dim", "width", "knn_k"):
         if getattr(f, name) <= 0:
             raise UserError(f"--{name} must be positive, got {getattr(f, name)}")
-    if f.queue_size < f.batch_size:
-        raise UserError(f"--queue_size ({f.queue_size}) must be >= --batch_size ({f.batch_size})")
+    if f.framework.startswith("moco"):
+        keys_per_step = f.batch_size * (2 if f.symmetric else 1)
+        if f.queue_size < keys_per_step:
+            raise UserError(f"--queue_size ({f.queue_size}) must be >= --batch_size ({f.batch_size})"
+                            + (" x 2 with --symmetric" if f.symmetric else ""))
+    elif f.symmetric:
+        raise UserError("--symmetric applies to MoCo only (SimCLR, BYOL and SimSiam are symmetric already)")
     if f.learning_rate <= 0:
         raise UserError(f"--learning_rate must be positive, got {f.learning_rate}")
     if not 0 <= f.moco_momentum < 1:
@@ -109,12 +126,18 @@ def ratio_range():
 def build_branch():
     from mixmask_tf import branches
 
-    if FLAGS.branch == "none":
-        return branches.Branch()
-    return branches.MixMaskBranch(
-        grid_size=FLAGS.grid_size, mask_type=FLAGS.mask_type, ratio=FLAGS.mask_ratio,
-        ratio_range=ratio_range(), per_sample=FLAGS.per_sample_mask, permutation=FLAGS.permutation,
-        switch=FLAGS.switch_term, min_block_cells=FLAGS.min_block_cells)
+    f = FLAGS
+    mask = dict(grid_size=f.grid_size, mask_type=f.mask_type, ratio=f.mask_ratio, ratio_range=ratio_range(),
+                per_sample=f.per_sample_mask, min_block_cells=f.min_block_cells)
+    options = {
+        "none": {},
+        "mixmask": dict(mask, permutation=f.permutation, switch=f.switch_term),
+        "unmix": dict(global_prob=f.unmix_prob, beta=f.unmix_beta),
+        "mixmask_unmix": dict(mask, switch=f.switch_term, global_prob=f.unmix_prob, beta=f.unmix_beta,
+                              same_permutation=f.same_permutation),
+        "erase": dict(mask, fill=f.erase_fill),
+    }[f.branch]
+    return branches.build_branch(f.branch, **options)
 
 
 def build_backbone(image_shape):
@@ -124,17 +147,29 @@ def build_backbone(image_shape):
     return backbones.build_backbone(FLAGS.backbone, image_shape, **kwargs)
 
 
-def build_trainer(image_shape):
+def framework_flag_options(steps_per_epoch):
+    """The flags' values of the options the chosen framework takes (models.framework_options)."""
+    from mixmask_tf import models
+
+    f = FLAGS
+    values = dict(embedding_dim=f.embedding_dim, hidden_dim=f.hidden_dim or None, queue_size=f.queue_size,
+                  momentum=f.moco_momentum, temperature=f.temperature, symmetric=f.symmetric,
+                  projector_layers=f.projector_layers, predictor_hidden_dim=f.predictor_hidden_dim or None,
+                  mix_target=f.mix_target, tau=f.tau, tau_schedule=f.tau_schedule,
+                  total_steps=f.epochs * steps_per_epoch)
+    allowed = models.framework_options(f.framework)
+    return {name: value for name, value in values.items() if name in allowed}
+
+
+def build_trainer(image_shape, steps_per_epoch):
     """The trainer the flags describe (the backbone seeded by --seed)."""
     import keras
 
     from mixmask_tf import models
 
     keras.utils.set_random_seed(FLAGS.seed)
-    return models.build_trainer(
-        FLAGS.framework, build_backbone(image_shape), branch=build_branch(), seed=FLAGS.seed,
-        embedding_dim=FLAGS.embedding_dim, hidden_dim=FLAGS.hidden_dim or None, queue_size=FLAGS.queue_size,
-        momentum=FLAGS.moco_momentum, temperature=FLAGS.temperature)
+    return models.build_trainer(FLAGS.framework, build_backbone(image_shape), branch=build_branch(),
+                                seed=FLAGS.seed, **framework_flag_options(steps_per_epoch))
 
 
 def build_optimizer(steps_per_epoch):
@@ -157,6 +192,7 @@ def write_run_files(model_dir, info, image_shape):
 
     checkpoint.atomic_write_text(os.path.join(model_dir, "flags.cfg"), FLAGS.flags_into_string())
     config = {"framework": FLAGS.framework, "branch": build_branch().get_config(), "backbone": FLAGS.backbone,
+              "framework_options": {k: v for k, v in framework_flag_options(1).items() if k != "total_steps"},
               "dataset": FLAGS.dataset, "image_shape": list(image_shape), "num_classes": info.num_classes,
               "mean": list(info.mean), "std": list(info.std), "epochs": FLAGS.epochs,
               "batch_size": FLAGS.batch_size, "seed": FLAGS.seed}
@@ -191,7 +227,7 @@ def run():
     bank_ds = data.make_eval_dataset(train_x, train_y, 512, preprocess)
     test_ds = data.make_eval_dataset(test_x, test_y, 512, preprocess)
 
-    model = build_trainer(image_shape)
+    model = build_trainer(image_shape, steps)
     model.compile(optimizer=build_optimizer(steps), jit_compile=FLAGS.jit_compile)
     write_run_files(model_dir, info, image_shape)
 
@@ -204,11 +240,13 @@ def run():
     last = checkpoint.latest(os.path.join(model_dir, "checkpoints"))
     if last:
         initial_epoch = checkpoint.restore(model, last)
+        callbacks.truncate_metrics_log(model_dir, initial_epoch)
         print(f"resumed from {last} (epoch {initial_epoch})", flush=True)
-    elif FLAGS.random_init_knn:
+    if FLAGS.random_init_knn and "knn_top1_random_init" not in results and not last:
         # The honest control: the same architecture, same initialisation, no training.
         results["knn_top1_random_init"] = knn.evaluate_encoder(
             model.backbone, bank_ds, test_ds, info.num_classes, FLAGS.knn_k, FLAGS.knn_t)
+        checkpoint.atomic_write_text(results_path, json.dumps(results, indent=2))
         print(f"random init: kNN top-1 {results['knn_top1_random_init']:.2f}%", flush=True)
 
     monitor = callbacks.KnnMonitor(bank_ds, test_ds, info.num_classes, FLAGS.knn_every, FLAGS.epochs,

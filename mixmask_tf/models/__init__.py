@@ -1,27 +1,47 @@
 """Framework trainers: one file per framework on `base.SiameseTrainer`."""
 
-from mixmask_tf.models.base import SiameseTrainer
-from mixmask_tf.models.moco import MoCo
+import inspect
 
-FRAMEWORKS = ("mocov1", "mocov2")
+from mixmask_tf.models.base import SiameseTrainer
+from mixmask_tf.models.byol import BYOL
+from mixmask_tf.models.moco import MoCo
+from mixmask_tf.models.simclr import SimCLR
+from mixmask_tf.models.simsiam import SimSiam
+
+FRAMEWORKS = {"mocov1": MoCo, "mocov2": MoCo, "simclr": SimCLR, "byol": BYOL, "simsiam": SimSiam}
+
+
+def framework_options(framework):
+    """Names of the options a framework's trainer accepts (besides backbone, branch, seed)."""
+    if framework not in FRAMEWORKS:
+        raise ValueError(f"unknown framework {framework!r}; choose one of {', '.join(FRAMEWORKS)}")
+    params = inspect.signature(FRAMEWORKS[framework].__init__).parameters
+    skip = {"self", "backbone", "branch", "seed", "kwargs", "version"}
+    return tuple(name for name in params if name not in skip)
 
 
 def build_trainer(framework, backbone, branch=None, seed=0, **options):
-    """Builds a trainer by framework name.
+    """The one way to build a trainer: framework name, backbone, branch and options.
 
     Args:
-      framework: "mocov2" or "mocov1".
+      framework: one of FRAMEWORKS ("mocov1", "mocov2", "simclr", "byol", "simsiam").
       backbone: functional Keras model images -> features.
-      branch: a `mixmask_tf.branches.Branch` or None.
-      seed: base seed.
-      **options: the framework's own arguments (e.g. queue_size, temperature).
+      branch: a `mixmask_tf.branches.Branch` (e.g. `branches.build_branch("mixmask", grid_size=4)`) or None.
+      seed: base seed of the step's random draws.
+      **options: the framework's own arguments (see `framework_options(framework)`).
 
     Raises:
-      ValueError: unknown framework or invalid option.
+      ValueError: unknown framework, or an option the framework does not take.
     """
-    if framework in ("mocov1", "mocov2"):
-        return MoCo(backbone, branch=branch, version=framework[-2:], seed=seed, **options)
-    raise ValueError(f"unknown framework {framework!r}; choose one of {', '.join(FRAMEWORKS)}")
+    allowed = framework_options(framework)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"framework {framework!r} does not take {', '.join(unknown)}; "
+                         f"its options are: {', '.join(allowed)}")
+    if framework.startswith("moco"):
+        options["version"] = framework[-2:]
+    return FRAMEWORKS[framework](backbone, branch=branch, seed=seed, **options)
 
 
-__all__ = ["SiameseTrainer", "MoCo", "FRAMEWORKS", "build_trainer"]
+__all__ = ["SiameseTrainer", "MoCo", "SimCLR", "BYOL", "SimSiam", "FRAMEWORKS", "build_trainer",
+           "framework_options"]

@@ -57,6 +57,36 @@ def all_gather(x):
     return ctx.all_gather(x, axis=0)
 
 
+def replica_offset(local_batch):
+    """Global index of this replica's first example (replica id · local batch size)."""
+    return replica_id() * tf.cast(local_batch, tf.int32)
+
+
+def momentum_copy(encoder, name):
+    """A structural copy of a functional encoder with the same initial weights (EMA target)."""
+    copy = keras.models.clone_model(encoder)
+    copy.name = name
+    copy.set_weights(encoder.get_weights())
+    return copy
+
+
+def momentum_pairs(online, target):
+    """(online, target) variable pairs of the parameters an EMA follows.
+
+    Parameters only: BatchNorm moving statistics of the target are its own (updated by its
+    forward pass in training mode), as in the MoCo and BYOL reference code. The target stays
+    `trainable` (a frozen Keras BatchNorm would use moving statistics in training mode) and is
+    kept out of the gradient by the trainer's `online_variables`.
+    """
+    return [(o, t) for o, t in zip(online.weights, target.weights) if o.trainable]
+
+
+def ema_update(pairs, momentum):
+    """target <- momentum · target + (1 − momentum) · online, for every pair."""
+    for online, target in pairs:
+        target.assign(momentum * target + (1.0 - momentum) * online)
+
+
 class SiameseTrainer(keras.Model):
     """Base class of every framework trainer (a `keras.Model`: use `compile` and `fit`).
 

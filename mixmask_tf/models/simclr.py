@@ -1,0 +1,73 @@
+"""SimCLR (Chen et al. 2020) on the shared siamese trainer.
+
+One encoder (backbone + MLP projector) for both views; NT-Xent over the 2N views of the
+global batch, negatives gathered across replicas (`all_gather` is differentiable, so every
+replica's loss reaches every embedding it used).
+
+Branch terms [ours, ALGORITHMS.md section 3]: an extra query q[i] is scored against z2[i] as
+the positive and the other gathered z2 as negatives (InfoNCE over the global batch);
+`mix_target="view1"` pairs mixtures with z1 instead, as Un-Mix's maintainers describe.
+"""
+
+import tensorflow as tf
+
+from mixmask_tf import losses
+from mixmask_tf.models import base, heads
+
+
+class SimCLR(base.SiameseTrainer):
+    """SimCLR trainer.
+
+    Args:
+      backbone: functional Keras model images -> features [N, F].
+      branch: a `branches.Branch` or None.
+      embedding_dim: D of the projection (64 CIFAR, 128 Tiny-ImageNet in the paper's Table 8).
+      hidden_dim: projector hidden width (1024 in Table 8; None = the feature size).
+      projector_layers: Dense layers of the projector (2).
+      temperature: NT-Xent temperature (0.2).
+      mix_target: "view2" (default) or "view1": which clean view the branch terms score against.
+      seed: base seed.
+    """
+
+    def __init__(self, backbone, branch=None, embedding_dim=128, hidden_dim=None, projector_layers=2,
+                 temperature=0.2, mix_target="view2", seed=0, **kwargs):
+        super().__init__(backbone, branch=branch, seed=seed, **kwargs)
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if mix_target not in ("view1", "view2"):
+            raise ValueError(f"mix_target must be 'view1' or 'view2', got {mix_target!r}")
+        features = int(backbone.output_shape[-1])
+        self.embedding_dim = int(embedding_dim)
+        self.hidden_dim = int(hidden_dim or features)
+        self.projector_layers = int(projector_layers)
+        self.temperature = float(temperature)
+        self.mix_target = mix_target
+        projector = heads.mlp_head(features, self.hidden_dim, embedding_dim, num_layers=projector_layers,
+                                   name="projector")
+        self.encoder = heads.stack(backbone.input_shape[1:], backbone, projector, name="encoder")
+
+    def online_variables(self):
+        return self.encoder.trainable_variables
+
+    def embed_query(self, images, training):
+        return losses.l2_normalize(self.encoder(images, training=training))
+
+    def clean_forward(self, x1, x2, training):
+        z1 = self.embed_query(x1, training)  # n x D
+        z2 = self.embed_query(x2, training)  # n x D
+        z1_all, z2_all = base.all_gather(z1), base.all_gather(z2)  # N x D, differentiable
+        offset = base.replica_offset(tf.shape(z1)[0])
+        loss_a = losses.nt_xent(z1, z2_all, z1_all, offset, self.temperature)
+        loss_b = losses.nt_xent(z2, z1_all, z2_all, offset, self.temperature)
+        loss = 0.5 * (tf.reduce_mean(loss_a) + tf.reduce_mean(loss_b))
+        keys = z2_all if self.mix_target == "view2" else z1_all
+        return loss, (keys, offset), None
+
+    def branch_per_sample_loss(self, query, targets):
+        keys, offset = targets
+        return losses.info_nce_in_batch(query, keys, offset, self.temperature)
+
+    def get_config(self):
+        return {**super().get_config(), "framework": "simclr", "embedding_dim": self.embedding_dim,
+                "hidden_dim": self.hidden_dim, "projector_layers": self.projector_layers,
+                "temperature": self.temperature, "mix_target": self.mix_target}

@@ -1,0 +1,44 @@
+"""Callbacks of the pretraining CLI."""
+
+import json
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mixmask_tf import backbones, checkpoint
+from mixmask_tf.models import MoCo
+from trainers import callbacks
+
+
+def test_truncate_metrics_log_drops_repeated_epochs(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"epoch": e, "loss": 1.0}) + "\n" for e in (1, 2, 3)))
+    callbacks.truncate_metrics_log(str(tmp_path), 2)
+    assert [json.loads(line)["epoch"] for line in path.read_text().splitlines()] == [1, 2]
+    callbacks.truncate_metrics_log(str(tmp_path / "missing"), 1)  # no file: nothing to do
+
+
+class _DivergingMoCo(MoCo):
+    """MoCo whose loss becomes NaN from step 4 on (the second epoch of 4 steps)."""
+
+    def clean_forward(self, x1, x2, training):
+        loss, targets, extras = super().clean_forward(x1, x2, training)
+        poison = tf.where(self.optimizer.iterations >= 4, float("nan"), 0.0)
+        return loss + poison, targets, extras
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = _DivergingMoCo(backbones.small_convnet((8, 8, 1), width=2), embedding_dim=4, queue_size=16)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    data = np.random.default_rng(0).normal(size=(16, 2, 8, 8, 1)).astype(np.float32)
+    ckpt = callbacks.Checkpoint(str(tmp_path))
+    history = model.fit(tf.data.Dataset.from_tensor_slices(data).batch(4), epochs=3, verbose=0, callbacks=[ckpt])
+    assert len(history.history["loss"]) == 2 and math.isnan(history.history["loss"][1])
+    assert model.nan_stopped
+    assert checkpoint.list_checkpoints(ckpt.folder) == [f"{ckpt.folder}/ckpt-00001.npz"]
+    # The kept checkpoint holds finite weights.
+    with np.load(checkpoint.latest(ckpt.folder)) as saved:
+        assert all(np.all(np.isfinite(saved[k])) for k in saved.files if k.startswith("v"))
