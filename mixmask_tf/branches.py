@@ -251,8 +251,8 @@ class MixMaskUnMixBranch(Branch):
         self.term_names = self.mixmask.term_names + self.unmix.term_names
 
     def validate(self, image_shape):
-        self.mixmask.validate(image_shape)
         self.unmix.validate(image_shape)
+        self.mixmask.validate(image_shape)
 
     def __call__(self, images, seed):
         mixmask_seed, unmix_seed = masks_lib._split2(seed)

@@ -126,6 +126,17 @@ def make_permutation(kind, seed, n):
     raise ValueError(f"unknown permutation {kind!r}; choose one of {PERMUTATIONS}.")
 
 
+def _image_batch(images):
+    """(images as a tensor, static H, static W); ValueError unless [N, H, W, C] with static H, W."""
+    images = tf.convert_to_tensor(images)
+    if images.shape.rank != 4:
+        raise ValueError(f"images must have shape [N, H, W, C], got {images.shape}.")
+    height, width = images.shape[1], images.shape[2]
+    if height is None or width is None:
+        raise ValueError(f"images need a static height and width, got {images.shape}.")
+    return images, height, width
+
+
 def mix_images(images, masks, perm):
     """``mixed = M * images + (1 - M) * images[perm]``.
 
@@ -173,12 +184,7 @@ def mixmask(images, seed, grid_size, mask_type="blocked", ratio=0.5, ratio_range
       ValueError: for invalid static arguments (see
         :func:`mixmask_tf.masks.validate_mask_args`) or an unknown permutation.
     """
-    images = tf.convert_to_tensor(images)
-    if images.shape.rank != 4:
-        raise ValueError(f"images must have shape [N, H, W, C], got {images.shape}.")
-    height, width = images.shape[1], images.shape[2]
-    if height is None or width is None:
-        raise ValueError(f"images need a static height and width, got {images.shape}.")
+    images, height, width = _image_batch(images)
     masks_lib.validate_mask_args(grid_size, ratio, ratio_range, mask_type,
                                  image_size=(height, width))
     if permutation not in PERMUTATIONS:
@@ -291,11 +297,11 @@ def sample_beta(seed, beta):
     independent Gamma(beta, 1) draws (:func:`_log_gamma_sample`), computed as
     ``sigmoid(log G1 - log G2)``.
 
-    Why not ``tf.random.stateless_gamma``: its XLA lowering (when it compiles at all)
-    is not guaranteed to give the same bits as the TF kernel, and its float draws
-    are not built on the integer draws that the rest of the project uses for
-    XLA-identical randomness; this sampler uses only integer stateless draws and
-    elementary float math.
+    Why not ``tf.random.stateless_gamma``: in TF 2.21 its op (``StatelessRandomGammaV3``)
+    has no XLA kernel, so it does not compile under ``jit_compile=True`` at all
+    (checked on CPU). This sampler uses only the project's integer stateless draws
+    and elementary float math: λ = 1 draws are bit-identical with and without XLA;
+    other β may differ in the last bit (``log``/``exp`` rounding under XLA).
 
     Args:
       seed: int32/int64 tensor [2].
@@ -372,12 +378,7 @@ def unmix(images, seed, global_prob=0.5, beta=1.0, permutation="reverse"):
       ValueError: for invalid static arguments (:func:`validate_unmix_args`) or
         images without a static height and width.
     """
-    images = tf.convert_to_tensor(images)
-    if images.shape.rank != 4:
-        raise ValueError(f"images must have shape [N, H, W, C], got {images.shape}.")
-    height, width = images.shape[1], images.shape[2]
-    if height is None or width is None:
-        raise ValueError(f"images need a static height and width, got {images.shape}.")
+    images, height, width = _image_batch(images)
     validate_unmix_args(global_prob, beta, permutation)
     n = images.shape[0] if images.shape[0] is not None else tf.shape(images)[0]
     seeds = tf.random.experimental.stateless_split(masks_lib._canonical_seed(seed), num=3)

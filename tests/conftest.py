@@ -20,3 +20,13 @@ except RuntimeError:  # devices already initialised (e.g. a plugin imported TF f
     pass
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def assert_replicas_agree(variables, atol=1e-6):
+    """Every replica's copy of each variable holds the same value (no silent drift)."""
+    import numpy as np
+
+    for var in variables:
+        copies = var.value.values
+        assert len(copies) == 2, f"{var.path} is not mirrored over 2 replicas"
+        np.testing.assert_allclose(copies[0].numpy(), copies[1].numpy(), atol=atol, err_msg=var.path)

@@ -53,9 +53,16 @@ def check_output(branch, out, n):
         assert value.shape == () and value.dtype == tf.float32
 
 
-def own_fraction(mixed, x):
-    """NumPy: per image, the fraction of pixels (all channels) equal to the image's own."""
-    return np.all(mixed == x, axis=-1).mean(axis=(1, 2))
+def tensors(out):
+    """Every tensor of a BranchOutput (term names dropped), in a fixed order."""
+    return [v for v in tf.nest.flatten(out) if not isinstance(v, str)]
+
+
+def repack(like, values):
+    """Inverse of `tensors`: a BranchOutput shaped like `like` holding `values`."""
+    values = iter(values)
+    flat = [v if isinstance(v, str) else next(values) for v in tf.nest.flatten(like)]
+    return tf.nest.pack_sequence_as(like, flat)
 
 
 @pytest.mark.parametrize("name,options", CONFIGS, ids=IDS)
@@ -72,7 +79,7 @@ def test_branch_output_contract(name, options):
     assert branches.build_branch(**config).get_config() == config
     # Same seed, same output.
     again = branch(tf.constant(x), tf.constant([3, 4]))
-    for a, b in zip(tf.nest.flatten(out), tf.nest.flatten(again)):
+    for a, b in zip(tensors(out), tensors(again)):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
@@ -144,7 +151,9 @@ def test_erase_branch_semantics():
     x = images_np(seed=3) + 10.0  # no pixel equals the fill
     seed = tf.constant([7, 7])
     for per_sample in (False, True):
-        out = branches.EraseBranch(per_sample=per_sample, fill="zero")(tf.constant(x), seed)
+        # ratio 0.25: λ != 1 - λ, so swapped weights would show.
+        out = branches.EraseBranch(per_sample=per_sample, fill="zero", ratio=0.25)(
+            tf.constant(x), seed)
         kept, comp = (b.images.numpy() for b in out.batches)
         (t_kept,), (t_comp,) = (b.terms for b in out.batches)
         assert (t_kept.name, t_comp.name) == ("erase", "erase_complement")
@@ -157,13 +166,13 @@ def test_erase_branch_semantics():
         keep = np.all(kept == x, axis=-1)
         np.testing.assert_array_equal(np.all(kept == 0, axis=-1), ~keep)
         np.testing.assert_allclose(keep.mean(axis=(1, 2)), lam, atol=1e-6)  # λ = kept fraction
-        assert np.all((lam > 0) & (lam < 1))
+        assert np.all((lam > 0) & (lam < 1)) and np.all(lam != 0.5)
         np.testing.assert_allclose(out.stats["lambda"].numpy(), lam.mean(), atol=1e-6)
         if per_sample:
             assert len({k.tobytes() for k in keep}) > 1
         else:
             assert np.all(lam == lam[0]) and np.all(keep == keep[0])
-    out = branches.EraseBranch(per_sample=True, fill="noise")(tf.constant(x), seed)
+    out = branches.EraseBranch(per_sample=True, fill="noise", ratio=0.25)(tf.constant(x), seed)
     kept, comp = (b.images.numpy() for b in out.batches)
     keep_k = np.all(kept == x, axis=-1)
     keep_c = np.all(comp == x, axis=-1)
@@ -223,10 +232,12 @@ def test_branch_xla(name, options):
     branch = branches.build_branch(name, **options)
     x = tf.constant(images_np(seed=5))
     seed = tf.constant([11, 12])
-    compiled = tf.function(branch.__call__, jit_compile=True)(x, seed)
-    check_output(branch, compiled, 8)
     eager = branch(x, seed)
-    for a, b in zip(tf.nest.flatten(eager), tf.nest.flatten(compiled)):
+    # The compiled function returns the tensors only (string term names are no XLA output;
+    # in the trainer they stay python strings inside the compiled step).
+    compiled = tf.function(lambda x, s: tensors(branch(x, s)), jit_compile=True)(x, seed)
+    check_output(branch, repack(eager, compiled), 8)
+    for a, b in zip(tensors(eager), compiled):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-5)
 
 

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 import keras
 
+from conftest import assert_replicas_agree
 from mixmask_tf import augment, backbones, branches, data
 from mixmask_tf.models import FRAMEWORKS, build_trainer, framework_options
 
@@ -111,6 +112,8 @@ def strategy():
 
 CASES = [(f, "mixmask", dict(grid_size=4)) for f in FRAMEWORK_NAMES] + [
     ("simclr", "none", {}),
+    ("mocov2", "none", {}),
+    ("mocov2", "mixmask", dict(grid_size=4, per_sample=True, permutation="random")),
     ("mocov2", "unmix", dict(global_prob=0.5)),
     ("byol", "mixmask_unmix", dict(grid_size=4, per_sample=True)),
     ("simsiam", "erase", dict(grid_size=4, fill="noise", per_sample=True)),
@@ -142,3 +145,4 @@ def test_two_replicas_equal_single_device(strategy, framework, branch_name, bran
     assert int(mirrored.optimizer.iterations.numpy()) == 2
     for weight, a, b in zip(single.weights, single.get_weights(), mirrored.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-5, err_msg=f"{framework}+{branch_name}: {weight.path}")
+    assert_replicas_agree(mirrored.weights)  # EMA targets, queues, BN statistics included

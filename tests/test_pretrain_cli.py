@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
@@ -70,3 +71,28 @@ def test_unknown_flag_and_bad_enum(tmp_path):
         result = _run("--flagfile=configs/smoke.cfg", f"--model_dir={tmp_path}", *args)
         assert result.returncode != 0 and "Traceback" not in result.stderr
         assert ("no_such_flag" in result.stderr) or ("checkerboard" in result.stderr)
+
+
+@pytest.mark.parametrize("framework, branch, extra", [
+    ("mocov1", "erase", ["--erase_fill=noise", "--temperature=0.07"]),
+    ("mocov2", "none", ["--symmetric", "--queue_size=512"]),
+    ("simclr", "unmix", ["--optimizer=adam", "--learning_rate=0.003", "--unmix_prob=0.5"]),
+    ("byol", "mixmask_unmix", ["--optimizer=adam", "--learning_rate=0.003", "--tau_schedule=cosine"]),
+    ("simsiam", "mixmask", ["--learning_rate=0.03", "--per_sample_mask", "--permutation=random"]),
+])
+def test_every_framework_from_the_cli(tmp_path, framework, branch, extra):
+    result = _run("--flagfile=configs/smoke.cfg", f"--model_dir={tmp_path}", f"--framework={framework}",
+                  f"--branch={branch}", "--train_limit=512", "--test_limit=256", "--epochs=1", "--export=false",
+                  "--random_init_knn=false", *extra)
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = json.loads(open(os.path.join(tmp_path, "metrics.jsonl")).readline())
+    terms = {"none": [], "erase": ["erase", "erase_complement"], "unmix": ["unmix", "unmix_switch"],
+             "mixmask": ["mix", "switch"], "mixmask_unmix": ["mix", "switch", "unmix", "unmix_switch"]}[branch]
+    assert all(f"loss_{t}" in row for t in terms) and np.isfinite(row["loss"])
+    config = json.load(open(os.path.join(tmp_path, "config.json")))
+    assert config["framework"] == framework and config["branch"]["name"] == branch
+
+
+def test_symmetric_outside_moco_is_an_error(tmp_path):
+    result = _run("--flagfile=configs/smoke.cfg", f"--model_dir={tmp_path}", "--framework=simclr", "--symmetric")
+    assert result.returncode == 2 and "--symmetric applies to MoCo only" in result.stderr

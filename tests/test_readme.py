@@ -28,3 +28,14 @@ def test_readme_fit_example_runs():
     assert 10.0 < accuracy <= 100.0  # above chance (10 classes); accuracy itself is the demo's job
     for name in ("loss_clean", "loss_mix", "loss_switch", "lambda"):
         assert name in result.stdout
+
+
+def test_readme_combinations_example_runs():
+    code = _example("<!-- example: combinations")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "('embedding_dim', 'hidden_dim', 'tau', 'tau_schedule', 'total_steps')" in result.stdout
+    for name in ("loss_mix", "loss_switch", "loss_unmix", "loss_unmix_switch", "lambda_unmix"):
+        assert name in result.stdout
+    assert "framework 'simclr' does not take queue_size" in result.stdout

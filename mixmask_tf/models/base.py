@@ -157,10 +157,16 @@ class SiameseTrainer(keras.Model):
         return self.backbone(images, training=training)
 
     def step_seed(self, group):
-        """Stateless seed [2] of `group` (the replica id) at the current optimizer step."""
+        """Stateless seed [2] of `group` (the replica id) at the current optimizer step.
+
+        `[(seed mod 2^18) · 4096 + group, step]`: plain integer arithmetic, so the seed (and
+        with it every mask, λ and permutation) is the same with and without XLA
+        (`stateless_fold_in` is not), and distinct for every (seed, replica < 4096, step).
+        The branches hash it before drawing.
+        """
         step = tf.cast(self.optimizer.iterations, tf.int32)
-        seed = tf.random.experimental.stateless_fold_in(tf.constant([self.seed, 0], tf.int32), step)
-        return tf.random.experimental.stateless_fold_in(seed, group)
+        first = (self.seed % (1 << 18)) * 4096 + tf.cast(group, tf.int32)
+        return tf.stack([first, step])
 
     def branch_outputs(self, x1):
         """The branch applied to this replica's query view with this replica's seed."""
