@@ -132,11 +132,8 @@ class MixMaskBranch(Branch):
             images, seed, self.grid_size, mask_type=self.mask_type, ratio=self.ratio,
             ratio_range=self.ratio_range, per_sample=self.per_sample,
             permutation=self.permutation, min_block_cells=self.min_block_cells)
-        n = tf.shape(images)[0]
-        terms = [Term("mix", tf.range(n, dtype=tf.int32), mixture.weights)]
-        if self.switch:
-            terms.append(Term("switch", tf.cast(mixture.switch_index, tf.int32), mixture.switch_weights))
-        batch = QueryBatch(images=mixture.images, terms=tuple(terms))
+        terms = _mixture_terms(mixture, "mix", "switch" if self.switch else None)
+        batch = QueryBatch(images=mixture.images, terms=terms)
         return BranchOutput(batches=(batch,), stats={"lambda": tf.reduce_mean(mixture.weights)})
 
     def get_config(self):

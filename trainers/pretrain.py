@@ -200,7 +200,6 @@ def write_run_files(model_dir, info, image_shape):
 
 
 def run():
-
     from export import saved_model
     from mixmask_tf import augment, checkpoint, data, knn
     from trainers import callbacks
