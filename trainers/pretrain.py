@@ -63,7 +63,9 @@ flags.DEFINE_enum("permutation", "reverse", ["reverse", "random"],
 flags.DEFINE_boolean("switch_term", True, "Keep the (1 - λ) switch term.")
 flags.DEFINE_integer("min_block_cells", None, "Blocked masks: minimum block (default 4, or 1 at G=2).")
 # Optimisation.
-flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "Optimizer.")
+flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam", "lars"],
+                  "Optimizer. LARS: weight decay inside the trust ratio; BatchNorm and biases excluded.")
+flags.DEFINE_float("lars_eta", 0.001, "LARS trust coefficient.")
 flags.DEFINE_float("learning_rate", 0.06, "Peak learning rate.")
 flags.DEFINE_float("sgd_momentum", 0.9, "SGD momentum.")
 flags.DEFINE_float("weight_decay", 5e-4, "Weight decay (Keras' decoupled form, scaled by the learning rate).")
@@ -172,7 +174,7 @@ def build_trainer(image_shape, steps_per_epoch):
                                 seed=FLAGS.seed, **framework_flag_options(steps_per_epoch))
 
 
-def build_optimizer(steps_per_epoch):
+def build_optimizer(steps_per_epoch, model):
     import keras
 
     total = FLAGS.epochs * steps_per_epoch
@@ -182,6 +184,11 @@ def build_optimizer(steps_per_epoch):
             0.0, decay_steps=max(total - warmup, 1), warmup_target=FLAGS.learning_rate, warmup_steps=warmup)
     else:
         schedule = keras.optimizers.schedules.CosineDecay(FLAGS.learning_rate, decay_steps=max(total, 1))
+    if FLAGS.optimizer == "lars":
+        from mixmask_tf.optimizers import LARS, excluded_variables
+
+        return LARS(schedule, momentum=FLAGS.sgd_momentum, weight_decay=FLAGS.weight_decay, eta=FLAGS.lars_eta,
+                    exclude=excluded_variables(model))
     if FLAGS.optimizer == "sgd":
         return keras.optimizers.SGD(schedule, momentum=FLAGS.sgd_momentum, weight_decay=FLAGS.weight_decay or None)
     return keras.optimizers.Adam(schedule, weight_decay=FLAGS.weight_decay or None)
@@ -227,7 +234,7 @@ def run():
     test_ds = data.make_eval_dataset(test_x, test_y, 512, preprocess)
 
     model = build_trainer(image_shape, steps)
-    model.compile(optimizer=build_optimizer(steps), jit_compile=FLAGS.jit_compile)
+    model.compile(optimizer=build_optimizer(steps, model), jit_compile=FLAGS.jit_compile)
     write_run_files(model_dir, info, image_shape)
 
     results_path = os.path.join(model_dir, "results.json")

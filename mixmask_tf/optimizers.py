@@ -1,0 +1,98 @@
+"""LARS (You et al. 2017), which Keras 3 does not have, as in SimCLR's TF2 `LARSOptimizer`.
+
+For each variable w with gradient g:
+
+    g ← g + weight_decay · w                       (unless w is excluded from decay)
+    trust = η · ‖w‖ / ‖g‖ if ‖w‖ > 0 and ‖g‖ > 0, else 1   (1 if w is excluded from adaptation)
+    v ← momentum · v + lr · trust · g
+    w ← w − v                                       (Nesterov: w ← w − (momentum · v + lr · trust · g))
+
+Exclusions are by variable (never by name): `excluded_variables(model)` lists the BatchNorm
+parameters and the biases of a model, found through the layers that own them.
+"""
+
+import keras
+from keras import ops
+
+
+def excluded_variables(model):
+    """BatchNorm parameters and biases of `model` (nested models included), for LARS exclusions.
+
+    Args:
+      model: a Keras model.
+
+    Returns:
+      list of variables: every weight of a normalisation layer and every layer's `bias`.
+    """
+    out = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, (keras.layers.BatchNormalization, keras.layers.LayerNormalization,
+                              keras.layers.GroupNormalization)):
+            out.extend(layer.trainable_weights)
+        elif getattr(layer, "bias", None) is not None and getattr(layer, "use_bias", True):
+            out.append(layer.bias)
+    return out
+
+
+class LARS(keras.optimizers.Optimizer):
+    """Layer-wise Adaptive Rate Scaling with momentum.
+
+    Args:
+      learning_rate: float or schedule.
+      momentum: heavy-ball momentum (0.9).
+      weight_decay: L2 coefficient added to the gradient before the trust ratio (1e-6 in SimCLR).
+      eta: trust coefficient η (0.001).
+      nesterov: Nesterov momentum.
+      exclude: variables that get neither weight decay nor adaptation (BatchNorm and biases:
+        `excluded_variables(model)`); set before the optimizer is built.
+    """
+
+    def __init__(self, learning_rate=0.1, momentum=0.9, weight_decay=0.0, eta=0.001, nesterov=False,
+                 exclude=(), name="lars", **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        if momentum < 0 or eta <= 0 or weight_decay < 0:
+            raise ValueError(f"LARS needs momentum >= 0, eta > 0, weight_decay >= 0; got {momentum}, {eta}, "
+                             f"{weight_decay}")
+        self.momentum = float(momentum)
+        self.lars_weight_decay = float(weight_decay)
+        self.eta = float(eta)
+        self.nesterov = bool(nesterov)
+        self._excluded = set()
+        self.exclude(exclude)
+
+    def exclude(self, variables):
+        """Excludes `variables` from weight decay and adaptation (before the optimizer is built)."""
+        if self.built and variables:
+            raise ValueError("LARS.exclude() must be called before the optimizer is built")
+        self._excluded |= {self._var_key(v) for v in variables}
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.momentums = self.add_optimizer_variables(variables, "momentum")
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype)
+        grad = ops.cast(gradient, variable.dtype)
+        excluded = self._var_key(variable) in self._excluded
+        if not excluded:
+            if self.lars_weight_decay:
+                grad = grad + self.lars_weight_decay * variable
+            w_norm = ops.sqrt(ops.sum(ops.square(variable)))
+            g_norm = ops.sqrt(ops.sum(ops.square(grad)))
+            trust = ops.where(w_norm > 0, ops.where(g_norm > 0, self.eta * w_norm / ops.maximum(g_norm, 1e-30), 1.0),
+                              1.0)
+            lr = lr * ops.cast(trust, variable.dtype)
+        m = self.momentums[self._get_variable_index(variable)]
+        self.assign(m, self.momentum * m + lr * grad)
+        if self.nesterov:
+            self.assign_sub(variable, self.momentum * m + lr * grad)
+        else:
+            self.assign_sub(variable, m)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"momentum": self.momentum, "weight_decay": self.lars_weight_decay, "eta": self.eta,
+                       "nesterov": self.nesterov})
+        return config

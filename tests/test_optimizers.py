@@ -1,0 +1,60 @@
+"""LARS against a NumPy step, and exclusions by variable."""
+
+import keras
+import numpy as np
+import pytest
+
+from mixmask_tf import backbones
+from mixmask_tf.optimizers import LARS, excluded_variables
+
+
+def _np_lars(w, g, v, lr, momentum, wd, eta, excluded, nesterov=False):
+    if not excluded:
+        g = g + wd * w
+        wn, gn = np.linalg.norm(w), np.linalg.norm(g)
+        lr = lr * (eta * wn / gn if wn > 0 and gn > 0 else 1.0)
+    v = momentum * v + lr * g
+    return (w - (momentum * v + lr * g) if nesterov else w - v), v
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_lars_matches_numpy_for_three_steps(nesterov):
+    rng = np.random.default_rng(0)
+    w0, b0 = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=(3,)).astype(np.float32)
+    w, b = keras.Variable(w0), keras.Variable(b0)
+    opt = LARS(learning_rate=0.5, momentum=0.9, weight_decay=1e-2, eta=0.01, nesterov=nesterov, exclude=[b])
+    ref = {"w": (w0.astype(np.float64), np.zeros_like(w0, np.float64)),
+           "b": (b0.astype(np.float64), np.zeros_like(b0, np.float64))}
+    for _ in range(3):
+        gw, gb = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=(3,)).astype(np.float32)
+        opt.apply([gw, gb], [w, b])
+        ref["w"] = _np_lars(*ref["w"][:1], gw, ref["w"][1], 0.5, 0.9, 1e-2, 0.01, False, nesterov)
+        ref["b"] = _np_lars(*ref["b"][:1], gb, ref["b"][1], 0.5, 0.9, 1e-2, 0.01, True, nesterov)
+    np.testing.assert_allclose(np.asarray(w), ref["w"][0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(b), ref["b"][0], rtol=1e-5, atol=1e-6)
+
+
+def test_zero_weights_use_trust_one():
+    w = keras.Variable(np.zeros((2, 2), np.float32))
+    LARS(learning_rate=0.1, momentum=0.0).apply([np.ones((2, 2), np.float32)], [w])
+    np.testing.assert_allclose(np.asarray(w), -0.1 * np.ones((2, 2)), rtol=1e-6)
+
+
+def test_excluded_variables_are_batchnorm_and_biases():
+    model = backbones.small_convnet((8, 8, 1), width=2)
+    head = keras.layers.Dense(3)
+    inputs = keras.Input((8, 8, 1))
+    full = keras.Model(inputs, head(model(inputs)))
+    excluded = {id(v) for v in excluded_variables(full)}
+    bn = [v for v in full.trainable_weights if "bn" in v.path]
+    assert bn and all(id(v) in excluded for v in bn)
+    assert id(head.bias) in excluded and id(head.kernel) not in excluded
+    assert all(id(layer.kernel) not in excluded for layer in model.layers if hasattr(layer, "kernel"))
+
+
+def test_exclude_after_build_is_an_error():
+    v = keras.Variable(np.ones(2, np.float32))
+    opt = LARS()
+    opt.build([v])
+    with pytest.raises(ValueError, match="before the optimizer is built"):
+        opt.exclude([v])
