@@ -176,7 +176,6 @@ def test_single_block_shapes_respect_aspect_bounds_and_match_reference():
     rng = np.random.default_rng(3)
     np_m = [beit_mask_np(rng, g, ratio) for _ in range(1024)]
     tf_shapes = [s for s in map(_solid_rectangle, tf_m) if s is not None]
-    np_shapes = [s for s in map(_solid_rectangle, np_m) if s is not None]
     assert len(tf_shapes) > 450
     for h, w in set(tf_shapes):
         assert h < g and w < g and h * w <= target
