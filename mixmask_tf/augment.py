@@ -21,6 +21,10 @@ Semantics implemented (checked in ``tests/test_augment.py``):
 * ``gaussian_blur``: SimCLR's kernel-size rule (``int(kernel_fraction * height)``, made odd),
   sigma ~ U(sigma), separable convolution with reflect padding.
 * ``solarize``: pixels >= threshold become ``1 - x`` (torchvision ``RandomSolarize``).
+
+Named presets (:data:`PRESET_NAMES`, :func:`preset_views`) follow the reference recipes:
+``mocov1`` (MoCo v1), ``mocov2`` (MoCo v2), ``simclr`` (SimCLR v1, ImageNet), ``byol`` (BYOL,
+asymmetric views), ``cifar`` (SimCLR's CIFAR-10 recipe) and ``fashion_mnist``.
 """
 
 from __future__ import annotations
@@ -43,7 +47,10 @@ __all__ = [
     "solarize",
     "ViewConfig",
     "PRESETS",
+    "PRESET_VIEWS",
+    "PRESET_NAMES",
     "preset",
+    "preset_views",
     "augment_view",
     "TwoViewAugment",
     "eval_preprocess",
@@ -468,6 +475,8 @@ class ViewConfig:
       grayscale_p: probability of grayscale conversion (ignored for 1 channel).
       blur_p: probability of Gaussian blur (sigma U(0.1, 2), kernel 10 % of the side).
       solarize_p: probability of solarisation (threshold 0.5).
+      grayscale_before_jitter: apply the random grayscale before the colour jitter (MoCo v1's
+        order) instead of after it (SimCLR / MoCo v2 / BYOL order).
     """
 
     size: tuple
@@ -482,6 +491,7 @@ class ViewConfig:
     grayscale_p: float = 0.2
     blur_p: float = 0.0
     solarize_p: float = 0.0
+    grayscale_before_jitter: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "size", _as_size(self.size))
@@ -489,7 +499,17 @@ class ViewConfig:
         object.__setattr__(self, "crop_ratio", tuple(float(v) for v in self.crop_ratio))
 
 
+def _colour(channels: int, value: float) -> float:
+    """``value`` for 3-channel images; 0.0 (op disabled) for 1-channel images."""
+    return float(value) if int(channels) == 3 else 0.0
+
+
 def _fashion_mnist_preset(size: SizeLike, channels: int) -> ViewConfig:
+    """Fashion-MNIST (this project's recipe for 28x28 grayscale images).
+
+    RandomResizedCrop scale (0.2, 1), flip, brightness / contrast jitter 0.4 with p 0.8; no
+    saturation, hue, grayscale, blur or solarisation (whatever ``channels`` is).
+    """
     del channels  # grayscale data: no saturation / hue / grayscale.
     return ViewConfig(size=size, crop_scale=(0.2, 1.0), flip=True, brightness=0.4,
                       contrast=0.4, saturation=0.0, hue=0.0, jitter_p=0.8, grayscale_p=0.0,
@@ -497,53 +517,170 @@ def _fashion_mnist_preset(size: SizeLike, channels: int) -> ViewConfig:
 
 
 def _cifar_preset(size: SizeLike, channels: int) -> ViewConfig:
-    colour = channels == 3
+    """SimCLR's CIFAR-10 recipe (Chen et al. 2020, appendix B.9: colour strength s = 0.5, no blur).
+
+    RandomResizedCrop scale (0.08, 1), flip, RandomApply(ColorJitter(0.4, 0.4, 0.4, 0.1),
+    p=0.8), RandomGrayscale(p=0.2), no Gaussian blur.
+    """
     return ViewConfig(size=size, crop_scale=(0.08, 1.0), flip=True, brightness=0.4,
-                      contrast=0.4, saturation=0.4 if colour else 0.0,
-                      hue=0.1 if colour else 0.0, jitter_p=0.8,
-                      grayscale_p=0.2 if colour else 0.0, blur_p=0.0)
+                      contrast=0.4, saturation=_colour(channels, 0.4),
+                      hue=_colour(channels, 0.1), jitter_p=0.8,
+                      grayscale_p=_colour(channels, 0.2), blur_p=0.0)
+
+
+def _mocov1_preset(size: SizeLike, channels: int) -> ViewConfig:
+    """MoCo v1 (He et al., CVPR 2020; facebookresearch/moco ``main_moco.py`` without --aug-plus).
+
+    RandomResizedCrop(224, scale=(0.2, 1.)), RandomGrayscale(p=0.2),
+    ColorJitter(0.4, 0.4, 0.4, 0.4) applied always (p = 1), RandomHorizontalFlip(); no blur.
+    The grayscale comes before the jitter, as in the reference.
+    """
+    return ViewConfig(size=size, crop_scale=(0.2, 1.0), flip=True, brightness=0.4,
+                      contrast=0.4, saturation=_colour(channels, 0.4),
+                      hue=_colour(channels, 0.4), jitter_p=1.0,
+                      grayscale_p=_colour(channels, 0.2), blur_p=0.0,
+                      grayscale_before_jitter=True)
 
 
 def _mocov2_preset(size: SizeLike, channels: int) -> ViewConfig:
-    colour = channels == 3
+    """MoCo v2 (Chen et al. 2020, arXiv:2003.04297; ``main_moco.py --aug-plus``).
+
+    RandomResizedCrop(224, scale=(0.2, 1.)), RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.1)],
+    p=0.8), RandomGrayscale(p=0.2), RandomApply([GaussianBlur([.1, 2.])], p=0.5),
+    RandomHorizontalFlip().
+    """
     return ViewConfig(size=size, crop_scale=(0.2, 1.0), flip=True, brightness=0.4,
-                      contrast=0.4, saturation=0.4 if colour else 0.0,
-                      hue=0.1 if colour else 0.0, jitter_p=0.8,
-                      grayscale_p=0.2 if colour else 0.0, blur_p=0.5)
+                      contrast=0.4, saturation=_colour(channels, 0.4),
+                      hue=_colour(channels, 0.1), jitter_p=0.8,
+                      grayscale_p=_colour(channels, 0.2), blur_p=0.5)
 
 
+def _simclr_preset(size: SizeLike, channels: int) -> ViewConfig:
+    """SimCLR v1 on ImageNet (Chen et al., ICML 2020, appendix A), colour strength s = 1.
+
+    RandomResizedCrop scale (0.08, 1), ratio (3/4, 4/3), flip; RandomApply(ColorJitter(0.8s,
+    0.8s, 0.8s, 0.2s), p=0.8); RandomGrayscale(p=0.2); Gaussian blur with p 0.5, kernel 10 % of
+    the side, sigma ~ U(0.1, 2.0). (The jitter has torchvision semantics, as in the PyTorch
+    ports; the TF reference uses an additive brightness.)
+    """
+    s = 1.0
+    return ViewConfig(size=size, crop_scale=(0.08, 1.0), flip=True, brightness=0.8 * s,
+                      contrast=0.8 * s, saturation=_colour(channels, 0.8 * s),
+                      hue=_colour(channels, 0.2 * s), jitter_p=0.8,
+                      grayscale_p=_colour(channels, 0.2), blur_p=0.5)
+
+
+def _byol_views(size: SizeLike, channels: int) -> Tuple[ViewConfig, ViewConfig]:
+    """BYOL (Grill et al., NeurIPS 2020, appendix B, table 6): two asymmetric views.
+
+    Both views: RandomResizedCrop scale (0.08, 1), ratio (3/4, 4/3), flip;
+    RandomApply(ColorJitter(0.4, 0.4, 0.2, 0.1), p=0.8); RandomGrayscale(p=0.2); Gaussian blur
+    (kernel 23 for 224, i.e. ~10 % of the side, sigma ~ U(0.1, 2.0)); solarisation threshold 0.5.
+    View 1: blur p 1.0, solarize p 0.0. View 2: blur p 0.1, solarize p 0.2.
+
+    Returns:
+      (view1, view2) ViewConfigs.
+    """
+    common = dict(size=size, crop_scale=(0.08, 1.0), flip=True, brightness=0.4, contrast=0.4,
+                  saturation=_colour(channels, 0.2), hue=_colour(channels, 0.1), jitter_p=0.8,
+                  grayscale_p=_colour(channels, 0.2))
+    return (ViewConfig(blur_p=1.0, solarize_p=0.0, **common),
+            ViewConfig(blur_p=0.1, solarize_p=0.2, **common))
+
+
+def _byol_preset(size: SizeLike, channels: int) -> ViewConfig:
+    """BYOL's first view (blur p 1.0, no solarisation); see :func:`_byol_views`."""
+    return _byol_views(size, channels)[0]
+
+
+def _symmetric(single: Callable[[SizeLike, int], ViewConfig]
+               ) -> Callable[[SizeLike, int], Tuple[ViewConfig, ViewConfig]]:
+    """Turns a one-view preset into a (view, view) preset with the same docstring."""
+
+    def views(size: SizeLike, channels: int) -> Tuple[ViewConfig, ViewConfig]:
+        config = single(size, channels)
+        return config, config
+
+    views.__name__ = single.__name__.replace("_preset", "_views")
+    views.__doc__ = single.__doc__
+    return views
+
+
+# One-view presets (the first view of each recipe); kept for :func:`preset` and callers of it.
 PRESETS: Dict[str, Callable[[SizeLike, int], ViewConfig]] = {
     "fashion_mnist": _fashion_mnist_preset,
     "cifar": _cifar_preset,
+    "mocov1": _mocov1_preset,
     "mocov2": _mocov2_preset,
+    "simclr": _simclr_preset,
+    "byol": _byol_preset,
 }
+
+# Two-view presets: name -> fn(size, channels) -> (view1, view2).
+PRESET_VIEWS: Dict[str, Callable[[SizeLike, int], Tuple[ViewConfig, ViewConfig]]] = {
+    "fashion_mnist": _symmetric(_fashion_mnist_preset),
+    "cifar": _symmetric(_cifar_preset),
+    "mocov1": _symmetric(_mocov1_preset),
+    "mocov2": _symmetric(_mocov2_preset),
+    "simclr": _symmetric(_simclr_preset),
+    "byol": _byol_views,
+}
+
+# The preset names, e.g. for a command-line flag's choices.
+PRESET_NAMES: Tuple[str, ...] = tuple(PRESET_VIEWS)
+
+
+def preset_views(name: str, size: SizeLike, channels: int) -> Tuple[ViewConfig, ViewConfig]:
+    """Returns both views of a named preset.
+
+    Symmetric presets return the same ViewConfig twice; ``byol`` returns its two different
+    views.
+
+    Args:
+      name: one of :data:`PRESET_NAMES`.
+      size: output size, int or (height, width).
+      channels: image channels (1 or 3); colour-only ops (saturation, hue, grayscale) are
+        disabled for 1 channel.
+
+    Returns:
+      (view1, view2) ViewConfigs.
+
+    Raises:
+      ValueError: unknown preset name (the message lists the known names), or channels not
+        in {1, 3}.
+    """
+    if name not in PRESET_VIEWS:
+        raise ValueError(f"unknown augmentation preset {name!r}; known presets: "
+                         f"{', '.join(sorted(PRESET_NAMES))}")
+    if int(channels) not in (1, 3):
+        raise ValueError(f"augmentation presets need 1 or 3 channels, got {channels}")
+    return PRESET_VIEWS[name](size, int(channels))
 
 
 def preset(name: str, size: SizeLike, channels: int) -> ViewConfig:
-    """Returns a named view preset.
+    """Returns the first view of a named preset (see :func:`preset_views` for both views).
 
     Args:
-      name: one of ``PRESETS`` ("fashion_mnist", "cifar", "mocov2").
+      name: one of :data:`PRESET_NAMES`.
       size: output size, int or (height, width).
       channels: image channels (1 or 3); colour-only ops are disabled for 1 channel.
 
     Returns:
-      ViewConfig.
+      ViewConfig (for the asymmetric ``byol``, its first view).
 
     Raises:
       ValueError: unknown preset name (the message lists the known names).
     """
-    if name not in PRESETS:
-        raise ValueError(f"unknown augmentation preset {name!r}; known presets: "
-                         f"{', '.join(sorted(PRESETS))}")
-    return PRESETS[name](size, int(channels))
+    return preset_views(name, size, channels)[0]
 
 
 def augment_view(image, seed, config: ViewConfig) -> tf.Tensor:
     """Applies one view's augmentation pipeline (not normalised).
 
-    Order (MoCo v2 / SimCLR): random resized crop, flip, colour jitter, grayscale, blur,
-    solarize. (Flip commutes with the later ops, so its position does not matter.)
+    Order (MoCo v2 / SimCLR / BYOL): random resized crop, flip, colour jitter, grayscale, blur,
+    solarize; with ``config.grayscale_before_jitter`` (MoCo v1) the grayscale comes before the
+    jitter. (Flip commutes with the later ops, so its position does not matter.) Each op uses
+    its own sub-seed, so toggling one op leaves the others' draws unchanged.
 
     Args:
       image: [H, W, C] uint8 (or float in [0, 1]) image, C static.
@@ -557,9 +694,12 @@ def augment_view(image, seed, config: ViewConfig) -> tf.Tensor:
     x = random_resized_crop(image, seeds[0], config.size, config.crop_scale, config.crop_ratio)
     if config.flip:
         x = random_flip(x, seeds[1])
+    if config.grayscale_before_jitter:
+        x = random_grayscale(x, seeds[3], p=config.grayscale_p)
     x = color_jitter(x, seeds[2], config.brightness, config.contrast, config.saturation,
                      config.hue, p=config.jitter_p)
-    x = random_grayscale(x, seeds[3], p=config.grayscale_p)
+    if not config.grayscale_before_jitter:
+        x = random_grayscale(x, seeds[3], p=config.grayscale_p)
     x = gaussian_blur(x, seeds[4], p=config.blur_p)
     x = solarize(x, seeds[5], p=config.solarize_p)
     return x
@@ -591,9 +731,9 @@ class TwoViewAugment:
     @classmethod
     def from_preset(cls, name: str, size: SizeLike, channels: int, mean, std
                     ) -> "TwoViewAugment":
-        """Both views from the same named preset (see :func:`preset`)."""
-        config = preset(name, size, channels)
-        return cls(config, config, mean, std)
+        """Both views of a named preset (see :func:`preset_views`; ``byol`` is asymmetric)."""
+        view1, view2 = preset_views(name, size, channels)
+        return cls(view1, view2, mean, std)
 
     @property
     def output_size(self) -> Tuple[int, int]:

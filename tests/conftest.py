@@ -30,3 +30,12 @@ def assert_replicas_agree(variables, atol=1e-6):
         copies = var.value.values
         assert len(copies) == 2, f"{var.path} is not mirrored over 2 replicas"
         np.testing.assert_allclose(copies[0].numpy(), copies[1].numpy(), atol=atol, err_msg=var.path)
+
+
+def run_pretrain(*args, timeout=300):
+    """Runs `python -m trainers.pretrain *args` from the repo root; returns the CompletedProcess."""
+    import subprocess
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "trainers.pretrain", *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)

@@ -4,6 +4,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import dataclasses  # noqa: E402
+import inspect  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -17,6 +20,16 @@ def _map_seeds(fn, n, salt=7):
     """Stacks fn(seed) over n stateless seeds [i, salt], computed in a tf.data graph."""
     ds = tf.data.Dataset.range(n).map(lambda i: fn(tf.stack([i, tf.constant(salt, tf.int64)])))
     return next(iter(ds.batch(n).as_numpy_iterator()))
+
+
+def _binomial_tol(p, n, sigmas=4.0):
+    """``sigmas`` standard deviations of a Binomial(n, p) fraction (0 when p is 0 or 1)."""
+    return sigmas * np.sqrt(p * (1.0 - p) / n)
+
+
+def _changed(outs, ref):
+    """[N] bool: which of the N images in ``outs`` differ from ``ref`` (broadcast)."""
+    return np.abs(outs - ref).reshape(len(outs), -1).max(axis=1) > 1e-6
 
 
 def _rgb(seed=0, h=16, w=16, lo=0.25, hi=0.75):
@@ -139,15 +152,20 @@ def test_color_jitter_applied_with_probability_p():
     assert np.isfinite(outs).all() and outs.min() >= 0.0 and outs.max() <= 1.0
 
 
-def test_brightness_factor_range_and_distribution():
+@pytest.mark.parametrize("strength", [0.4, 0.8])  # cifar / mocov2 / byol; simclr (s = 1)
+def test_brightness_factor_range_and_distribution(strength):
     img = np.full((4, 4, 3), 0.5, np.float32)
-    outs = _map_seeds(lambda s: augment.color_jitter(img, s, 0.4, 0.0, 0.0, 0.0, p=1.0), 1000)
+    outs = _map_seeds(lambda s: augment.color_jitter(img, s, strength, 0.0, 0.0, 0.0, p=1.0),
+                      1000)
     factors = outs[:, 0, 0, 0] / 0.5
     np.testing.assert_allclose(outs, np.broadcast_to(factors[:, None, None, None] * 0.5,
                                                      outs.shape), rtol=1e-5)
-    assert factors.min() >= 0.6 - 1e-6 and factors.max() <= 1.4 + 1e-6
-    assert factors.min() < 0.63 and factors.max() > 1.37
-    assert abs(factors.mean() - 1.0) < 0.03  # uniform on [0.6, 1.4]
+    lo, hi = 1.0 - strength, 1.0 + strength  # U(max(0, 1 - b), 1 + b); 0.5 * 1.8 < 1: no clip
+    assert factors.min() >= lo - 1e-6 and factors.max() <= hi + 1e-6
+    margin = 0.04 * (hi - lo)
+    assert factors.min() < lo + margin and factors.max() > hi - margin
+    # uniform on [lo, hi]: mean 1, std (hi - lo) / sqrt(12); 4 standard errors.
+    assert abs(factors.mean() - 1.0) < 4 * (hi - lo) / np.sqrt(12 * 1000)
 
 
 def test_contrast_blends_with_grayscale_mean():
@@ -183,6 +201,35 @@ def test_color_jitter_random_order_is_uniform():
     img = _rgb(7, lo=0.0, hi=1.0)
     outs = _map_seeds(lambda s: augment.color_jitter(img, s, 0.0, 0.0, 0.0, 0.0, p=1.0), 3)
     np.testing.assert_array_equal(outs, np.broadcast_to(img, outs.shape))  # all ops off
+
+
+@pytest.mark.parametrize("strength", [0.2, 0.4])  # simclr (0.2 s), mocov1 (0.4)
+def test_hue_rotation_delta_range(strength):
+    """Hue-only jitter rotates every pixel's HSV hue by one d ~ U(-strength, strength)."""
+    # Saturated colours away from 0 and 1: S and V are kept, so no clipping happens.
+    img = _rgb(15, lo=0.1, hi=0.9)
+    outs = _map_seeds(lambda s: augment.color_jitter(img, s, 0.0, 0.0, 0.0, strength, p=1.0),
+                      600)
+    h_in = tf.image.rgb_to_hsv(img).numpy()[..., 0]
+    h_out = tf.image.rgb_to_hsv(outs).numpy()[..., 0]
+    delta = (h_out - h_in[None] + 0.5) % 1.0 - 0.5  # signed rotation in [-0.5, 0.5)
+    per_image = np.median(delta.reshape(len(outs), -1), axis=1)
+    np.testing.assert_allclose(delta, np.broadcast_to(per_image[:, None, None], delta.shape),
+                               atol=2e-3)
+    assert np.abs(per_image).max() <= strength + 2e-3
+    margin = 0.05 * strength
+    assert per_image.min() < -strength + margin and per_image.max() > strength - margin
+    # uniform on [-strength, strength]: mean 0 within 4 standard errors.
+    assert abs(per_image.mean()) < 4 * 2 * strength / np.sqrt(12 * 600)
+
+
+def test_color_jitter_p1_always_changes_the_image():
+    """MoCo v1's ColorJitter(0.4, 0.4, 0.4, 0.4) without RandomApply changes every image."""
+    img = _rgb(16)
+    outs = _map_seeds(lambda s: augment.color_jitter(img, s, 0.4, 0.4, 0.4, 0.4, p=1.0), 500)
+    changed = _changed(outs, img[None])
+    assert changed.all(), f"{(~changed).sum()} of 500 images unchanged"
+    assert outs.min() >= 0.0 and outs.max() <= 1.0
 
 
 def test_color_jitter_single_channel_only_brightness_contrast():
@@ -243,11 +290,14 @@ def test_gaussian_blur_constant_unchanged_and_noise_smoothed():
     np.testing.assert_allclose(outs.mean(axis=(1, 2, 3)), noise.mean(), atol=5e-3)
 
 
-def test_gaussian_blur_probability():
+@pytest.mark.parametrize("p", [0.1, 0.5, 1.0])  # byol view 2, simclr / mocov2, byol view 1
+def test_gaussian_blur_probability(p):
     noise = np.random.default_rng(12).uniform(0, 1, (32, 32, 1)).astype(np.float32)
-    outs = _map_seeds(lambda s: augment.gaussian_blur(noise, s, p=0.5), 1000)
-    blurred = np.abs(outs - noise[None]).max(axis=(1, 2, 3)) > 1e-6
-    assert abs(blurred.mean() - 0.5) < 0.05
+    # sigma >= 1 so that every applied blur is visible: with sigma near 0.1 the 3-tap kernel's
+    # side weights (exp(-50)) vanish in float32 and the blur is exactly the identity.
+    outs = _map_seeds(lambda s: augment.gaussian_blur(noise, s, sigma=(1.0, 2.0), p=p), 1000)
+    blurred = _changed(outs, noise[None])
+    assert abs(blurred.mean() - p) <= _binomial_tol(p, 1000), blurred.mean()
 
 
 def test_solarize():
@@ -258,21 +308,224 @@ def test_solarize():
     np.testing.assert_array_equal(same, img)
 
 
+def test_solarize_probability():
+    """BYOL view 2: solarize with p 0.2; an applied solarisation is exactly the inversion."""
+    img = _rgb(17, lo=0.0, hi=1.0)
+    outs = _map_seeds(lambda s: augment.solarize(img, s, threshold=0.5, p=0.2), 1000)
+    solarized = _changed(outs, img[None])
+    assert abs(solarized.mean() - 0.2) <= _binomial_tol(0.2, 1000), solarized.mean()
+    inverted = np.where(img >= 0.5, 1.0 - img, img)
+    np.testing.assert_allclose(outs[solarized],
+                               np.broadcast_to(inverted, outs[solarized].shape), atol=1e-7)
+
+
 # ----------------------------------------------------------------------------- views
 
 
-def test_presets():
-    fm = augment.preset("fashion_mnist", 28, 1)
-    assert fm.size == (28, 28) and fm.crop_scale == (0.2, 1.0) and fm.flip
-    assert (fm.brightness, fm.contrast, fm.jitter_p) == (0.4, 0.4, 0.8)
-    cifar = augment.preset("cifar", (32, 32), 3)
-    assert cifar.crop_scale == (0.08, 1.0) and cifar.blur_p == 0.0
-    assert (cifar.brightness, cifar.contrast, cifar.saturation, cifar.hue) == (0.4, 0.4, 0.4, 0.1)
-    assert cifar.jitter_p == 0.8 and cifar.grayscale_p == 0.2
-    moco = augment.preset("mocov2", 224, 3)
-    assert moco.crop_scale == (0.2, 1.0) and moco.blur_p == 0.5 and moco.grayscale_p == 0.2
-    with pytest.raises(ValueError, match="cifar.*fashion_mnist.*mocov2"):
+_JITTER_04 = dict(brightness=0.4, contrast=0.4, saturation=0.4)
+_RATIO = (3 / 4, 4 / 3)
+# Reference numbers of every preset for 3-channel images: (view 1, view 2) field values.
+_MOCOV1 = dict(crop_scale=(0.2, 1.0), crop_ratio=_RATIO, flip=True, **_JITTER_04, hue=0.4,
+               jitter_p=1.0, grayscale_p=0.2, blur_p=0.0, solarize_p=0.0,
+               grayscale_before_jitter=True)
+_MOCOV2 = dict(crop_scale=(0.2, 1.0), crop_ratio=_RATIO, flip=True, **_JITTER_04, hue=0.1,
+               jitter_p=0.8, grayscale_p=0.2, blur_p=0.5, solarize_p=0.0,
+               grayscale_before_jitter=False)
+_SIMCLR = dict(crop_scale=(0.08, 1.0), crop_ratio=_RATIO, flip=True, brightness=0.8,
+               contrast=0.8, saturation=0.8, hue=0.2, jitter_p=0.8, grayscale_p=0.2, blur_p=0.5,
+               solarize_p=0.0, grayscale_before_jitter=False)
+_CIFAR = dict(crop_scale=(0.08, 1.0), crop_ratio=_RATIO, flip=True, **_JITTER_04, hue=0.1,
+              jitter_p=0.8, grayscale_p=0.2, blur_p=0.0, solarize_p=0.0,
+              grayscale_before_jitter=False)
+_FASHION_MNIST = dict(crop_scale=(0.2, 1.0), crop_ratio=_RATIO, flip=True, brightness=0.4,
+                      contrast=0.4, saturation=0.0, hue=0.0, jitter_p=0.8, grayscale_p=0.0,
+                      blur_p=0.0, solarize_p=0.0, grayscale_before_jitter=False)
+_BYOL = dict(crop_scale=(0.08, 1.0), crop_ratio=_RATIO, flip=True, brightness=0.4, contrast=0.4,
+             saturation=0.2, hue=0.1, jitter_p=0.8, grayscale_p=0.2,
+             grayscale_before_jitter=False)
+REFERENCE_PRESETS = {
+    "fashion_mnist": (_FASHION_MNIST, _FASHION_MNIST),
+    "cifar": (_CIFAR, _CIFAR),
+    "mocov1": (_MOCOV1, _MOCOV1),
+    "mocov2": (_MOCOV2, _MOCOV2),
+    "simclr": (_SIMCLR, _SIMCLR),
+    "byol": (dict(_BYOL, blur_p=1.0, solarize_p=0.0), dict(_BYOL, blur_p=0.1, solarize_p=0.2)),
+}
+COLOUR_ONLY = ("saturation", "hue", "grayscale_p")
+
+
+def _fields(config):
+    """The ViewConfig's fields other than ``size``, as a dict."""
+    out = dataclasses.asdict(config)
+    del out["size"]
+    return out
+
+
+def test_preset_names_cover_the_reference_table():
+    assert set(augment.PRESET_NAMES) == set(REFERENCE_PRESETS)
+    assert set(augment.PRESETS) == set(augment.PRESET_VIEWS) == set(augment.PRESET_NAMES)
+    assert len(augment.PRESET_NAMES) == len(set(augment.PRESET_NAMES))
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+@pytest.mark.parametrize("name", sorted(REFERENCE_PRESETS))
+def test_preset_fields_match_reference(name, channels):
+    views = augment.preset_views(name, (32, 24), channels)
+    assert len(views) == 2
+    for view, ref in zip(views, REFERENCE_PRESETS[name]):
+        assert isinstance(view, augment.ViewConfig) and view.size == (32, 24)
+        expected = dict(ref)
+        if channels == 1:  # colour-only ops are disabled; brightness / contrast are kept
+            expected.update({k: 0.0 for k in COLOUR_ONLY})
+        assert _fields(view) == expected
+    # preset() and PRESETS return the first view.
+    assert augment.preset(name, (32, 24), channels) == views[0]
+    assert augment.PRESETS[name]((32, 24), channels) == views[0]
+    assert augment.preset(name, 20, channels).size == (20, 20)
+
+
+def test_byol_views_differ_exactly_in_blur_and_solarize():
+    for channels in (3, 1):
+        view1, view2 = augment.preset_views("byol", 224, channels)
+        f1, f2 = _fields(view1), _fields(view2)
+        assert {k for k in f1 if f1[k] != f2[k]} == {"blur_p", "solarize_p"}
+        assert (view1.blur_p, view1.solarize_p) == (1.0, 0.0)
+        assert (view2.blur_p, view2.solarize_p) == (0.1, 0.2)
+    for name in ("fashion_mnist", "cifar", "mocov1", "mocov2", "simclr"):
+        view1, view2 = augment.preset_views(name, 32, 3)
+        assert view1 == view2
+
+
+def test_preset_errors():
+    for get in (augment.preset, augment.preset_views):
+        with pytest.raises(ValueError) as err:
+            get("imagenet", 32, 3)
+        for name in augment.PRESET_NAMES:
+            assert name in str(err.value)
+    with pytest.raises(ValueError, match="byol.*cifar.*fashion_mnist.*mocov1.*mocov2.*simclr"):
         augment.preset("imagenet", 32, 3)
+    with pytest.raises(ValueError, match="channels"):
+        augment.preset_views("simclr", 32, 4)
+
+
+_PRESET_VIEWS = [(name, view) for name in sorted(REFERENCE_PRESETS) for view in (0, 1)]
+
+
+def _spy_ops(monkeypatch):
+    """Replaces the random ops with recorders (identity on the image) and returns the call log.
+
+    Each call is logged as (op name, {argument: value}) with the arguments bound to the real
+    op's signature, defaults included, image and seed left out.
+    """
+    calls = []
+
+    def spy(name):
+        signature = inspect.signature(getattr(augment, name))
+
+        def op(image, seed, *args, **kwargs):
+            bound = signature.bind(image, seed, *args, **kwargs)
+            bound.apply_defaults()
+            arguments = dict(bound.arguments)
+            del arguments["image"], arguments["seed"]
+            calls.append((name, arguments))
+            if name == "random_resized_crop":
+                size = augment._as_size(arguments["size"])
+                return tf.zeros(size + (image.shape[-1],), tf.float32)
+            return tf.cast(image, tf.float32)
+        return op
+
+    for name in ("random_resized_crop", "random_flip", "color_jitter", "random_grayscale",
+                 "gaussian_blur", "solarize"):
+        monkeypatch.setattr(augment, name, spy(name))
+    return calls
+
+
+def _expected_calls(config):
+    """The op calls augment_view(config) must make, with the reference numbers as arguments."""
+    crop = ("random_resized_crop", dict(size=config.size, scale=config.crop_scale,
+                                        ratio=config.crop_ratio, antialias=False))
+    jitter = ("color_jitter", dict(brightness=config.brightness, contrast=config.contrast,
+                                   saturation=config.saturation, hue=config.hue,
+                                   p=config.jitter_p))
+    gray = ("random_grayscale", dict(p=config.grayscale_p))
+    colour = [gray, jitter] if config.grayscale_before_jitter else [jitter, gray]
+    # SimCLR / MoCo v2 / BYOL blur: sigma ~ U(0.1, 2), kernel 10 % of the side; threshold 0.5.
+    blur = ("gaussian_blur", dict(sigma=(0.1, 2.0), kernel_fraction=0.1, p=config.blur_p))
+    sol = ("solarize", dict(threshold=0.5, p=config.solarize_p))
+    flip = [("random_flip", {})] if config.flip else []
+    return [crop] + flip + colour + [blur, sol]
+
+
+@pytest.mark.parametrize("name,view", _PRESET_VIEWS)
+def test_augment_view_passes_each_preset_field_to_its_op(name, view, monkeypatch):
+    """augment_view calls each op once, in the reference order, with the config's numbers."""
+    config = augment.preset_views(name, 32, 3)[view]
+    calls = _spy_ops(monkeypatch)
+    augment.augment_view(np.zeros((40, 40, 3), np.uint8), tf.constant([1, 2]), config)
+    assert calls == _expected_calls(config)
+
+
+def test_two_view_augment_from_preset_uses_each_view_config(monkeypatch):
+    """TwoViewAugment.from_preset("byol") blurs / solarises its views with different p."""
+    aug = augment.TwoViewAugment.from_preset("byol", 32, 3, (0.5,) * 3, (0.25,) * 3)
+    calls = _spy_ops(monkeypatch)
+    aug(np.zeros((40, 40, 3), np.uint8), tf.constant([3, 4]))
+    blur = [args["p"] for name, args in calls if name == "gaussian_blur"]
+    sol = [args["p"] for name, args in calls if name == "solarize"]
+    assert blur == [1.0, 0.1] and sol == [0.0, 0.2]
+
+
+def test_mocov1_grayscale_comes_before_jitter():
+    """MoCo v1 view = crop, flip, grayscale, jitter (same sub-seeds as augment_view)."""
+    config = augment.preset("mocov1", 24, 3)
+    img = np.random.default_rng(20).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+
+    def both(seed):
+        seeds = augment._split(seed, 6)
+        x = augment.random_resized_crop(img, seeds[0], config.size, config.crop_scale,
+                                        config.crop_ratio)
+        x = augment.random_flip(x, seeds[1])
+        x = augment.random_grayscale(x, seeds[3], p=config.grayscale_p)
+        x = augment.color_jitter(x, seeds[2], config.brightness, config.contrast,
+                                 config.saturation, config.hue, p=config.jitter_p)
+        return augment.augment_view(img, seed, config), x
+
+    got, ref = _map_seeds(both, 200, salt=21)
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+    # A grayscale image stays gray through the jitter (saturation / hue do nothing to it).
+    gray = np.ptp(got, axis=-1).max(axis=(1, 2)) < 1e-4
+    assert abs(gray.mean() - 0.2) <= _binomial_tol(0.2, 200)
+
+
+def test_two_view_augment_byol_uses_both_views():
+    mean, std = (0.5,) * 3, (0.25,) * 3
+    aug = augment.TwoViewAugment.from_preset("byol", 32, 3, mean, std)
+    view1, view2 = augment.preset_views("byol", 32, 3)
+    assert aug.view1 == view1 and aug.view2 == view2 and aug.view1 != aug.view2
+    img = np.random.default_rng(22).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    plain1 = dataclasses.replace(view1, blur_p=0.0)
+    plain2 = dataclasses.replace(view2, blur_p=0.0, solarize_p=0.0)
+    n = 300
+
+    def run(seed):
+        seeds = augment._split(seed, 2)
+        unblurred = augment.augment_view(img, seeds[0], plain1)
+        blur_seed = augment._split(seeds[0], 6)[4]
+        ref1 = augment.gaussian_blur(unblurred, blur_seed, p=1.0)
+        plain = tf.stack([unblurred, augment.augment_view(img, seeds[1], plain2)])
+        return aug(img, seed), augment.normalize(ref1, mean, std), augment.normalize(plain,
+                                                                                       mean, std)
+
+    outs, ref1, plain = _map_seeds(run, n, salt=23)
+    # View 1 is always the blurred plain view (blur p = 1, no solarisation) ...
+    np.testing.assert_allclose(outs[:, 0], ref1, atol=1e-5)
+    # ... and the blur shows: only sigma near 0.1 (side weights exp(-1 / (2 sigma^2)) below
+    # float32 resolution, P(sigma < 0.18) ~ 4 %) leaves the image unchanged.
+    blurred1 = _changed(outs[:, 0], plain[:, 0])
+    assert abs(blurred1.mean() - 0.96) <= _binomial_tol(0.96, n) + 0.01, blurred1.mean()
+    # View 2 is blurred (p 0.1) or solarised (p 0.2) independently: changed w.p. 1 - 0.9 * 0.8.
+    changed2 = _changed(outs[:, 1], plain[:, 1])
+    assert abs(changed2.mean() - 0.28) <= _binomial_tol(0.28, n), changed2.mean()
 
 
 @pytest.mark.parametrize("name,shape", [("fashion_mnist", (28, 28, 1)), ("cifar", (32, 32, 3)),

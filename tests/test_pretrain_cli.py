@@ -8,16 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_pretrain as _run
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-mnist"),
                                 reason="needs Debian's dataset-fashion-mnist (installed by .ci/run)")
-
-
-def _run(*args, timeout=300):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "trainers.pretrain", *args], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def test_smoke_config_trains_resumes_and_exports(tmp_path):
@@ -32,7 +26,7 @@ def test_smoke_config_trains_resumes_and_exports(tmp_path):
     # Same command with more epochs resumes from the checkpoint instead of starting again.
     second = _run("--flagfile=configs/smoke.cfg", f"--model_dir={model_dir}", "--epochs=2")
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "resumed from" in second.stdout and "(epoch 1)" in second.stdout
+    assert "resumed from" in second.stdout and "(epoch 1, step " in second.stdout
     assert "random init" not in second.stdout.split("resumed from")[1].split("kNN top-1 on")[0]
     rows = [json.loads(line) for line in open(os.path.join(model_dir, "metrics.jsonl"))]
     assert [r["epoch"] for r in rows] == [1, 2]

@@ -1,4 +1,4 @@
-"""Keras callbacks of the pretraining CLI: checkpoints, kNN monitor, metrics log."""
+"""Keras callbacks of the pretraining CLI: checkpoints, kNN monitor, metrics log, summaries."""
 
 import json
 import math
@@ -6,10 +6,13 @@ import os
 import time
 
 import keras
+import numpy as np
+import tensorflow as tf
 from absl import logging
 
 from mixmask_tf import checkpoint
 from mixmask_tf import knn
+from mixmask_tf import visualize
 
 
 class Checkpoint(keras.callbacks.Callback):
@@ -98,3 +101,127 @@ class MetricsLog(keras.callbacks.Callback):
         row["learning_rate"] = float(lr.numpy() if hasattr(lr, "numpy") else lr)
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+class PlotCurves(keras.callbacks.Callback):
+    """After every epoch: `<model_dir>/curves.png` from `<model_dir>/metrics.jsonl`.
+
+    Place it after `MetricsLog` in the callback list so the epoch that just ended is in the
+    file. A missing metrics file gives a figure that says "no data" (see
+    `visualize.save_curves_png`); the PNG is replaced atomically. A plotting failure is logged
+    and never stops training.
+    """
+
+    def __init__(self, model_dir, filename="curves.png"):
+        super().__init__()
+        self.metrics_path = os.path.join(model_dir, "metrics.jsonl")
+        self.path = os.path.join(model_dir, filename)
+
+    def on_epoch_end(self, epoch, logs=None):
+        try:
+            visualize.save_curves_png(self.path, visualize.load_metrics_jsonl(self.metrics_path),
+                                      title=f"after epoch {epoch + 1}")
+        except Exception:  # a plot must never end a training run
+            logging.warning("could not write %s", self.path, exc_info=True)
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Puts the optimizer's current learning rate into `logs["learning_rate"]` at each epoch end.
+
+    Callbacks after it in the list (History, `MetricsLog`, CSVLogger, TensorBoard) see the
+    value. "Current" is the rate of the next step: a schedule is evaluated at
+    `optimizer.iterations` (the number of steps done). A LossScaleOptimizer is unwrapped.
+    """
+
+    @staticmethod
+    def current(optimizer):
+        """The learning rate (python float) `optimizer` applies at its next step."""
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+        lr = optimizer.learning_rate  # Keras 3 evaluates a schedule at `iterations` itself
+        if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
+            lr = lr(optimizer.iterations)
+        return float(keras.ops.convert_to_numpy(lr))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = self.current(self.model.optimizer)
+
+
+class MixedViewSummary(keras.callbacks.Callback):
+    """TensorBoard images of what the query encoder sees: clean and mixed views of a fixed batch.
+
+    Every `every` epochs (at the end of epochs `every`, `2·every`, ...; step = the 0-based
+    epoch, as Keras' TensorBoard epoch scalars) the model's branch is applied to the query
+    view `images[:, 0]` exactly as the trainer applies it: `model.branch_outputs`, i.e. the
+    branch with replica 0's seed at the current `optimizer.iterations` (the seed of the next
+    training step), or with the fixed `seed` if one is given. Written to
+    `<log_dir>/images` (its own run, next to TensorBoard's `train`/`validation`):
+
+    * "clean_views": the query view;
+    * "mixed_views": the branch's first extra query batch (MixMask: the mixtures; Un-Mix:
+      its mixtures; erase: the erased images);
+    * "mixed_views_<term>": each further batch, named by its first term (MixMask*:
+      "mixed_views_unmix"; erase: "mixed_views_erase_complement").
+
+    The "none" branch writes "clean_views" only. Images are un-normalised with `mean`/`std`
+    (`x * std + mean`) and clipped to [0, 1]; without them they are only clipped, so pass
+    them for normalised data.
+
+    Args:
+      log_dir: TensorBoard log folder.
+      images: float [B, 2, H, W, C] two-view batch as the trainer receives it (normalised).
+      every: Python int >= 1, write every `every` epochs.
+      max_outputs: images per summary (at most B).
+      mean, std: per-channel normalisation of `images` (scalar or C values), or None.
+      seed: None (the trainer's next seed) or an int pair [2] for the same masks every time.
+    """
+
+    def __init__(self, log_dir, images, every=1, max_outputs=4, mean=None, std=None, seed=None):
+        super().__init__()
+        images = np.asarray(images, np.float32)
+        if images.ndim != 5 or images.shape[1] != 2:
+            raise ValueError(f"images must be a two-view batch [B, 2, H, W, C], got {images.shape}.")
+        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+            raise ValueError(f"every must be an integer >= 1, got {every!r}.")
+        self.folder = os.path.join(log_dir, "images")
+        self.images = images
+        self.every = every
+        self.max_outputs = int(max_outputs)
+        self.mean, self.std = mean, std
+        self.seed = None if seed is None else tf.constant(seed, tf.int32)
+        self._writer = None
+
+    def _display(self, x):
+        return visualize.to_display(np.asarray(x), self.mean, self.std)
+
+    def summaries(self):
+        """{name: display images [B, H, W, C] in [0, 1]} that `write` records."""
+        x1 = tf.constant(self.images[:, 0])
+        if self.seed is None:
+            out = self.model.branch_outputs(x1)
+        else:
+            out = self.model.branch(x1, self.seed)
+        result = {"clean_views": self._display(x1)}
+        for i, batch in enumerate(out.batches):
+            name = "mixed_views" if i == 0 else f"mixed_views_{batch.terms[0].name}"
+            result[name] = self._display(batch.images)
+        return result
+
+    def write(self, step):
+        """Writes the summaries at `step` and flushes."""
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.folder)
+        images = self.summaries()
+        with self._writer.as_default():
+            for name, value in images.items():
+                tf.summary.image(name, value, step=step, max_outputs=self.max_outputs)
+        self._writer.flush()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every == 0:
+            self.write(epoch)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

@@ -25,11 +25,25 @@ FLAGS = flags.FLAGS
 
 # Run and data.
 flags.DEFINE_string("model_dir", None, "Output directory (checkpoints, logs, export). Resumes if it holds a run.")
-flags.DEFINE_string("dataset", "fashion_mnist", "Dataset name: fashion_mnist (Debian package) or synthetic.")
+flags.DEFINE_string("dataset", "fashion_mnist",
+                    "Dataset: fashion_mnist (Debian package), mnist (local IDX files or mnist.npz in --data_dir), "
+                    "synthetic (generated), folder (an image folder at --data_dir: root/[train|test]/<class>/*.jpg), "
+                    "or any tfds name (cifar10, cifar100, imagenet2012, ...) read from --data_dir.")
 flags.DEFINE_string("data_dir", None, "Dataset folder (default: the dataset's standard location).")
+flags.DEFINE_boolean("download", False, "tfds datasets: download and prepare if missing (off: nothing is downloaded).")
+flags.DEFINE_string("manual_dir", None, "tfds datasets: folder of manually downloaded files (ImageNet's tar files).")
+flags.DEFINE_string("train_split", "train", "Split to pretrain on (also the kNN bank).")
+flags.DEFINE_string("test_split", "test", "Split the kNN monitor classifies (ImageNet: validation).")
+flags.DEFINE_integer("image_size", 0, "Resize (shorter side) and centre-crop every image to this size once when read "
+                     "(0: keep; required for image folders).")
+flags.DEFINE_integer("channels", 0, "Convert images to 1 or 3 channels (0: keep the dataset's).")
+flags.DEFINE_boolean("verify_images", True, "Image folders: decode every file once at start and skip unreadable ones.")
 flags.DEFINE_integer("train_limit", None, "Use only the first N training images (smoke runs).")
 flags.DEFINE_integer("test_limit", None, "Use only the first N test images for kNN.")
-flags.DEFINE_string("augment", "fashion_mnist", "Augmentation preset (mixmask_tf.augment.PRESETS).")
+# The names of mixmask_tf.augment.PRESET_NAMES (kept literal so that parsing flags does not import TF).
+AUGMENT_PRESETS = ["fashion_mnist", "cifar", "mocov1", "mocov2", "simclr", "byol"]
+flags.DEFINE_enum("augment", "fashion_mnist", AUGMENT_PRESETS,
+                  "Augmentation preset named after its reference (byol: asymmetric views; cifar: no blur).")
 flags.DEFINE_integer("seed", 0, "Base seed of data order, augmentation, masks and initialisation.")
 # Model.
 flags.DEFINE_enum("backbone", "small_convnet", ["small_convnet", "resnet18_cifar", "resnet50"], "Backbone.")
@@ -81,7 +95,10 @@ flags.DEFINE_float("knn_t", 0.1, "kNN temperature.")
 flags.DEFINE_boolean("random_init_knn", True, "Also report kNN of the same architecture at random init.")
 flags.DEFINE_boolean("export", True, "Export the backbone as a SavedModel at the end.")
 flags.DEFINE_string("export_dir", None, "Export base folder (default <model_dir>/export).")
-flags.DEFINE_integer("verbose", 2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
+flags.DEFINE_boolean("tensorboard", True, "Write TensorBoard scalars and mixed-view images to <model_dir>/tensorboard.")
+flags.DEFINE_boolean("plots", True, "Write masks.png (mask and mixture montage) and curves.png to the model dir.")
+flags.DEFINE_integer("verbose", -1, "Keras fit verbosity: -1 a progress bar on a terminal, else none; 0 none; "
+                     "1 progress bar; 2 Keras' line per epoch. The run's own one-line epoch summary always prints.")
 
 
 class UserError(Exception):
@@ -112,6 +129,14 @@ def validate_flags():
     if f.warmup_epochs < 0 or f.warmup_epochs >= f.epochs:
         if f.warmup_epochs != 0:
             raise UserError(f"--warmup_epochs ({f.warmup_epochs}) must be in [0, --epochs)")
+    if f.image_size < 0:
+        raise UserError(f"--image_size must be positive (or 0 to keep the dataset's size), got {f.image_size}")
+    if f.channels not in (0, 1, 3):
+        raise UserError(f"--channels must be 1 or 3 (or 0 to keep the dataset's), got {f.channels}")
+    if f.dataset == "folder" and not f.data_dir:
+        raise UserError("--dataset=folder needs --data_dir=<root> (root/<class>/*.jpg or root/train/<class>/*.jpg)")
+    if f.dataset == "folder" and not f.image_size:
+        raise UserError("--dataset=folder needs --image_size (folder images come in any size), e.g. --image_size=64")
     if f.mask_ratio_range is not None and len(f.mask_ratio_range) != 2:
         raise UserError(f"--mask_ratio_range takes two numbers 'a,b', got {','.join(f.mask_ratio_range)}")
 
@@ -194,6 +219,12 @@ def build_optimizer(steps_per_epoch, model):
     return keras.optimizers.Adam(schedule, weight_decay=FLAGS.weight_decay or None)
 
 
+def verbosity():
+    if FLAGS.verbose >= 0:
+        return FLAGS.verbose
+    return 1 if sys.stdout.isatty() else 0
+
+
 def write_run_files(model_dir, info, image_shape):
     from mixmask_tf import checkpoint
 
@@ -206,32 +237,73 @@ def write_run_files(model_dir, info, image_shape):
     checkpoint.atomic_write_text(os.path.join(model_dir, "config.json"), json.dumps(config, indent=2))
 
 
+def open_sources():
+    """(train source, test source or None, why kNN is off or None) for the dataset flags."""
+    from mixmask_tf import data
+
+    common = dict(data_dir=FLAGS.data_dir, image_size=FLAGS.image_size or None, channels=FLAGS.channels or None,
+                  download=FLAGS.download, manual_dir=FLAGS.manual_dir, verify=FLAGS.verify_images)
+    train = data.open_source(FLAGS.dataset, FLAGS.train_split, limit=FLAGS.train_limit, **common)
+    if not train.labeled:
+        return train, None, f"the {FLAGS.train_split!r} split has no labels"
+    extra = {"class_names": train.info.class_names} if FLAGS.dataset == "folder" else {}
+    try:
+        test = data.open_source(FLAGS.dataset, FLAGS.test_split, limit=FLAGS.test_limit, **common, **extra)
+    except data.DatasetNotFoundError as e:
+        if FLAGS.dataset != "folder":
+            raise
+        return train, None, str(e)
+    if not test.labeled:
+        return train, None, f"the {FLAGS.test_split!r} split has no labels"
+    return train, test, None
+
+
+def report_skipped(model_dir, sources):
+    """Prints the count of unreadable images left out and lists them in skipped_images.txt."""
+    from mixmask_tf import checkpoint
+
+    skipped = [item for source in sources if source is not None for item in source.skipped]
+    if not skipped:
+        return
+    path = os.path.join(model_dir, "skipped_images.txt")
+    checkpoint.atomic_write_text(path, "".join(f"{p}\t{why}\n" for p, why in skipped))
+    print(f"skipped {len(skipped)} unreadable image(s), listed in {path}", flush=True)
+
+
 def run():
+    import keras
+
     from export import saved_model
-    from mixmask_tf import augment, checkpoint, data, knn
-    from trainers import callbacks
+    from mixmask_tf import augment, checkpoint, data, knn, visualize
+    from trainers import callbacks, progress
 
     validate_flags()
     model_dir = FLAGS.model_dir
     os.makedirs(model_dir, exist_ok=True)
-    train_x, train_y, info = data.load_dataset(FLAGS.dataset, "train", FLAGS.data_dir, FLAGS.train_limit)
-    test_x, test_y, _ = data.load_dataset(FLAGS.dataset, "test", FLAGS.data_dir, FLAGS.test_limit)
-    image_shape = tuple(int(d) for d in train_x.shape[1:])
-    if len(train_x) < FLAGS.batch_size:
-        raise UserError(f"--batch_size {FLAGS.batch_size} exceeds the {len(train_x)} training images")
-    view = augment.preset(FLAGS.augment, image_shape[:2], image_shape[2])
-    two_views = augment.TwoViewAugment(view, view, info.mean, info.std)
-    train_ds = data.make_pretrain_dataset(train_x, FLAGS.batch_size, two_views, seed=FLAGS.seed)
-    steps = len(train_x) // FLAGS.batch_size
+    train_source, test_source, no_knn = open_sources()
+    info = train_source.info
+    image_shape = tuple(int(d) for d in info.image_shape)
+    print(f"data: {train_source.description}", flush=True)
+    if test_source is not None:
+        print(f"data: {test_source.description}", flush=True)
+    else:
+        print(f"kNN monitor off: {no_knn}", flush=True)
+    report_skipped(model_dir, [train_source, test_source])
+    if train_source.num_examples < FLAGS.batch_size:
+        raise UserError(f"--batch_size {FLAGS.batch_size} exceeds the {train_source.num_examples} training images")
+    two_views = augment.TwoViewAugment.from_preset(FLAGS.augment, image_shape[:2], image_shape[2], info.mean,
+                                                   info.std)
+    steps = train_source.num_examples // FLAGS.batch_size
     if FLAGS.steps_per_epoch:
         steps = min(steps, FLAGS.steps_per_epoch)
-        train_ds = train_ds.take(steps)
 
     def preprocess(image):
         return augment.eval_preprocess(image, info.mean, info.std)
 
-    bank_ds = data.make_eval_dataset(train_x, train_y, 512, preprocess)
-    test_ds = data.make_eval_dataset(test_x, test_y, 512, preprocess)
+    bank_ds = test_ds = None
+    if test_source is not None:
+        bank_ds = data.make_eval_dataset(train_source, None, 512, preprocess)
+        test_ds = data.make_eval_dataset(test_source, None, 512, preprocess)
 
     model = build_trainer(image_shape, steps)
     model.compile(optimizer=build_optimizer(steps, model), jit_compile=FLAGS.jit_compile)
@@ -247,41 +319,63 @@ def run():
     if last:
         initial_epoch = checkpoint.restore(model, last)
         callbacks.truncate_metrics_log(model_dir, initial_epoch)
-        print(f"resumed from {last} (epoch {initial_epoch})", flush=True)
-    if FLAGS.random_init_knn and "knn_top1_random_init" not in results and not last:
+        print(f"resumed from {last} (epoch {initial_epoch}, step {int(model.optimizer.iterations.numpy())})",
+              flush=True)
+    # Epoch e's batches depend on (seed, e) only, so a resumed run sees what an uninterrupted one would.
+    train_ds = data.make_pretrain_dataset(train_source, FLAGS.batch_size, two_views, seed=FLAGS.seed,
+                                          start_epoch=initial_epoch, steps_per_epoch=steps)
+    if bank_ds is not None and FLAGS.random_init_knn and "knn_top1_random_init" not in results and not last:
         # The honest control: the same architecture, same initialisation, no training.
         results["knn_top1_random_init"] = knn.evaluate_encoder(
             model.backbone, bank_ds, test_ds, info.num_classes, FLAGS.knn_k, FLAGS.knn_t)
         checkpoint.atomic_write_text(results_path, json.dumps(results, indent=2))
         print(f"random init: kNN top-1 {results['knn_top1_random_init']:.2f}%", flush=True)
 
+    sample = next(iter(data.make_pretrain_dataset(train_source, FLAGS.batch_size, two_views, seed=FLAGS.seed,
+                                                  start_epoch=0, steps_per_epoch=1)))
+    montage_path = os.path.join(model_dir, "masks.png")
+    if FLAGS.plots and not os.path.exists(montage_path):
+        visualize.save_mask_montage_png(montage_path, sample[:, 0].numpy(), seed=FLAGS.seed,
+                                        grid_size=FLAGS.grid_size, ratio=FLAGS.mask_ratio, mean=info.mean,
+                                        std=info.std)
     monitor = callbacks.KnnMonitor(bank_ds, test_ds, info.num_classes, FLAGS.knn_every, FLAGS.epochs,
-                                   FLAGS.knn_k, FLAGS.knn_t)
-    ckpt = callbacks.Checkpoint(model_dir)
+                                   FLAGS.knn_k, FLAGS.knn_t) if bank_ds is not None else None
+    # Order matters: the callbacks that add to `logs` (kNN, learning rate) come before the ones that
+    # record them (metrics.jsonl, TensorBoard), and the checkpoint comes last.
+    fit_callbacks = [c for c in (monitor, callbacks.LearningRateLogger(), progress.EpochSummary(FLAGS.epochs),
+                                 callbacks.MetricsLog(model_dir)) if c is not None]
+    if FLAGS.plots:
+        fit_callbacks.append(callbacks.PlotCurves(model_dir))
+    if FLAGS.tensorboard:
+        log_dir = os.path.join(model_dir, "tensorboard")
+        fit_callbacks += [keras.callbacks.TensorBoard(log_dir, update_freq="epoch", write_graph=False),
+                          callbacks.MixedViewSummary(log_dir, sample[:8].numpy(), mean=info.mean, std=info.std)]
+    fit_callbacks.append(callbacks.Checkpoint(model_dir))
     start = time.time()
     if initial_epoch < FLAGS.epochs:
-        print(f"pretraining {FLAGS.framework} + {FLAGS.branch} on {FLAGS.dataset} ({len(train_x)} images, "
-              f"{steps} steps/epoch, epochs {initial_epoch + 1}..{FLAGS.epochs})", flush=True)
+        print(f"pretraining {FLAGS.framework} + {FLAGS.branch} on {FLAGS.dataset} ({train_source.num_examples} "
+              f"images, {steps} steps/epoch, epochs {initial_epoch + 1}..{FLAGS.epochs})", flush=True)
         model.fit(train_ds, epochs=FLAGS.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                  shuffle=False, verbose=FLAGS.verbose,
-                  callbacks=[monitor, callbacks.MetricsLog(model_dir), ckpt])
+                  shuffle=False, verbose=verbosity(), callbacks=fit_callbacks)
     if getattr(model, "nan_stopped", False):
         raise UserError("training stopped on a non-finite loss; the last good checkpoint is kept in "
                         f"{os.path.join(model_dir, 'checkpoints')} (lower --learning_rate?)")
-    if monitor.last is None:
-        monitor.last = monitor.evaluate()
-    results.update({"knn_top1": monitor.last, "epochs_completed": FLAGS.epochs, "knn_k": FLAGS.knn_k,
-                    "knn_t": FLAGS.knn_t, "train_seconds_this_run": round(time.time() - start, 1)})
+    results.update({"epochs_completed": FLAGS.epochs, "steps_completed": int(model.optimizer.iterations.numpy()),
+                    "train_seconds_this_run": round(time.time() - start, 1)})
+    summary = "pretraining done"
+    if monitor is not None:
+        if monitor.last is None:
+            monitor.last = monitor.evaluate()
+        results.update({"knn_top1": monitor.last, "knn_k": FLAGS.knn_k, "knn_t": FLAGS.knn_t})
+        summary = f"kNN top-1 on {FLAGS.dataset} {FLAGS.test_split}: pretrained {results['knn_top1']:.2f}%"
+        if "knn_top1_random_init" in results:
+            summary += f" | random init (same architecture) {results['knn_top1_random_init']:.2f}%"
     checkpoint.atomic_write_text(results_path, json.dumps(results, indent=2))
-    summary = f"kNN top-1 on {FLAGS.dataset} test: pretrained {results['knn_top1']:.2f}%"
-    if "knn_top1_random_init" in results:
-        summary += f" | random init (same architecture) {results['knn_top1_random_init']:.2f}%"
     print(summary, flush=True)
     if FLAGS.export:
         export_dir = FLAGS.export_dir or os.path.join(model_dir, "export")
         path = saved_model.export_from_model_dir(model_dir, export_dir)
         print(f"exported SavedModel to {path}", flush=True)
-
 
 
 def main(argv):

@@ -1,0 +1,208 @@
+"""Image-folder datasets: ``root/<class>/**/*.jpg|png``, streamed from disk.
+
+Layouts (the first that matches wins):
+
+* ``root/train/<class>/...`` and ``root/test/<class>/...`` (or ``val/``, ``validation/``): one
+  sub-folder per split, each holding one folder per class;
+* ``root/<class>/...``: the whole folder is the train split (there is no test split);
+* image files directly in a split folder, with no class folders: an unlabeled split (labels -1).
+
+Class folders are searched recursively (Tiny-ImageNet's ``train/<wnid>/images/*.JPEG`` works).
+Labels are the sorted class-folder names of the train split; a test split is labelled with the
+train split's classes. Files are decoded on the fly (:class:`mixmask_tf.data.FileSource`), so
+the folder never has to fit in memory. With ``verify=True`` every file is decoded once when the
+split is opened (in parallel, in tf.data); files that fail (corrupt, truncated, not an image,
+unreadable) are left out and listed in ``Source.skipped`` instead of stopping a run.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from mixmask_tf import data
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+SPLIT_FOLDERS = {
+    "train": ("train",),
+    "test": ("test", "val", "validation"),
+    "validation": ("validation", "val", "test"),
+    "val": ("val", "validation", "test"),
+}
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+
+
+def split_folder(root: str, split: str) -> str:
+    """The folder of ``split`` under ``root`` (see the module docstring for the layouts).
+
+    Raises:
+      DatasetNotFoundError: root missing, or no folder for the split.
+    """
+    if not os.path.isdir(root):
+        raise data.DatasetNotFoundError(f"image folder {root!r} does not exist")
+    names = SPLIT_FOLDERS.get(split, (split,))
+    for name in names:
+        candidate = os.path.join(root, name)
+        if os.path.isdir(candidate):
+            return candidate
+    has_split_folders = any(os.path.isdir(os.path.join(root, n))
+                            for names_ in SPLIT_FOLDERS.values() for n in names_)
+    if split == "train" and not has_split_folders:
+        return root
+    raise data.DatasetNotFoundError(
+        f"image folder {root!r} has no {split!r} split: expected a sub-folder named "
+        f"{' or '.join(names)} (root/<split>/<class>/*.jpg)")
+
+
+def scan(folder: str, class_names: Optional[Sequence[str]] = None
+         ) -> Tuple[List[str], np.ndarray, Tuple[str, ...], bool]:
+    """Lists the images of one split folder.
+
+    Args:
+      folder: the split folder.
+      class_names: classes to label with (the train split's); None: this folder's own.
+
+    Returns:
+      (paths sorted, labels int64 [N] (-1 if unlabeled), class names, labeled).
+
+    Raises:
+      DatasetNotFoundError: no image files at all.
+      ValueError: a class folder that is not in ``class_names``.
+    """
+    entries = sorted(os.listdir(folder))
+    loose = [os.path.join(folder, e) for e in entries
+             if _is_image(e) and os.path.isfile(os.path.join(folder, e))]
+    class_files = {}
+    for entry in entries:
+        sub = os.path.join(folder, entry)
+        if not os.path.isdir(sub) or entry.startswith("."):
+            continue
+        files = []
+        for dirpath, dirnames, filenames in os.walk(sub, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            files.extend(os.path.join(dirpath, f) for f in sorted(filenames) if _is_image(f))
+        if files:
+            class_files[entry] = files
+    if not class_files:
+        if not loose:
+            raise data.DatasetNotFoundError(
+                f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder!r}: expected "
+                f"{folder}/<class>/*.jpg (labelled) or {folder}/*.jpg (unlabeled)")
+        return loose, np.full([len(loose)], -1, np.int64), (), False
+    if loose:
+        logging.warning("%s: %d image files outside class folders are ignored", folder, len(loose))
+    names = tuple(sorted(class_files)) if class_names is None else tuple(class_names)
+    index = {name: i for i, name in enumerate(names)}
+    unknown = sorted(set(class_files) - set(index))
+    if unknown:
+        raise ValueError(f"{folder}: class folders {unknown[:5]} are not classes of the train "
+                         f"split ({len(names)} classes)")
+    paths, labels = [], []
+    for name in sorted(class_files):
+        paths.extend(class_files[name])
+        labels.extend([index[name]] * len(class_files[name]))
+    return paths, np.asarray(labels, np.int64), names, True
+
+
+def find_unreadable(paths: Sequence[str], channels: int = 3) -> List[Tuple[str, str]]:
+    """Decodes every file once (parallel tf.data) and returns the ones that fail.
+
+    Args:
+      paths: file paths.
+      channels: channels to decode to.
+
+    Returns:
+      [(path, reason)] of the files that cannot be read or decoded, or decode to an empty
+      image, in path order.
+    """
+    if not paths:
+        return []
+
+    def check(i, path):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=channels,
+                                   expand_animations=False)
+        shape = tf.shape(image)
+        tf.debugging.assert_positive(shape[0] * shape[1], message="empty image")
+        return i
+
+    ds = tf.data.Dataset.from_tensor_slices(list(paths)).enumerate()
+    ds = ds.map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).ignore_errors()
+    good = np.zeros(len(paths), bool)
+    for batch in ds.batch(4096):
+        good[batch.numpy()] = True
+    bad = []
+    for i in np.flatnonzero(~good):
+        path = paths[i]
+        reason = "cannot be decoded (corrupt, truncated or not an image)"
+        if not os.access(path, os.R_OK):
+            reason = "unreadable"
+        elif os.path.getsize(path) == 0:
+            reason = "empty file"
+        bad.append((path, reason))
+    return bad
+
+
+def open_folder(root: str, split: str = "train", image_size: Optional[int] = None,
+                channels: int = 3, limit: Optional[int] = None, verify: bool = True,
+                class_names: Optional[Sequence[str]] = None) -> "data.FileSource":
+    """Opens one split of an image folder as a streamed source.
+
+    Args:
+      root: the dataset folder.
+      split: "train", "test" (also found as val/ or validation/), or another split folder.
+      image_size: square size S every image is resized (shorter side) and centre-cropped to;
+        required, because folder images come in any size.
+      channels: 1 or 3.
+      limit: keep the first ``limit`` files (in sorted order).
+      verify: decode every file now and leave out the unreadable ones (listed in
+        ``skipped`` and logged); otherwise unreadable files are dropped while training.
+      class_names: the train split's classes, to label a test split consistently.
+
+    Returns:
+      data.FileSource with ``info.image_shape == (S, S, channels)``; mean/std measured on up
+      to 256 of its images.
+
+    Raises:
+      ValueError: no image_size, bad channels.
+      DatasetNotFoundError: no such folder / split / images, or every image unreadable.
+    """
+    if not image_size:
+        raise ValueError("image folders hold images of any size: pass image_size "
+                         "(--image_size=64, say) to resize them to a square")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    folder = split_folder(os.fspath(root), split)
+    paths, labels, names, labeled = scan(folder, class_names)
+    if limit is not None:
+        paths, labels = paths[:limit], labels[:limit]
+    skipped = []
+    if verify:
+        skipped = find_unreadable(paths, channels)
+        if skipped:
+            bad = {p for p, _ in skipped}
+            keep = [i for i, p in enumerate(paths) if p not in bad]
+            paths, labels = [paths[i] for i in keep], labels[keep]
+            logging.warning("%s: skipped %d unreadable image(s), e.g. %s (%s)", folder,
+                            len(skipped), skipped[0][0], skipped[0][1])
+    if not paths:
+        raise data.DatasetNotFoundError(f"{folder}: none of the images could be read "
+                                        f"({len(skipped)} skipped)")
+    shape = (int(image_size), int(image_size), int(channels))
+    provisional = data.DatasetInfo("folder", shape, len(names), (0.5,) * channels,
+                                   (0.25,) * channels, names)
+    source = data.FileSource(paths, labels, provisional, labeled, "", skipped)
+    sample = np.stack([x.numpy() for x, _ in source.stream(True, 0).take(256)])
+    mean, std = data.estimate_mean_std(sample)
+    source.info = data.DatasetInfo("folder", shape, len(names), mean, std, names)
+    kind = f"{len(names)} classes" if labeled else "unlabeled"
+    source.description = (f"folder {folder} ({split}): {len(paths)} images, {kind}, resized to "
+                          f"{shape[0]}x{shape[1]}x{shape[2]}, streamed"
+                          + (f"; skipped {len(skipped)} unreadable" if skipped else ""))
+    return source

@@ -1,0 +1,45 @@
+"""The pretraining CLI's one-line epoch summary."""
+
+import sys
+import time
+
+import keras
+
+
+class EpochSummary(keras.callbacks.Callback):
+    """Prints one line per epoch: every loss term, λ, learning rate, kNN and the epoch's time.
+
+    Placed after the callbacks that add to ``logs`` (KnnMonitor, LearningRateLogger), e.g.
+    ``epoch 3/10  41.2s  loss 5.1234  loss_clean 5.0012  loss_mixmask 5.3011  lambda 0.500
+    lr 0.05812  knn_top1 75.12%``.
+    """
+
+    def __init__(self, epochs, stream=None):
+        super().__init__()
+        self.epochs = epochs
+        self.stream = stream
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.time()
+
+    @staticmethod
+    def format(epoch, epochs, seconds, logs):
+        parts = [f"epoch {epoch + 1}/{epochs}", f"{seconds:.1f}s"]
+        keys = sorted(k for k in logs if k.startswith("loss"))
+        keys += [k for k in ("lambda", "learning_rate", "knn_top1") if k in logs]
+        for key in keys:
+            value = float(logs[key])
+            if key == "knn_top1":
+                parts.append(f"kNN {value:.2f}%")
+            elif key == "learning_rate":
+                parts.append(f"lr {value:.5g}")
+            elif key == "lambda":
+                parts.append(f"λ {value:.3f}")
+            else:
+                parts.append(f"{key} {value:.4f}")
+        return "  ".join(parts)
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.time() - (self._start or time.time())
+        print(self.format(epoch, self.epochs, seconds, logs or {}), file=self.stream or sys.stdout, flush=True)
