@@ -34,6 +34,24 @@ def excluded_variables(model):
     return out
 
 
+def with_decay_exclusions(optimizer, model):
+    """Excludes `model`'s normalisation parameters and biases from `optimizer`'s weight decay.
+
+    Uses Keras' ``exclude_from_weight_decay(var_list=...)``: the variables themselves, found through
+    the layers that own them (:func:`excluded_variables`), not a regex over names. Call before the
+    optimizer is built (before the first step).
+
+    Args:
+      optimizer: a Keras optimizer with decoupled ``weight_decay`` (SGD, Adam, AdamW, ...).
+      model: the model whose variables it will train.
+
+    Returns:
+      the same optimizer.
+    """
+    optimizer.exclude_from_weight_decay(var_list=excluded_variables(model))
+    return optimizer
+
+
 class LARS(keras.optimizers.Optimizer):
     """Layer-wise Adaptive Rate Scaling with momentum.
 

@@ -58,3 +58,29 @@ def test_exclude_after_build_is_an_error():
     opt.build([v])
     with pytest.raises(ValueError, match="before the optimizer is built"):
         opt.exclude([v])
+
+
+def test_sgd_decay_exclusions_by_variable():
+    """With exclusions, a zero gradient leaves BatchNorm/bias untouched while kernels decay."""
+    from mixmask_tf.optimizers import with_decay_exclusions
+
+    inputs = keras.Input((3,))
+    x = keras.layers.Dense(4, name="fc")(inputs)
+    outputs = keras.layers.BatchNormalization(name="bn")(x)
+    model = keras.Model(inputs, outputs)
+    variables = model.trainable_variables
+    before = [v.numpy().copy() for v in variables]
+    for v in variables:  # nonzero values so decay would show everywhere
+        v.assign(np.full(v.shape, 2.0, np.float32))
+    opt = with_decay_exclusions(keras.optimizers.SGD(0.1, weight_decay=0.5), model)
+    opt.apply([np.zeros(v.shape, np.float32) for v in variables], variables)
+    after = {v.path: v.numpy() for v in variables}
+    assert before and set(after) == {"fc/kernel", "fc/bias", "bn/gamma", "bn/beta"}
+    np.testing.assert_allclose(after["fc/kernel"], 2.0 * (1 - 0.1 * 0.5))  # decoupled decay: w -= lr·wd·w
+    for name in ("fc/bias", "bn/gamma", "bn/beta"):
+        np.testing.assert_array_equal(after[name], 2.0)
+    plain = keras.optimizers.SGD(0.1, weight_decay=0.5)
+    for v in variables:
+        v.assign(np.full(v.shape, 2.0, np.float32))
+    plain.apply([np.zeros(v.shape, np.float32) for v in variables], variables)
+    np.testing.assert_allclose(model.get_layer("bn").gamma.numpy(), 1.9)  # decayed without exclusions

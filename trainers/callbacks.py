@@ -69,8 +69,10 @@ class KnnMonitor(keras.callbacks.Callback):
             self.last = self.evaluate()
             if logs is not None:
                 logs["knn_top1"] = self.last
-            print(f"epoch {done}: kNN top-1 {self.last:.2f}% (k={self.k}, T={self.temperature}, "
-                  f"{time.time() - start:.1f}s)", flush=True)
+            if logs is not None:
+                logs["knn_seconds"] = round(time.time() - start, 2)
+            logging.info("epoch %d: kNN top-1 %.2f%% (k=%d, T=%s, %.1fs)", done, self.last, self.k,
+                         self.temperature, time.time() - start)
 
 
 def truncate_metrics_log(model_dir, epochs):

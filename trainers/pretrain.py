@@ -80,6 +80,9 @@ flags.DEFINE_integer("min_block_cells", None, "Blocked masks: minimum block (def
 flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam", "lars"],
                   "Optimizer. LARS: weight decay inside the trust ratio; BatchNorm and biases excluded.")
 flags.DEFINE_float("lars_eta", 0.001, "LARS trust coefficient.")
+flags.DEFINE_boolean("exclude_norm_and_bias_from_decay", False,
+                     "SGD / Adam: no weight decay on normalisation parameters and biases (chosen by variable). "
+                     "Off by default as in the MoCo reference; LARS always excludes them.")
 flags.DEFINE_float("learning_rate", 0.06, "Peak learning rate.")
 flags.DEFINE_float("sgd_momentum", 0.9, "SGD momentum.")
 flags.DEFINE_float("weight_decay", 5e-4, "Weight decay (Keras' decoupled form, scaled by the learning rate).")
@@ -214,9 +217,13 @@ def build_optimizer(steps_per_epoch, model):
 
         return LARS(schedule, momentum=FLAGS.sgd_momentum, weight_decay=FLAGS.weight_decay, eta=FLAGS.lars_eta,
                     exclude=excluded_variables(model))
+    from mixmask_tf.optimizers import with_decay_exclusions
+
     if FLAGS.optimizer == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=FLAGS.sgd_momentum, weight_decay=FLAGS.weight_decay or None)
-    return keras.optimizers.Adam(schedule, weight_decay=FLAGS.weight_decay or None)
+        optimizer = keras.optimizers.SGD(schedule, momentum=FLAGS.sgd_momentum, weight_decay=FLAGS.weight_decay or None)
+    else:
+        optimizer = keras.optimizers.Adam(schedule, weight_decay=FLAGS.weight_decay or None)
+    return with_decay_exclusions(optimizer, model) if FLAGS.exclude_norm_and_bias_from_decay else optimizer
 
 
 def verbosity():

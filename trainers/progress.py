@@ -11,7 +11,7 @@ class EpochSummary(keras.callbacks.Callback):
 
     Placed after the callbacks that add to ``logs`` (KnnMonitor, LearningRateLogger), e.g.
     ``epoch 3/10  41.2s  loss 5.1234  loss_clean 5.0012  loss_mixmask 5.3011  lambda 0.500
-    lr 0.05812  knn_top1 75.12%``.
+    lr 0.05812  kNN 75.12% (3.1s)``; the epoch time excludes nothing (kNN included).
     """
 
     def __init__(self, epochs, stream=None):
@@ -31,7 +31,8 @@ class EpochSummary(keras.callbacks.Callback):
         for key in keys:
             value = float(logs[key])
             if key == "knn_top1":
-                parts.append(f"kNN {value:.2f}%")
+                parts.append(f"kNN {value:.2f}%" + (f" ({float(logs['knn_seconds']):.1f}s)"
+                                                     if "knn_seconds" in logs else ""))
             elif key == "learning_rate":
                 parts.append(f"lr {value:.5g}")
             elif key == "lambda":
