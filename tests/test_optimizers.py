@@ -84,3 +84,31 @@ def test_sgd_decay_exclusions_by_variable():
         v.assign(np.full(v.shape, 2.0, np.float32))
     plain.apply([np.zeros(v.shape, np.float32) for v in variables], variables)
     np.testing.assert_allclose(model.get_layer("bn").gamma.numpy(), 1.9)  # decayed without exclusions
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_l2_matches_torch_style_numpy(nesterov):
+    """Coupled L2 as torch.optim.SGD: g += l2·w; v = m·v + g; w -= lr·v (Keras' sign convention differs only
+    in storing -lr·v, which gives the same weights)."""
+    from mixmask_tf.optimizers import SGDL2
+
+    rng = np.random.default_rng(1)
+    w0, b0 = rng.normal(size=(3, 2)).astype(np.float32), rng.normal(size=(2,)).astype(np.float32)
+    w, b = keras.Variable(w0), keras.Variable(b0)
+    opt = SGDL2(learning_rate=0.1, momentum=0.9, nesterov=nesterov, l2=0.05, exclude=[b])
+    ref_w, ref_b = w0.astype(np.float64), b0.astype(np.float64)
+    vw, vb = np.zeros_like(ref_w), np.zeros_like(ref_b)
+    for _ in range(3):
+        gw, gb = rng.normal(size=(3, 2)).astype(np.float32), rng.normal(size=(2,)).astype(np.float32)
+        opt.apply([gw, gb], [w, b])
+        for name in ("w", "b"):
+            g = gw if name == "w" else gb
+            ref, v = (ref_w, vw) if name == "w" else (ref_b, vb)
+            if name == "w":
+                g = g + 0.05 * ref
+            v[...] = 0.9 * v + g
+            ref -= 0.1 * ((g + 0.9 * v) if nesterov else v)
+        np.testing.assert_allclose(w.numpy(), ref_w, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(b.numpy(), ref_b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="l2="):
+        SGDL2(0.1, weight_decay=1e-4)
