@@ -546,6 +546,16 @@ class ArraySource(Source):
         return indices.map(lambda i: (tf.gather(images, i), tf.gather(labels, i)))
 
 
+def read_image_file(path, channels: int) -> tf.Tensor:
+    """Reads and decodes one JPEG/PNG/BMP/GIF file (first frame) to uint8 [H, W, channels].
+
+    Raises (when run) on an unreadable or corrupt file.
+    """
+    image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+    image.set_shape([None, None, channels])
+    return image
+
+
 class FileSource(Source):
     """Image files decoded on the fly (JPEG, PNG, BMP, GIF), never all held in memory.
 
@@ -571,10 +581,7 @@ class FileSource(Source):
     def decode(self, path) -> tf.Tensor:
         """Reads and decodes one file to uint8 [S, S, C] (raises on a corrupt file)."""
         size, _, channels = self.info.image_shape
-        raw = tf.io.read_file(path)
-        image = tf.io.decode_image(raw, channels=channels, expand_animations=False)
-        image.set_shape([None, None, channels])
-        return conform_image(image, size, channels)
+        return conform_image(read_image_file(path, channels), size, channels)
 
     def load(self, indices):
         paths = tf.constant(self.paths.astype(str))

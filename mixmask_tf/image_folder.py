@@ -126,8 +126,7 @@ def find_unreadable(paths: Sequence[str], channels: int = 3) -> List[Tuple[str, 
         return []
 
     def check(i, path):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=channels,
-                                   expand_animations=False)
+        image = data.read_image_file(path, channels)
         shape = tf.shape(image)
         tf.debugging.assert_positive(shape[0] * shape[1], message="empty image")
         return i
