@@ -867,8 +867,8 @@ def _open_tfds(name, split, data_dir, limit, download, manual_dir, size, channel
     try:
         raw = read(False, 0)
     except AssertionError as e:
-        hint = (f" ImageNet needs its tar files in --manual_dir (default "
-                f"<data_dir>/downloads/manual) and --download." if "imagenet" in name else "")
+        hint = (" ImageNet needs its tar files in --manual_dir (default "
+                "<data_dir>/downloads/manual) and --download." if "imagenet" in name else "")
         raise DatasetNotFoundError(
             f"tfds dataset {name!r} is not prepared in {builder.data_dir!r} and --download is "
             f"off. Pass --data_dir= the folder that holds it (layout <data_dir>/{name}/"

@@ -21,25 +21,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
+from trainers import data_flags  # noqa: E402  (defines the dataset flags)
+from trainers.data_flags import UserError  # noqa: E402
+
 FLAGS = flags.FLAGS
 
 # Run and data.
 flags.DEFINE_string("model_dir", None, "Output directory (checkpoints, logs, export). Resumes if it holds a run.")
-flags.DEFINE_string("dataset", "fashion_mnist",
-                    "Dataset: fashion_mnist (Debian package), mnist (local IDX files or mnist.npz in --data_dir), "
-                    "synthetic (generated), folder (an image folder at --data_dir: root/[train|test]/<class>/*.jpg), "
-                    "or any tfds name (cifar10, cifar100, imagenet2012, ...) read from --data_dir.")
-flags.DEFINE_string("data_dir", None, "Dataset folder (default: the dataset's standard location).")
-flags.DEFINE_boolean("download", False, "tfds datasets: download and prepare if missing (off: nothing is downloaded).")
-flags.DEFINE_string("manual_dir", None, "tfds datasets: folder of manually downloaded files (ImageNet's tar files).")
-flags.DEFINE_string("train_split", "train", "Split to pretrain on (also the kNN bank).")
-flags.DEFINE_string("test_split", "test", "Split the kNN monitor classifies (ImageNet: validation).")
-flags.DEFINE_integer("image_size", 0, "Resize (shorter side) and centre-crop every image to this size once when read "
-                     "(0: keep; required for image folders).")
-flags.DEFINE_integer("channels", 0, "Convert images to 1 or 3 channels (0: keep the dataset's).")
-flags.DEFINE_boolean("verify_images", True, "Image folders: decode every file once at start and skip unreadable ones.")
-flags.DEFINE_integer("train_limit", None, "Use only the first N training images (smoke runs).")
-flags.DEFINE_integer("test_limit", None, "Use only the first N test images for kNN.")
 # The names of mixmask_tf.augment.PRESET_NAMES (kept literal so that parsing flags does not import TF).
 AUGMENT_PRESETS = ["fashion_mnist", "cifar", "mocov1", "mocov2", "simclr", "byol"]
 flags.DEFINE_enum("augment", "fashion_mnist", AUGMENT_PRESETS,
@@ -107,10 +95,6 @@ flags.DEFINE_integer("verbose", -1, "Keras fit verbosity: -1 a progress bar on a
                      "1 progress bar; 2 Keras' line per epoch. The run's own one-line epoch summary always prints.")
 
 
-class UserError(Exception):
-    """A problem with the user's flags or data: printed without a traceback."""
-
-
 def validate_flags():
     """Checks flag combinations that absl's types cannot; raises UserError."""
     f = FLAGS
@@ -137,14 +121,7 @@ def validate_flags():
             raise UserError(f"--warmup_epochs ({f.warmup_epochs}) must be in [0, --epochs)")
     if f.weight_decay_style == "l2" and f.optimizer != "sgd":
         raise UserError("--weight_decay_style=l2 is implemented for --optimizer=sgd (LARS has its own L2 term)")
-    if f.image_size < 0:
-        raise UserError(f"--image_size must be positive (or 0 to keep the dataset's size), got {f.image_size}")
-    if f.channels not in (0, 1, 3):
-        raise UserError(f"--channels must be 1 or 3 (or 0 to keep the dataset's), got {f.channels}")
-    if f.dataset == "folder" and not f.data_dir:
-        raise UserError("--dataset=folder needs --data_dir=<root> (root/<class>/*.jpg or root/train/<class>/*.jpg)")
-    if f.dataset == "folder" and not f.image_size:
-        raise UserError("--dataset=folder needs --image_size (folder images come in any size), e.g. --image_size=64")
+    data_flags.validate_data_flags()
     if f.mask_ratio_range is not None and len(f.mask_ratio_range) != 2:
         raise UserError(f"--mask_ratio_range takes two numbers 'a,b', got {','.join(f.mask_ratio_range)}")
 
@@ -254,39 +231,6 @@ def write_run_files(model_dir, info, image_shape):
     checkpoint.atomic_write_text(os.path.join(model_dir, "config.json"), json.dumps(config, indent=2))
 
 
-def open_sources():
-    """(train source, test source or None, why kNN is off or None) for the dataset flags."""
-    from mixmask_tf import data
-
-    common = dict(data_dir=FLAGS.data_dir, image_size=FLAGS.image_size or None, channels=FLAGS.channels or None,
-                  download=FLAGS.download, manual_dir=FLAGS.manual_dir, verify=FLAGS.verify_images)
-    train = data.open_source(FLAGS.dataset, FLAGS.train_split, limit=FLAGS.train_limit, **common)
-    if not train.labeled:
-        return train, None, f"the {FLAGS.train_split!r} split has no labels"
-    extra = {"class_names": train.info.class_names} if FLAGS.dataset == "folder" else {}
-    try:
-        test = data.open_source(FLAGS.dataset, FLAGS.test_split, limit=FLAGS.test_limit, **common, **extra)
-    except data.DatasetNotFoundError as e:
-        if FLAGS.dataset != "folder":
-            raise
-        return train, None, str(e)
-    if not test.labeled:
-        return train, None, f"the {FLAGS.test_split!r} split has no labels"
-    return train, test, None
-
-
-def report_skipped(model_dir, sources):
-    """Prints the count of unreadable images left out and lists them in skipped_images.txt."""
-    from mixmask_tf import checkpoint
-
-    skipped = [item for source in sources if source is not None for item in source.skipped]
-    if not skipped:
-        return
-    path = os.path.join(model_dir, "skipped_images.txt")
-    checkpoint.atomic_write_text(path, "".join(f"{p}\t{why}\n" for p, why in skipped))
-    print(f"skipped {len(skipped)} unreadable image(s), listed in {path}", flush=True)
-
-
 def run():
     import keras
 
@@ -297,7 +241,7 @@ def run():
     validate_flags()
     model_dir = FLAGS.model_dir
     os.makedirs(model_dir, exist_ok=True)
-    train_source, test_source, no_knn = open_sources()
+    train_source, test_source, no_knn = data_flags.open_sources()
     info = train_source.info
     image_shape = tuple(int(d) for d in info.image_shape)
     print(f"data: {train_source.description}", flush=True)
@@ -305,7 +249,7 @@ def run():
         print(f"data: {test_source.description}", flush=True)
     else:
         print(f"kNN monitor off: {no_knn}", flush=True)
-    report_skipped(model_dir, [train_source, test_source])
+    data_flags.report_skipped(model_dir, [train_source, test_source])
     if train_source.num_examples < FLAGS.batch_size:
         raise UserError(f"--batch_size {FLAGS.batch_size} exceeds the {train_source.num_examples} training images")
     two_views = augment.TwoViewAugment.from_preset(FLAGS.augment, image_shape[:2], image_shape[2], info.mean,

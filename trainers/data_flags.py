@@ -1,0 +1,79 @@
+"""Dataset flags shared by every command-line entry point, and opening their sources.
+
+Imported by `trainers.pretrain`, `trainers.knn_eval`, `trainers.linear_eval` and
+`trainers.finetune`, so that every command reads data the same way.
+"""
+
+import os
+
+from absl import flags
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("dataset", "fashion_mnist",
+                    "Dataset: fashion_mnist (Debian package), mnist (local IDX files or mnist.npz in --data_dir), "
+                    "synthetic (generated), folder (an image folder at --data_dir: root/[train|test]/<class>/*.jpg), "
+                    "or any tfds name (cifar10, cifar100, imagenet2012, ...) read from --data_dir.")
+flags.DEFINE_string("data_dir", None, "Dataset folder (default: the dataset's standard location).")
+flags.DEFINE_boolean("download", False, "tfds datasets: download and prepare if missing (off: nothing is downloaded).")
+flags.DEFINE_string("manual_dir", None, "tfds datasets: folder of manually downloaded files (ImageNet's tar files).")
+flags.DEFINE_string("train_split", "train", "Split to pretrain on (also the kNN bank).")
+flags.DEFINE_string("test_split", "test", "Split the kNN monitor classifies (ImageNet: validation).")
+flags.DEFINE_integer("image_size", 0, "Resize (shorter side) and centre-crop every image to this size once when read "
+                     "(0: keep; required for image folders).")
+flags.DEFINE_integer("channels", 0, "Convert images to 1 or 3 channels (0: keep the dataset's).")
+flags.DEFINE_boolean("verify_images", True, "Image folders: decode every file once at start and skip unreadable ones.")
+flags.DEFINE_integer("train_limit", None, "Use only the first N training images (smoke runs).")
+flags.DEFINE_integer("test_limit", None, "Use only the first N test images for kNN.")
+
+
+class UserError(Exception):
+    """A problem with the user's flags or data: printed without a traceback."""
+
+
+def validate_data_flags():
+    """Checks the dataset flags; raises UserError."""
+    f = FLAGS
+    if f.image_size < 0:
+        raise UserError(f"--image_size must be positive (or 0 to keep the dataset's size), got {f.image_size}")
+    if f.channels not in (0, 1, 3):
+        raise UserError(f"--channels must be 1 or 3 (or 0 to keep the dataset's), got {f.channels}")
+    if f.dataset == "folder" and not f.data_dir:
+        raise UserError("--dataset=folder needs --data_dir=<root> (root/<class>/*.jpg or root/train/<class>/*.jpg)")
+    if f.dataset == "folder" and not f.image_size:
+        raise UserError("--dataset=folder needs --image_size (folder images come in any size), e.g. --image_size=64")
+
+
+def open_sources():
+    """(train source, test source or None, why kNN is off or None) for the dataset flags."""
+    from mixmask_tf import data
+
+    common = dict(data_dir=FLAGS.data_dir, image_size=FLAGS.image_size or None, channels=FLAGS.channels or None,
+                  download=FLAGS.download, manual_dir=FLAGS.manual_dir, verify=FLAGS.verify_images)
+    train = data.open_source(FLAGS.dataset, FLAGS.train_split, limit=FLAGS.train_limit, **common)
+    if not train.labeled:
+        return train, None, f"the {FLAGS.train_split!r} split has no labels"
+    extra = {"class_names": train.info.class_names} if FLAGS.dataset == "folder" else {}
+    try:
+        test = data.open_source(FLAGS.dataset, FLAGS.test_split, limit=FLAGS.test_limit, **common, **extra)
+    except data.DatasetNotFoundError as e:
+        if FLAGS.dataset != "folder":
+            raise
+        return train, None, str(e)
+    if not test.labeled:
+        return train, None, f"the {FLAGS.test_split!r} split has no labels"
+    return train, test, None
+
+
+def report_skipped(model_dir, sources):
+    """Prints the count of unreadable images left out and lists them in skipped_images.txt."""
+    from mixmask_tf import checkpoint
+
+    skipped = [item for source in sources if source is not None for item in source.skipped]
+    if not skipped:
+        return
+    path = os.path.join(model_dir, "skipped_images.txt")
+    checkpoint.atomic_write_text(path, "".join(f"{p}\t{why}\n" for p, why in skipped))
+    print(f"skipped {len(skipped)} unreadable image(s), listed in {path}", flush=True)
+
+
