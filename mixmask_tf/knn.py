@@ -33,16 +33,35 @@ def _embed(encoder, images):
 
 
 @tf.function(reduce_retracing=True)
-def _knn_votes(query, bank, bank_labels, num_classes, k, temperature):
-    sim = tf.matmul(query, bank, transpose_b=True)  # chunk x M
-    top_sim, top_idx = tf.math.top_k(sim, k=k)  # chunk x k
-    top_labels = tf.gather(bank_labels, top_idx)  # chunk x k
+def _chunk_top_k(query, bank, bank_labels, k):
+    """The k most similar entries of one bank block: (sim [n, k'], labels [n, k'])."""
+    sim = tf.matmul(query, bank, transpose_b=True)  # n x M_block
+    top_sim, top_idx = tf.math.top_k(sim, k=tf.minimum(k, tf.shape(bank)[0]))
+    return top_sim, tf.gather(bank_labels, top_idx)
+
+
+@tf.function(reduce_retracing=True)
+def _merge_top_k(sim_a, labels_a, sim_b, labels_b, k):
+    """Running top-k: the k largest of two candidate sets [n, ka] and [n, kb]."""
+    sim = tf.concat([sim_a, sim_b], axis=1)
+    labels = tf.concat([labels_a, labels_b], axis=1)
+    top_sim, pos = tf.math.top_k(sim, k=tf.minimum(k, tf.shape(sim)[1]))
+    return top_sim, tf.gather(labels, pos, batch_dims=1)
+
+
+@tf.function(reduce_retracing=True)
+def _votes(top_sim, top_labels, num_classes, temperature):
     weights = tf.exp(top_sim / temperature)
-    return tf.reduce_sum(tf.one_hot(top_labels, num_classes) * weights[..., None], axis=1)  # chunk x classes
+    return tf.reduce_sum(tf.one_hot(top_labels, num_classes) * weights[..., None], axis=1)  # n x classes
 
 
-def knn_predict(query, bank, bank_labels, num_classes, k=200, temperature=0.1, chunk_size=512):
-    """Weighted kNN class scores.
+def knn_predict(query, bank, bank_labels, num_classes, k=200, temperature=0.1, chunk_size=512,
+                bank_chunk_size=65536):
+    """Weighted kNN class scores, blockwise: memory O(chunk_size · (bank_chunk_size + k)).
+
+    Queries are processed `chunk_size` at a time; the bank `bank_chunk_size` entries at a time,
+    keeping a running top-k per query, so neither an N × M nor a chunk × M similarity matrix
+    is ever held when the bank is large (ImageNet: 1.28 M entries).
 
     Args:
       query: [N, F] L2-normalised query features.
@@ -51,25 +70,72 @@ def knn_predict(query, bank, bank_labels, num_classes, k=200, temperature=0.1, c
       num_classes: number of classes.
       k: neighbours (clipped to M).
       temperature: T of the exp(sim / T) vote.
-      chunk_size: queries per similarity block.
+      chunk_size: queries per block.
+      bank_chunk_size: bank entries per block.
 
     Returns:
       [N, num_classes] float32 vote totals (argmax = prediction).
     """
-    bank = tf.convert_to_tensor(bank, tf.float32)
-    bank_labels = tf.convert_to_tensor(bank_labels, tf.int64)
+    if k < 1 or temperature <= 0:
+        raise ValueError(f"need k >= 1 and temperature > 0, got k={k}, temperature={temperature}")
+    bank = np.asarray(bank, np.float32)
+    bank_labels = np.asarray(bank_labels, np.int64)
+    if bank.shape[0] == 0:
+        raise ValueError("the kNN bank is empty")
+    if bank.shape[0] != bank_labels.shape[0]:
+        raise ValueError(f"{bank.shape[0]} bank features but {bank_labels.shape[0]} labels")
     k = int(min(k, bank.shape[0]))
+    blocks = [(tf.constant(bank[s:s + bank_chunk_size]), tf.constant(bank_labels[s:s + bank_chunk_size]))
+              for s in range(0, bank.shape[0], bank_chunk_size)]
     out = []
     for start in range(0, len(query), chunk_size):
-        chunk = tf.convert_to_tensor(query[start:start + chunk_size], tf.float32)
-        out.append(_knn_votes(chunk, bank, bank_labels, num_classes, k, float(temperature)).numpy())
+        chunk = tf.convert_to_tensor(np.asarray(query[start:start + chunk_size], np.float32))
+        top_sim, top_labels = _chunk_top_k(chunk, *blocks[0], k)
+        for block in blocks[1:]:
+            top_sim, top_labels = _merge_top_k(top_sim, top_labels, *_chunk_top_k(chunk, *block, k), k)
+        out.append(_votes(top_sim, top_labels, num_classes, float(temperature)).numpy())
     return np.concatenate(out) if out else np.zeros((0, num_classes), np.float32)
+
+
+def topk_accuracy(scores, labels, k=1):
+    """Top-k accuracy in %: the label is among the k first classes of a stable descending sort.
+
+    Ties are broken by class index (as ``np.argsort(-scores, kind="stable")``), so a class
+    with no kNN votes never counts as a hit merely by tying with other empty classes.
+
+    Args:
+      scores: [N, C] class scores (logits, probabilities or kNN votes).
+      labels: [N] int labels.
+      k: k (clipped to C).
+
+    Returns:
+      float, in [0, 100] (0 for N = 0).
+    """
+    scores = np.asarray(scores)
+    labels = np.asarray(labels).astype(np.int64).reshape(-1)
+    if scores.shape[0] == 0:
+        return 0.0
+    true = scores[np.arange(len(labels)), labels]
+    classes = np.arange(scores.shape[1])[None, :]
+    rank = np.sum((scores > true[:, None]) | ((scores == true[:, None]) & (classes < labels[:, None])), axis=1)
+    return float(np.mean(rank < k) * 100.0)
 
 
 def knn_accuracy(train_features, train_labels, test_features, test_labels, num_classes, k=200, temperature=0.1):
     """Top-1 accuracy (in %) of the weighted kNN classifier with the train set as bank."""
     scores = knn_predict(test_features, train_features, train_labels, num_classes, k, temperature)
     return float(np.mean(np.argmax(scores, axis=1) == np.asarray(test_labels)) * 100.0)
+
+
+def knn_evaluate(train_features, train_labels, test_features, test_labels, num_classes, k=200, temperature=0.1,
+                 bank_chunk_size=65536):
+    """kNN top-1 and top-5 (in %, top-5 only with >= 5 classes) of L2-normalised features."""
+    scores = knn_predict(test_features, train_features, train_labels, num_classes, k, temperature,
+                         bank_chunk_size=bank_chunk_size)
+    result = {"top1": float(np.mean(np.argmax(scores, axis=1) == np.asarray(test_labels)) * 100.0)}
+    if num_classes >= 5:
+        result["top5"] = topk_accuracy(scores, test_labels, 5)
+    return result
 
 
 def evaluate_encoder(encoder, train_dataset, test_dataset, num_classes, k=200, temperature=0.1):

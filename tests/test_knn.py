@@ -49,3 +49,38 @@ def test_extract_features_normalised():
     np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(feats, _unit(images), rtol=1e-5)
     assert labels.tolist() == list(range(10))
+
+
+def test_knn_bank_blocks_match_numpy_when_blocks_are_smaller_than_k():
+    # Running top-k over bank blocks of 7 entries (k = 20 spans several blocks, the last one partial).
+    rng = np.random.default_rng(3)
+    bank, query = _unit(rng.normal(size=(123, 5))), _unit(rng.normal(size=(19, 5)))
+    labels = rng.integers(0, 4, 123)
+    got = knn.knn_predict(query, bank, labels, 4, k=20, temperature=0.07, chunk_size=6, bank_chunk_size=7)
+    np.testing.assert_allclose(got, _np_knn(query, bank, labels, 4, 20, 0.07), rtol=1e-4)
+    whole = knn.knn_predict(query, bank, labels, 4, k=20, temperature=0.07)
+    np.testing.assert_allclose(got, whole, rtol=1e-5)
+
+
+def test_topk_accuracy_matches_argsort_reference():
+    rng = np.random.default_rng(4)
+    scores = rng.normal(size=(200, 10))
+    labels = rng.integers(0, 10, 200)
+    for k in (1, 3, 5, 10):
+        ref = np.mean([labels[i] in np.argsort(-scores[i], kind="stable")[:k] for i in range(200)]) * 100
+        assert knn.topk_accuracy(scores, labels, k) == ref
+    # Ties are broken by class index (stable sort): in a row of equal scores only class 0 is top-1.
+    assert abs(knn.topk_accuracy(np.zeros((3, 4)), [0, 1, 3], 1) - 100.0 / 3) < 1e-9
+    assert abs(knn.topk_accuracy(np.zeros((3, 4)), [0, 1, 3], 2) - 200.0 / 3) < 1e-9
+    assert knn.topk_accuracy(np.zeros((0, 4)), [], 1) == 0.0
+
+
+def test_knn_evaluate_reports_top1_and_top5():
+    rng = np.random.default_rng(5)
+    bank, query = _unit(rng.normal(size=(80, 6))), _unit(rng.normal(size=(30, 6)))
+    labels, qlabels = rng.integers(0, 6, 80), rng.integers(0, 6, 30)
+    result = knn.knn_evaluate(bank, labels, query, qlabels, 6, k=10, temperature=0.1)
+    scores = _np_knn(query, bank, labels, 6, 10, 0.1)
+    assert result["top1"] == np.mean(np.argmax(scores, 1) == qlabels) * 100
+    assert abs(result["top5"] - np.mean([qlabels[i] in np.argsort(-scores[i], kind="stable")[:5] for i in range(30)]) * 100) < 1e-9
+    assert "top5" not in knn.knn_evaluate(bank, labels % 3, query, qlabels % 3, 3, k=10)

@@ -1,0 +1,295 @@
+"""Frozen encoders for evaluation, loaded from a run, a checkpoint, a `.keras` file or an export.
+
+Every evaluator (kNN, linear probe, fine-tuning) sees the same thing: an `Encoder`, a callable
+that takes raw pixels (uint8, or float in [0, 255]) [N, H, W, C] at its training resolution and
+returns backbone features float32 [N, F] in inference mode. How the pixels are normalised is the
+encoder's business: a Keras backbone normalises with the run's mean/std; an exported SavedModel
+does it in its graph. So the same evaluation code measures a training run and the artefact that
+is served, and the two can be compared number for number.
+
+Sources (`load_encoder`):
+  * a pretraining `--model_dir`: its `backbone.keras` (the last completed epoch) and the
+    normalisation in `config.json`; with `checkpoint=` a given `checkpoints/ckpt-<epoch>.npz`
+    (the trainer is rebuilt from `config.json` and its weights restored);
+  * an export base folder `<export_dir>` (newest version) or a version folder `<export_dir>/<n>`:
+    the `serving_default` signature, exactly what TensorFlow Serving would run;
+  * a `.keras` backbone file, with `mean` and `std` given.
+"""
+
+import json
+import os
+from typing import Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+class EncoderLoadError(ValueError):
+    """The path is not something an encoder can be loaded from."""
+
+
+class Encoder:
+    """A frozen feature extractor over raw pixels.
+
+    Attributes:
+      image_shape: (H, W, C) the encoder expects.
+      embedding_dim: F.
+      mean, std: per-channel normalisation in [0, 1] pixel units (what training used).
+      metadata: dict describing where it came from (framework, branch, dataset, path, ...).
+      kind: "keras" or "saved_model".
+    """
+
+    def __init__(self, fn, image_shape, embedding_dim, mean, std, metadata=None, kind="keras",
+                 backbone_loader=None):
+        self._fn = fn
+        self.image_shape = tuple(int(d) for d in image_shape)
+        self.embedding_dim = int(embedding_dim)
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+        self.metadata = dict(metadata or {})
+        self.kind = kind
+        self._backbone_loader = backbone_loader
+
+    def __call__(self, images):
+        """Features float32 [N, F] of raw pixels [N, H, W, C] (uint8 or float in [0, 255])."""
+        images = tf.convert_to_tensor(images)
+        if images.shape.rank != 4 or tuple(images.shape[1:]) != self.image_shape:
+            raise ValueError(f"encoder expects images [N, {', '.join(map(str, self.image_shape))}], "
+                             f"got {images.shape.as_list()}")
+        return self._fn(images)
+
+    def features(self, dataset, normalize=False):
+        """Runs over a dataset of (pixels [B, H, W, C], labels [B]) batches.
+
+        Args:
+          dataset: tf.data.Dataset (e.g. `data.make_eval_dataset(source, None, B, raw_pixels)`).
+          normalize: L2-normalise the features (for cosine kNN).
+
+        Returns:
+          (features float32 [N, F], labels int64 [N]) numpy arrays.
+        """
+        feats, labels = [], []
+        for images, y in dataset:
+            f = self(images)
+            if normalize:
+                f = tf.math.l2_normalize(f, axis=1)
+            feats.append(f.numpy())
+            labels.append(np.asarray(y))
+        if not feats:
+            return np.zeros((0, self.embedding_dim), np.float32), np.zeros((0,), np.int64)
+        return np.concatenate(feats).astype(np.float32), np.concatenate(labels).astype(np.int64)
+
+    def trainable_backbone(self):
+        """A fresh Keras copy of the backbone (normalised float images -> features), for fine-tuning."""
+        if self._backbone_loader is None:
+            raise EncoderLoadError("this encoder has no Keras backbone to fine-tune")
+        return self._backbone_loader()
+
+
+def raw_pixels(image):
+    """Eval `preprocess_fn` that keeps raw pixel values (float32 in [0, 255]): encoders normalise."""
+    return tf.cast(image, tf.float32)
+
+
+def from_keras(backbone, mean, std, metadata=None):
+    """Wraps a Keras backbone (normalised float images -> features) as an Encoder."""
+    mean_t = tf.constant(np.asarray(mean, np.float32))
+    std_t = tf.constant(np.asarray(std, np.float32))
+
+    @tf.function(reduce_retracing=True)
+    def fn(images):
+        x = (tf.cast(images, tf.float32) / 255.0 - mean_t) / std_t
+        return tf.cast(backbone(x, training=False), tf.float32)
+
+    def copy():
+        clone = keras.models.clone_model(backbone)
+        clone.set_weights(backbone.get_weights())
+        return clone
+
+    return Encoder(fn, backbone.input_shape[1:], backbone.output_shape[-1], mean, std,
+                   {"source": "keras", **(metadata or {})}, kind="keras", backbone_loader=copy)
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def is_run_dir(path):
+    return os.path.isfile(os.path.join(path, "config.json")) and os.path.isfile(os.path.join(path, "backbone.keras"))
+
+
+def is_saved_model(path):
+    return os.path.isfile(os.path.join(path, "saved_model.pb"))
+
+
+def newest_version(export_dir):
+    """The newest complete version folder of an export base folder, or None."""
+    if not os.path.isdir(export_dir):
+        return None
+    versions = sorted((int(d) for d in os.listdir(export_dir) if d.isdigit()
+                       and is_saved_model(os.path.join(export_dir, d))), reverse=True)
+    return os.path.join(export_dir, str(versions[0])) if versions else None
+
+
+def rebuild_trainer(model_dir):
+    """The run's trainer rebuilt from `config.json` and `backbone.keras` (weights not restored).
+
+    The backbone architecture comes from the saved `.keras` file; heads, momentum copies and
+    queues from the framework options recorded in `config.json`.
+    """
+    from mixmask_tf import models
+
+    config = _read_json(os.path.join(model_dir, "config.json"))
+    backbone = keras.models.load_model(os.path.join(model_dir, "backbone.keras"), compile=False)
+    options = dict(config.get("framework_options", {}))
+    if options.get("tau_schedule") == "cosine":
+        options["total_steps"] = 1  # the schedule does not shape any weight
+    if config.get("probe_classes"):
+        options["probe_classes"] = int(config["probe_classes"])
+    return models.build_trainer(config["framework"], backbone, branch=None, seed=int(config.get("seed", 0)),
+                                **options)
+
+
+def restore_backbone_from_checkpoint(model_dir, checkpoint_path):
+    """The backbone with the weights of one training checkpoint (`ckpt-<epoch>.npz`).
+
+    Raises:
+      EncoderLoadError: the checkpoint does not match the run's architecture.
+    """
+    from mixmask_tf import checkpoint
+
+    trainer = rebuild_trainer(model_dir)
+    weights = list(trainer.weights)
+    names = [checkpoint._normalized_name(v.path) for v in weights]
+    with np.load(checkpoint_path) as data:
+        saved = json.loads(str(data["__names__"]))
+        if saved[:len(names)] != names:
+            raise EncoderLoadError(f"{checkpoint_path} does not match the architecture in {model_dir}/config.json")
+        values = [data[f"v{i:05d}"] for i in range(len(weights))]
+        epoch = int(data["__epoch__"])
+    by_id = {id(v): value for v, value in zip(weights, values)}
+    for v in trainer.backbone.weights:
+        if id(v) not in by_id or tuple(v.shape) != by_id[id(v)].shape:
+            raise EncoderLoadError(f"{checkpoint_path}: backbone weight {v.path} not found with shape {tuple(v.shape)}")
+        v.assign(by_id[id(v)])
+    return trainer.backbone, epoch
+
+
+def _from_run(model_dir, checkpoint_path=None):
+    config = _read_json(os.path.join(model_dir, "config.json"))
+    results_path = os.path.join(model_dir, "results.json")
+    results = _read_json(results_path) if os.path.exists(results_path) else {}
+    metadata = {"source": "run", "path": os.path.abspath(model_dir), "framework": config.get("framework"),
+                "branch": (config.get("branch") or {}).get("name") if isinstance(config.get("branch"), dict)
+                else config.get("branch"), "dataset": config.get("dataset"), "backbone": config.get("backbone"),
+                "num_classes": config.get("num_classes"), "epochs": results.get("epochs_completed")}
+    if checkpoint_path:
+        if not os.path.isfile(checkpoint_path):
+            candidate = os.path.join(model_dir, "checkpoints", checkpoint_path)
+            if not os.path.isfile(candidate):
+                raise EncoderLoadError(f"checkpoint {checkpoint_path} not found (nor in {model_dir}/checkpoints)")
+            checkpoint_path = candidate
+        backbone, epoch = restore_backbone_from_checkpoint(model_dir, checkpoint_path)
+        metadata.update({"checkpoint": os.path.abspath(checkpoint_path), "epochs": epoch})
+    else:
+        backbone = keras.models.load_model(os.path.join(model_dir, "backbone.keras"), compile=False)
+    return from_keras(backbone, config["mean"], config["std"], metadata)
+
+
+def _from_saved_model(path):
+    card_path = os.path.join(path, "assets.extra", "export.json")
+    card = _read_json(card_path) if os.path.exists(card_path) else {}
+    loaded = tf.saved_model.load(path)
+    if "serving_default" not in loaded.signatures:
+        raise EncoderLoadError(f"{path} has no serving_default signature")
+    signature = loaded.signatures["serving_default"]
+    spec = signature.structured_input_signature[1]
+    if len(spec) != 1:
+        raise EncoderLoadError(f"{path}: serving_default takes {sorted(spec)}, expected one image input")
+    (input_name, input_spec), = spec.items()
+    output_name = "embedding" if "embedding" in signature.structured_outputs else next(iter(signature.structured_outputs))
+    shape = card.get("image_shape") or card.get("input", {}).get("shape", [None])[1:]
+    if not shape or any(d is None for d in shape):
+        shape = input_spec.shape.as_list()[1:]
+    if any(d is None for d in shape):
+        raise EncoderLoadError(f"{path}: the model card does not record the training image shape")
+    embedding_dim = card.get("embedding_dim") or signature.structured_outputs[output_name].shape[-1]
+    normalization = card.get("normalization", {})
+
+    def fn(images):
+        pixels = tf.cast(tf.clip_by_value(tf.round(tf.cast(images, tf.float32)), 0, 255), input_spec.dtype)
+        return tf.cast(signature(**{input_name: pixels})[output_name], tf.float32)
+
+    def backbone():
+        keras_path = os.path.join(path, "assets.extra", "backbone.keras")
+        if not os.path.exists(keras_path):
+            raise EncoderLoadError(f"{path} has no assets.extra/backbone.keras to fine-tune")
+        return keras.models.load_model(keras_path, compile=False)
+
+    metadata = {"source": "saved_model", "path": os.path.abspath(path),
+                **{k: card.get(k) for k in ("framework", "branch", "dataset", "backbone", "epochs", "knn_top1")}}
+    return Encoder(fn, shape, embedding_dim, normalization.get("mean", (0.0,) * shape[-1]),
+                   normalization.get("std", (1.0,) * shape[-1]), metadata, kind="saved_model",
+                   backbone_loader=backbone)
+
+
+def load_encoder(path, checkpoint: Optional[str] = None, mean: Optional[Sequence[float]] = None,
+                 std: Optional[Sequence[float]] = None) -> Encoder:
+    """Loads an Encoder from a run folder, a checkpoint, an export or a `.keras` file.
+
+    Args:
+      path: a pretraining model_dir, an export base folder or version folder, or a `.keras` file.
+      checkpoint: with a model_dir: a `ckpt-<epoch>.npz` path or file name (default: the last epoch's
+        `backbone.keras`).
+      mean, std: normalisation for a bare `.keras` file (ignored otherwise).
+
+    Raises:
+      EncoderLoadError: nothing loadable at `path`.
+    """
+    if not os.path.exists(path):
+        raise EncoderLoadError(f"{path} does not exist")
+    if path.endswith(".keras") and os.path.isfile(path):
+        if mean is None or std is None:
+            folder = os.path.dirname(os.path.abspath(path))
+            if is_run_dir(folder):
+                config = _read_json(os.path.join(folder, "config.json"))
+                mean, std = config["mean"], config["std"]
+            else:
+                raise EncoderLoadError(f"{path}: give the normalisation mean and std of its training data")
+        backbone = keras.models.load_model(path, compile=False)
+        return from_keras(backbone, mean, std, {"source": "keras", "path": os.path.abspath(path)})
+    if is_run_dir(path):
+        return _from_run(path, checkpoint)
+    if checkpoint:
+        raise EncoderLoadError(f"--checkpoint needs the model_dir of a pretraining run; {path} is not one")
+    if is_saved_model(path):
+        return _from_saved_model(path)
+    version = newest_version(path)
+    if version is not None:
+        return _from_saved_model(version)
+    raise EncoderLoadError(f"{path} is neither a pretraining model_dir (config.json + backbone.keras), "
+                           "an export folder (<n>/saved_model.pb) nor a .keras file")
+
+
+def run_data_flags(model_dir):
+    """The dataset flags a pretraining run used, read from its `flags.cfg` ({} if absent).
+
+    Returns:
+      dict flag name -> string value for dataset, data_dir, manual_dir, train_split, test_split,
+      image_size and channels.
+    """
+    path = os.path.join(model_dir, "flags.cfg")
+    wanted = {"dataset", "data_dir", "manual_dir", "train_split", "test_split", "image_size", "channels"}
+    found = {}
+    if not os.path.exists(path):
+        return found
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("--") and "=" in line:
+                name, value = line[2:].split("=", 1)
+                if name in wanted:
+                    found[name] = value
+    return found
