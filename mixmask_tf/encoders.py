@@ -111,6 +111,35 @@ def from_keras(backbone, mean, std, metadata=None):
                    {"source": "keras", **(metadata or {})}, kind="keras", backbone_loader=copy)
 
 
+def random_init_like(encoder, seed=0):
+    """The same architecture freshly initialised (the honest control of a pretrained encoder).
+
+    Needs a Keras backbone (a run, a `.keras` file, or an export's assets.extra copy).
+    """
+    keras.utils.set_random_seed(int(seed))
+    clone = keras.models.clone_model(encoder.trainable_backbone())  # clone_model re-initialises
+    return from_keras(clone, encoder.mean, encoder.std, {**encoder.metadata, "control": "random_init",
+                                                         "control_seed": int(seed)})
+
+
+def raw_pixel_encoder(image_shape, mean, std):
+    """Features = the normalised pixels themselves, flattened (the raw-pixel control).
+
+    Returns:
+      an Encoder [N, H, W, C] -> [N, H·W·C].
+    """
+    mean_t = tf.constant(np.asarray(mean, np.float32))
+    std_t = tf.constant(np.asarray(std, np.float32))
+    h, w, c = (int(d) for d in image_shape)
+
+    @tf.function(reduce_retracing=True)
+    def fn(images):
+        x = (tf.cast(images, tf.float32) / 255.0 - mean_t) / std_t
+        return tf.reshape(x, [-1, h * w * c])
+
+    return Encoder(fn, image_shape, h * w * c, mean, std, {"control": "raw_pixels"}, kind="raw_pixels")
+
+
 def _read_json(path):
     with open(path) as f:
         return json.load(f)

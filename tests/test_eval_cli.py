@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import run_module, run_pretrain
+from np_reference import np_softmax_regression
 from mixmask_tf import data, finetune
 
 LIMITS = ["--train_limit=512", "--test_limit=256"]
@@ -80,8 +81,6 @@ def test_knn_eval_run_checkpoint_and_export_agree_with_numpy(run_dir):
 
 
 def test_linear_eval_matches_numpy_replay(run_dir):
-    from test_linear_probe import _np_softmax_regression
-
     from mixmask_tf import linear_probe
 
     out = _run("trainers.linear_eval", f"--encoder={run_dir}/export", *LIMITS, "--epochs=4", "--seed=2",
@@ -91,7 +90,7 @@ def test_linear_eval_matches_numpy_replay(run_dir):
     (x_train, y_train), (x_test, y_test) = _images("train", 512), _images("test", 256)
     f_train, f_test = _np_features(run_dir, x_train), _np_features(run_dir, x_test)
     config = linear_probe.protocol("fast", epochs=4)
-    w, b, _ = _np_softmax_regression(f_train, y_train, 10, config, seed=2)
+    w, b, _ = np_softmax_regression(f_train, y_train, 10, config, seed=2)
     logits = (f_test - f_train.mean(0)) / np.maximum(f_train.std(0), 1e-6) @ w + b
     assert result["linear_top1"] == pytest.approx(np.mean(logits.argmax(1) == y_test) * 100, abs=100 / 256)
     top5 = np.mean([y_test[i] in np.argsort(-logits[i])[:5] for i in range(len(y_test))]) * 100

@@ -25,6 +25,10 @@ flags.DEFINE_string("encoder", None, "What to evaluate: a pretraining --model_di
 flags.DEFINE_string("checkpoint", None, "With a model_dir: evaluate this checkpoint (ckpt-<epoch>.npz, a path or a "
                     "file name in <model_dir>/checkpoints) instead of the last epoch.")
 flags.DEFINE_string("output", None, "Results JSON (default <model_dir>/eval/<command>.json for a run; none otherwise).")
+flags.DEFINE_enum("control", "none", ["none", "random_init", "raw_pixels"],
+                  "Evaluate a control instead of the encoder: the same architecture at random init (seed "
+                  "--control_seed), or the normalised raw pixels as features (kNN and linear probe only).")
+flags.DEFINE_integer("control_seed", 0, "Seed of the random-init control.")
 flags.DEFINE_integer("eval_batch_size", 512, "Images per batch when computing features.")
 
 # Dataset flags a run's flags.cfg may supply when the user did not set them.
@@ -59,6 +63,13 @@ def load_encoder():
             raise UserError(f"--image_size={FLAGS.image_size}, but the encoder takes {height}x{width} images")
         FLAGS.image_size = height
     data_flags.validate_data_flags()
+    if FLAGS.control == "random_init":
+        try:
+            encoder = encoders.random_init_like(encoder, FLAGS.control_seed)
+        except encoders.EncoderLoadError as e:
+            raise UserError(f"--control=random_init: {e}") from e
+    elif FLAGS.control == "raw_pixels":
+        encoder = encoders.raw_pixel_encoder(encoder.image_shape, encoder.mean, encoder.std)
     return encoder
 
 
@@ -88,6 +99,9 @@ def features(encoder, source, normalize=False, cache_tag=None):
 
 
 def describe(encoder):
+    if FLAGS.control != "none":
+        return f"control: {FLAGS.control} ({'x'.join(map(str, encoder.image_shape))} input, " \
+               f"{encoder.embedding_dim} features)"
     m = encoder.metadata
     parts = [f"{m.get('framework') or '?'} + {m.get('branch') or '?'}"] if m.get("framework") else []
     if m.get("epochs") is not None:
@@ -103,6 +117,7 @@ def write_results(command, results):
     path = FLAGS.output
     if path is None and encoders.is_run_dir(FLAGS.encoder):
         suffix = f"-{os.path.splitext(os.path.basename(FLAGS.checkpoint))[0]}" if FLAGS.checkpoint else ""
+        suffix += f"-{FLAGS.control}" if FLAGS.control != "none" else ""
         path = os.path.join(FLAGS.encoder, "eval", f"{command}{suffix}.json")
     if path is None:
         return None
@@ -111,7 +126,7 @@ def write_results(command, results):
 
 
 def common_results(encoder, train, test):
-    return {"encoder": encoder.metadata, "checkpoint": FLAGS.checkpoint, "dataset": FLAGS.dataset,
+    return {"encoder": encoder.metadata, "control": FLAGS.control, "checkpoint": FLAGS.checkpoint, "dataset": FLAGS.dataset,
             "train_split": FLAGS.train_split, "test_split": FLAGS.test_split, "train_examples": train.num_examples,
             "test_examples": test.num_examples, "image_shape": list(encoder.image_shape)}
 

@@ -92,6 +92,9 @@ def run():
         raise UserError(f"--crop_scale: {e}") from e
     if len(crop_scale) != 2 or not 0 < crop_scale[0] <= crop_scale[1] <= 1:
         raise UserError(f"--crop_scale must be 'min,max' with 0 < min <= max <= 1, got {FLAGS.crop_scale}")
+    if FLAGS.control == "raw_pixels":
+        raise UserError("--control=raw_pixels has nothing to fine-tune; use --control=random_init (training from "
+                        "scratch) or the kNN / linear evaluations")
     classifier_lr = FLAGS.classifier_lr or finetune.paper_classifier_lr(FLAGS.label_fraction)
     encoder = eval_common.load_encoder()
     print(eval_common.describe(encoder), flush=True)
