@@ -4,17 +4,33 @@
 
 Layout (TF Serving's): `<export_dir>/<version>/saved_model.pb`, `variables/`, and in
 `assets.extra/` (which the model server ignores) the backbone as `backbone.keras` and the
-model card `export.json`. A version folder is written under a temporary name and renamed
-into place, so a half-written version is never visible to a model server.
+model card `export.json`. A version is written into a hidden temporary folder
+(`<export_dir>/.tmp-export-<host>-<pid>-<hex>`) and renamed into place, so a half-written
+version is never visible to a model server; only folders named by digits count as versions.
 
-Signature `serving_default`: input `images` uint8 [None, H, W, C] at the training resolution;
-output `embedding` float32 [None, F] (backbone features; L2-normalise them for cosine search).
-Scaling to [0, 1] and the dataset's mean/std normalisation happen inside the graph.
+Signatures (both `tensorflow/serving/predict`, tag `serve`):
+
+* `serving_default`: input `images`, uint8 [N, H', W', C] (any N, any H' x W', C = the training
+  channel count). Images at the training resolution H x W go straight through; any other size
+  is conformed in the graph as the training data were (:func:`conform_batch`: the image is
+  scaled so that it covers H x W -- for square training images, the shorter side becomes H --
+  bilinear with antialiasing, rounded to uint8, then the centre H x W window is cropped).
+* `serve_bytes`: input `image_bytes`, string [N]: one encoded JPEG/PNG/GIF/BMP per element, any
+  sizes. Each is decoded in the graph (`tf.io.decode_image(channels=C,
+  expand_animations=False)`, as the training pipeline reads image files), conformed to H x W,
+  then handled as `serving_default`.
+
+Both output `embedding`, float32 [N, F] (backbone features; L2-normalise them for cosine
+search). Scaling to [0, 1] and the dataset's mean/std normalisation happen inside the graph:
+`(images / 255 - mean) / std`, then `backbone(x, training=False)`.
 """
 
+import datetime
 import json
 import os
+import re
 import shutil
+import socket
 import sys
 import uuid
 
@@ -22,70 +38,248 @@ if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 SIGNATURE_INPUT = "images"
+SIGNATURE_BYTES_INPUT = "image_bytes"
 SIGNATURE_OUTPUT = "embedding"
+SERVING_DEFAULT = "serving_default"
+SERVE_BYTES = "serve_bytes"
+PREDICT_METHOD = "tensorflow/serving/predict"
+RESIZE_RULE = ("images whose height x width is not the training H x W are scaled by "
+               "max(H / height, W / width) (for square training images: the shorter side becomes H), "
+               "bilinear with antialiasing (tf.image.resize), rounded and clipped to uint8, "
+               "then the centre H x W window is cropped; the same rule as mixmask_tf.data.conform_image")
+
+_VERSION_RE = re.compile(r"^[0-9]+$")
+_TMP_PREFIX = ".tmp-export-"
+_TMP_RE = re.compile(r"^\.tmp-export-(?P<host>.+)-(?P<pid>[0-9]+)-[0-9a-f]{8}$")
+
+
+def list_versions(export_dir):
+    """Sorted integer versions of `export_dir`: its sub-folders named only by ASCII digits.
+
+    Hidden temporary folders (`.tmp-export-...`, left by an export that was killed) and any
+    other names never count.
+    """
+    if not os.path.isdir(export_dir):
+        return []
+    return sorted(int(d) for d in os.listdir(export_dir)
+                  if _VERSION_RE.match(d) and os.path.isdir(os.path.join(export_dir, d)))
 
 
 def next_version(export_dir):
     """1 + the largest integer version folder in `export_dir` (1 when there is none)."""
+    return max(list_versions(export_dir), default=0) + 1
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_tmp(export_dir):
+    """Deletes temporary folders of exports that died on this host (their process is gone).
+
+    Only `.tmp-export-<this host>-<pid>-<hex>` folders whose `<pid>` no longer runs are removed,
+    so a concurrent export (here or on another host sharing the folder) is never disturbed.
+
+    Returns:
+      the names of the removed folders.
+    """
+    removed = []
     if not os.path.isdir(export_dir):
-        return 1
-    versions = [int(d) for d in os.listdir(export_dir) if d.isdigit()]
-    return max(versions, default=0) + 1
+        return removed
+    host = socket.gethostname()
+    for name in os.listdir(export_dir):
+        match = _TMP_RE.match(name)
+        if match and match["host"] == host and not _pid_alive(int(match["pid"])):
+            shutil.rmtree(os.path.join(export_dir, name), ignore_errors=True)
+            removed.append(name)
+    return removed
+
+
+def conform_batch(images, height, width):
+    """Brings a batch of images to `height` x `width` by the training-data rule, in the graph.
+
+    The batched, graph-mode form of `mixmask_tf.data.conform_image` (size only; the channel count
+    must already be right). A batch at `height` x `width` is returned unchanged; otherwise every
+    image is scaled by `s = max(height / h, width / w)` to `max(height, round(h * s))` x
+    `max(width, round(w * s))` (bilinear, antialias), rounded and clipped to uint8, and the
+    centre `height` x `width` window is cropped (for square targets this is "resize the shorter
+    side, then centre-crop", exactly `conform_image`).
+
+    Args:
+      images: uint8 [N, h, w, C] (N, h, w may be dynamic; C static; h, w >= 1).
+      height, width: the output size (Python ints).
+
+    Returns:
+      uint8 [N, height, width, C].
+    """
+    images = tf.convert_to_tensor(images)
+    channels = images.shape[-1]
+    shape = tf.shape(images)
+    h, w = shape[1], shape[2]
+
+    def resize():
+        check = tf.debugging.assert_positive(tf.minimum(h, w), message="images must be at least 1 x 1 pixels")
+        with tf.control_dependencies([check]):
+            hf, wf = tf.cast(h, tf.float64), tf.cast(w, tf.float64)
+        # max(H/h, W/w) == H / min(h, w) for a square H x W target, as in conform_image.
+        scale = tf.maximum(height / hf, width / wf)
+        new_h = tf.maximum(height, tf.cast(tf.round(hf * scale), tf.int32))
+        new_w = tf.maximum(width, tf.cast(tf.round(wf * scale), tf.int32))
+        resized = tf.image.resize(tf.cast(images, tf.float32), tf.stack([new_h, new_w]),
+                                  method="bilinear", antialias=True)
+        top = (new_h - height) // 2
+        left = (new_w - width) // 2
+        cropped = resized[:, top:top + height, left:left + width]
+        return tf.cast(tf.clip_by_value(tf.round(cropped), 0.0, 255.0), tf.uint8)
+
+    if images.shape[1] == height and images.shape[2] == width:
+        return images
+    same = tf.logical_and(tf.equal(h, height), tf.equal(w, width))
+    out = tf.cond(same, lambda: tf.identity(images), resize)
+    return tf.ensure_shape(out, [None, height, width, channels])
+
+
+def _spec(dtype, shape):
+    return {"dtype": dtype, "shape": list(shape)}
 
 
 def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None):
-    """Writes `backbone` as `<export_dir>/<version>/` atomically.
+    """Writes `backbone` as the SavedModel `<export_dir>/<version>/`, atomically.
+
+    Signatures (see the module docstring): `serving_default` (`images` uint8 [N, H', W', C] ->
+    `embedding` float32 [N, F]) and `serve_bytes` (`image_bytes` string [N] -> `embedding`).
+    The version is first written to a hidden `.tmp-export-...` folder, then renamed; temporary
+    folders of dead exports on this host are removed first.
 
     Args:
-      backbone: Keras model float images [N, H, W, C] (normalised) -> features [N, F].
+      backbone: Keras model, float images [N, H, W, C] (normalised) -> features [N, F], with a
+        static H, W and C in {1, 3}.
       export_dir: the model's base folder (TF Serving's `--model_base_path`).
-      mean, std: per-channel normalisation in [0, 1] pixel units, applied in the graph.
-      version: integer version; None = next free number.
-      metadata: dict written into the model card `assets.extra/export.json`.
+      mean, std: C per-channel values in [0, 1] pixel units, applied in the graph.
+      version: integer version; None = the next free number.
+      metadata: dict merged into the model card `assets.extra/export.json` (the keys the exporter
+        computes -- signatures, shapes, normalisation, versions -- take precedence).
 
     Returns:
       the path of the written version folder.
 
     Raises:
       FileExistsError: that version already exists.
+      ValueError: bad backbone input shape, mean/std length or std <= 0.
     """
-    height, width, channels = (int(d) for d in backbone.input_shape[1:])
-    version = next_version(export_dir) if version is None else int(version)
-    final = os.path.join(export_dir, str(version))
-    if os.path.exists(final):
-        raise FileExistsError(f"export version {final} already exists; pick another --version")
-    mean = tf.constant(mean, tf.float32)
-    std = tf.constant(std, tf.float32)
+    input_shape = tuple(backbone.input_shape[1:])
+    if len(input_shape) != 3 or any(d is None for d in input_shape) or input_shape[-1] not in (1, 3):
+        raise ValueError(f"the backbone must take images [N, H, W, C] with static H, W and C in (1, 3); "
+                         f"its input shape is {backbone.input_shape}")
+    height, width, channels = (int(d) for d in input_shape)
+    mean = [float(v) for v in np.asarray(mean, np.float64).reshape(-1)]
+    std = [float(v) for v in np.asarray(std, np.float64).reshape(-1)]
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(f"mean and std need {channels} values (one per channel), got {mean} and {std}")
+    if min(std) <= 0:
+        raise ValueError(f"std must be positive, got {std}")
+    if version is not None:
+        version = int(version)
+        if version < 0:
+            raise ValueError(f"version must be >= 0, got {version}")
+        if os.path.exists(os.path.join(export_dir, str(version))):
+            raise FileExistsError(f"export version {os.path.join(export_dir, str(version))} already exists; "
+                                  f"pick another --version")
+    embedding_dim = int(backbone.output_shape[-1])
+    mean_t = tf.constant(mean, tf.float32)
+    std_t = tf.constant(std, tf.float32)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, height, width, channels], tf.uint8, name=SIGNATURE_INPUT)])
-    def serve(images):
-        x = (tf.cast(images, tf.float32) / 255.0 - mean) / std
-        return {SIGNATURE_OUTPUT: tf.cast(backbone(x, training=False), tf.float32)}
+    def embed(images):
+        """uint8 [N, H, W, C] -> float32 [N, F]; an empty batch gives [0, F]."""
+        x = (tf.cast(images, tf.float32) / 255.0 - mean_t) / std_t
+        return tf.cond(tf.shape(x)[0] > 0,
+                       lambda: tf.cast(backbone(x, training=False), tf.float32),
+                       lambda: tf.zeros([0, embedding_dim], tf.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, channels], tf.uint8,
+                                                name=SIGNATURE_INPUT)])
+    def serving_default(images):
+        # A signature's input shape is not enforced when it is called: check rank and channels
+        # ("Shape of tensor images [2,28,28,3] is not compatible with expected shape [?,?,?,1]").
+        images = tf.ensure_shape(images, [None, None, None, channels], name=SIGNATURE_INPUT)
+        return {SIGNATURE_OUTPUT: embed(conform_batch(images, height, width))}
+
+    def decode(encoded):
+        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+        image.set_shape([None, None, channels])
+        return conform_batch(image[tf.newaxis], height, width)[0]
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SIGNATURE_BYTES_INPUT)])
+    def serve_bytes(image_bytes):
+        image_bytes = tf.ensure_shape(image_bytes, [None], name=SIGNATURE_BYTES_INPUT)
+        images = tf.map_fn(decode, image_bytes,
+                           fn_output_signature=tf.TensorSpec([height, width, channels], tf.uint8))
+        return {SIGNATURE_OUTPUT: embed(images)}
 
     archive = keras.export.ExportArchive()
     archive.track(backbone)
-    archive.add_endpoint("serve", serve)  # the first endpoint is also `serving_default`
+    archive.add_endpoint(SERVING_DEFAULT, serving_default)
+    archive.add_endpoint(SERVE_BYTES, serve_bytes)
+
+    output = _spec("float32", [None, embedding_dim])
+    card = {"framework": None, "branch": None, "dataset": None, "epochs": None,
+            "knn_top1": None, "knn_top1_random_init": None, "backbone": backbone.name,
+            **(metadata or {}),
+            "embedding_dim": embedding_dim,
+            "image_shape": [height, width, channels],
+            # The `images` input at the training resolution (no resize); other sizes: "resize".
+            "input": {"name": SIGNATURE_INPUT, **_spec("uint8", [None, height, width, channels])},
+            "output": {"name": SIGNATURE_OUTPUT, **output},
+            "signatures": {
+                SERVING_DEFAULT: {"method": PREDICT_METHOD,
+                                  "inputs": {SIGNATURE_INPUT: _spec("uint8", [None, None, None, channels])},
+                                  "outputs": {SIGNATURE_OUTPUT: output}},
+                SERVE_BYTES: {"method": PREDICT_METHOD,
+                              "inputs": {SIGNATURE_BYTES_INPUT: {
+                                  **_spec("string", [None]),
+                                  "content": f"one encoded JPEG/PNG/GIF/BMP image per element, any size, "
+                                             f"decoded to {channels} channel(s)"}},
+                              "outputs": {SIGNATURE_OUTPUT: output}}},
+            "normalization": {"mean": mean, "std": std, "formula": "(uint8 / 255 - mean) / std"},
+            "resize": {"rule": RESIZE_RULE, "method": "bilinear", "antialias": True,
+                       "target": [height, width]},
+            "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "tensorflow_version": tf.__version__,
+            "keras_version": keras.__version__}
+
     os.makedirs(export_dir, exist_ok=True)
-    tmp = os.path.join(export_dir, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
+    remove_stale_tmp(export_dir)
+    tmp = os.path.join(export_dir, f"{_TMP_PREFIX}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         archive.write_out(tmp, verbose=False)
         extra = os.path.join(tmp, "assets.extra")
         os.makedirs(extra, exist_ok=True)
         backbone.save(os.path.join(extra, "backbone.keras"))
-        card = {"signature": "serving_default", "input": {"name": SIGNATURE_INPUT, "dtype": "uint8",
-                                                          "shape": [None, height, width, channels]},
-                "output": {"name": SIGNATURE_OUTPUT, "dtype": "float32",
-                           "shape": [None, int(backbone.output_shape[-1])]},
-                "embedding_dim": int(backbone.output_shape[-1]),
-                "normalization": {"mean": [float(v) for v in mean.numpy().ravel()],
-                                  "std": [float(v) for v in std.numpy().ravel()]},
-                **(metadata or {})}
         with open(os.path.join(extra, "export.json"), "w") as f:
             json.dump(card, f, indent=2)
-        os.rename(tmp, final)
+        number = next_version(export_dir) if version is None else version
+        while True:
+            final = os.path.join(export_dir, str(number))
+            if not os.path.exists(final):
+                try:
+                    os.rename(tmp, final)
+                    break
+                except OSError:
+                    if not os.path.exists(final):
+                        raise
+            if version is not None:
+                raise FileExistsError(f"export version {final} already exists; pick another --version")
+            number += 1  # another export took that number meanwhile
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
@@ -93,7 +287,14 @@ def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None
 
 
 def export_from_model_dir(model_dir, export_dir, version=None):
-    """Exports the backbone of the last checkpoint of a pretraining run in `model_dir`."""
+    """Exports the backbone of the last checkpoint of a pretraining run in `model_dir`.
+
+    Reads `backbone.keras`, `config.json` (framework, branch, dataset, backbone, mean/std,
+    image_shape) and, when present, `results.json` (epochs, kNN accuracies) of the run.
+
+    Returns:
+      the path of the written version folder `<export_dir>/<version>`.
+    """
     config_path = os.path.join(model_dir, "config.json")
     backbone_path = os.path.join(model_dir, "backbone.keras")
     for path in (config_path, backbone_path):
@@ -108,17 +309,25 @@ def export_from_model_dir(model_dir, export_dir, version=None):
     if os.path.exists(results_path):
         with open(results_path) as f:
             results = json.load(f)
+    if config.get("image_shape") and list(config["image_shape"]) != list(backbone.input_shape[1:]):
+        raise ValueError(f"{backbone_path} takes {backbone.input_shape[1:]} images but {config_path} says "
+                         f"image_shape {config['image_shape']}")
     metadata = {"framework": config.get("framework"), "branch": config.get("branch"),
-                "dataset": config.get("dataset"), "backbone": config.get("backbone"),
+                "dataset": config.get("dataset"), "backbone": config.get("backbone") or backbone.name,
                 "epochs": results.get("epochs_completed"), "knn_top1": results.get("knn_top1"),
+                "knn_top1_random_init": results.get("knn_top1_random_init"),
+                "knn_k": results.get("knn_k"), "knn_t": results.get("knn_t"),
                 "model_dir": os.path.abspath(model_dir)}
     return export_backbone(backbone, export_dir, config["mean"], config["std"], version=version, metadata=metadata)
 
 
 def main(argv):
     from absl import flags
+    from absl import logging as absl_logging
 
     del argv
+    absl_logging.set_verbosity(absl_logging.WARNING)  # no INFO lines from the SavedModel writer
+    tf.get_logger().setLevel("WARNING")
     f = flags.FLAGS
     try:
         path = export_from_model_dir(f.model_dir, f.export_dir or os.path.join(f.model_dir, "export"), f.version)

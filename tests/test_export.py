@@ -1,70 +1,301 @@
-"""Export: TF Serving layout, atomic versions, and serving in a process that imports only TF."""
+"""Export: TF Serving layout and signature_defs, atomic versions (also under SIGKILL), model card,
+and both signatures served in a fresh process that imports only TensorFlow."""
 
+import base64
+import datetime
 import json
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
+from conftest import REPO_ROOT
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import saved_model_pb2
 
 from export import saved_model
-from mixmask_tf import backbones
+from mixmask_tf import backbones, data
+
+MEAN, STD = (0.286,), (0.353,)
+FEATURES = 16  # small_convnet(width=4): 4 * width
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO_ROOT}
+# The serving process cannot even find the project's packages (run outside the repo, no PYTHONPATH).
+TF_ONLY_ENV = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}
+
+
+def _photo(h, w, seed):
+    """A smooth, photo-like grey image uint8 [h, w, 1]: waves, a bright disc, sensor noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    image = 120 + 60 * np.sin(7 * x + rng.uniform(0, 6)) * np.cos(5 * y + rng.uniform(0, 6))
+    cy, cx, r = rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7), rng.uniform(0.15, 0.3)
+    image += 80 * (((y - cy) ** 2 + (x - cx) ** 2) < r ** 2) + rng.normal(0, 6, (h, w))
+    return np.clip(image, 0, 255).astype(np.uint8)[..., None]
+
+
+def _photos(n, h, w, seed):
+    return np.stack([_photo(h, w, seed + i) for i in range(n)])
+
+
+def _expected(backbone, images):
+    """Independent reference: conform_image per image, then /255, mean/std, backbone."""
+    conformed = np.stack([data.conform_image(image, size=28, channels=1).numpy() for image in images]) \
+        if len(images) else np.zeros((0, 28, 28, 1), np.uint8)
+    x = (conformed.astype(np.float32) / 255.0 - np.float32(MEAN)) / np.float32(STD)
+    return np.asarray(backbone(x, training=False)) if len(images) else np.zeros((0, FEATURES), np.float32)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A pretraining run's model_dir with a 28x28x1 small_convnet, exported by export_from_model_dir."""
+    keras.utils.set_random_seed(0)
+    model_dir = tmp_path_factory.mktemp("run")
+    backbone = backbones.small_convnet((28, 28, 1), width=4)
+    # Non-trivial BatchNorm statistics, so normalisation mistakes show in the embeddings.
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(np.linspace(-0.2, 0.2, layer.moving_mean.shape[0]))
+            layer.moving_variance.assign(np.linspace(0.5, 2.0, layer.moving_variance.shape[0]))
+    backbone.save(str(model_dir / "backbone.keras"))
+    config = {"framework": "mocov2", "branch": {"name": "mixmask", "grid_size": 4}, "backbone": "small_convnet",
+              "dataset": "fashion_mnist", "image_shape": [28, 28, 1], "mean": list(MEAN), "std": list(STD)}
+    results = {"epochs_completed": 3, "knn_top1": 71.5, "knn_top1_random_init": 60.25, "knn_k": 200, "knn_t": 0.1}
+    (model_dir / "config.json").write_text(json.dumps(config))
+    (model_dir / "results.json").write_text(json.dumps(results))
+    export_dir = str(model_dir / "export")
+    path = saved_model.export_from_model_dir(str(model_dir), export_dir)
+    return path, backbone
+
+
+def test_layout_signature_defs_and_model_card(exported):
+    path, backbone = exported
+    assert path.endswith(os.sep + os.path.join("export", "1"))
+    assert set(os.listdir(path)) <= {"saved_model.pb", "variables", "assets", "assets.extra", "fingerprint.pb"}
+    assert os.path.exists(os.path.join(path, "variables", "variables.index"))
+    assert sorted(os.listdir(os.path.join(path, "assets.extra"))) == ["backbone.keras", "export.json"]
+
+    # What TF Serving (and `saved_model_cli show --all`) reads: the MetaGraph's signature_defs.
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    (meta_graph,) = proto.meta_graphs
+    assert list(meta_graph.meta_info_def.tags) == ["serve"]
+    defs = meta_graph.signature_def
+    assert {"serving_default", "serve_bytes"} <= set(defs)
+
+    def tensor(info):
+        return info.dtype, [d.size for d in info.tensor_shape.dim]
+
+    for name, input_name, input_spec in (("serving_default", "images", (types_pb2.DT_UINT8, [-1, -1, -1, 1])),
+                                         ("serve_bytes", "image_bytes", (types_pb2.DT_STRING, [-1]))):
+        assert defs[name].method_name == "tensorflow/serving/predict"
+        assert {k: tensor(v) for k, v in defs[name].inputs.items()} == {input_name: input_spec}
+        assert {k: tensor(v) for k, v in defs[name].outputs.items()} == {
+            "embedding": (types_pb2.DT_FLOAT, [-1, FEATURES])}
+
+    card = json.load(open(os.path.join(path, "assets.extra", "export.json")))
+    assert card["framework"] == "mocov2" and card["branch"]["name"] == "mixmask"
+    assert card["dataset"] == "fashion_mnist" and card["backbone"] == "small_convnet" and card["epochs"] == 3
+    assert card["knn_top1"] == 71.5 and card["knn_top1_random_init"] == 60.25
+    assert card["embedding_dim"] == FEATURES and card["image_shape"] == [28, 28, 1]
+    assert card["input"] == {"name": "images", "dtype": "uint8", "shape": [None, 28, 28, 1]}
+    assert card["signatures"]["serving_default"]["inputs"] == {
+        "images": {"dtype": "uint8", "shape": [None, None, None, 1]}}
+    assert card["signatures"]["serve_bytes"]["inputs"]["image_bytes"]["dtype"] == "string"
+    assert card["signatures"]["serve_bytes"]["inputs"]["image_bytes"]["shape"] == [None]
+    for signature in card["signatures"].values():
+        assert signature["outputs"] == {"embedding": {"dtype": "float32", "shape": [None, FEATURES]}}
+    assert card["normalization"]["mean"] == list(MEAN) and card["normalization"]["std"] == list(STD)
+    assert card["resize"]["method"] == "bilinear" and card["resize"]["antialias"] is True
+    assert "centre" in card["resize"]["rule"] and card["resize"]["target"] == [28, 28]
+    exported_at = datetime.datetime.fromisoformat(card["exported_at"])
+    assert exported_at.utcoffset() == datetime.timedelta(0)
+    assert abs((datetime.datetime.now(datetime.UTC) - exported_at).total_seconds()) < 3600
+    assert card["tensorflow_version"] == tf.__version__ and card["keras_version"] == keras.__version__
+
+    # The .keras backbone reloads and gives the same features.
+    images = _photos(2, 28, 28, seed=5)
+    reloaded = keras.models.load_model(os.path.join(path, "assets.extra", "backbone.keras"))
+    x = (images / 255.0 - MEAN[0]) / STD[0]
+    np.testing.assert_allclose(reloaded(x), backbone(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [(40, 40), (30, 50), (50, 30), (20, 20), (28, 61), (1, 3), (28, 28)])
+def test_conform_batch_is_conform_image_batched(size):
+    images = _photos(3, *size, seed=1)
+    expected = np.stack([data.conform_image(image, size=28).numpy() for image in images])
+    eager = saved_model.conform_batch(images, 28, 28).numpy()
+    graph = tf.function(lambda x: saved_model.conform_batch(x, 28, 28),
+                        input_signature=[tf.TensorSpec([None, None, None, 1], tf.uint8)])(images).numpy()
+    np.testing.assert_array_equal(eager, expected)
+    np.testing.assert_array_equal(graph, expected)
+
 
 SERVE_SCRIPT = r"""
-import json, sys
+import base64, importlib.util, json, sys
 import numpy as np
 import tensorflow as tf
-path, images_path = sys.argv[1], sys.argv[2]
+
+path, inputs_path, out_path = sys.argv[1:4]
 model = tf.saved_model.load(path)
-fn = model.signatures["serving_default"]
-images = np.load(images_path)
-out = fn(images=tf.constant(images))
-np.save(images_path + ".out.npy", out["embedding"].numpy())
-print(json.dumps({"inputs": {k: [v.dtype.name, v.shape.as_list()] for k, v in fn.structured_input_signature[1].items()},
-                  "outputs": list(out)}))
+images_fn, bytes_fn = model.signatures["serving_default"], model.signatures["serve_bytes"]
+arrays = np.load(inputs_path)
+spec = json.load(open(inputs_path + ".json"))
+png = [base64.b64decode(s) for s in spec["png"]]
+jpeg = [base64.b64decode(s) for s in spec["jpeg"]]
+out = {}
+for name in arrays.files:
+    out[name] = images_fn(images=tf.constant(arrays[name]))["embedding"].numpy()
+out["bytes_png"] = bytes_fn(image_bytes=tf.constant(png))["embedding"].numpy()
+out["png_decoded"] = np.concatenate([images_fn(images=tf.io.decode_png(b, channels=1)[tf.newaxis])["embedding"].numpy()
+                                     for b in png])
+out["bytes_jpeg"] = bytes_fn(image_bytes=tf.constant(jpeg))["embedding"].numpy()
+out["bytes_mixed"] = bytes_fn(image_bytes=tf.constant(png[:2] + jpeg + png[2:3]))["embedding"].numpy()
+out["bytes_empty"] = bytes_fn(image_bytes=tf.constant([], tf.string))["embedding"].numpy()
+
+# REST bodies, decoded with TF Serving's row-format rules: `instances` is the batch of the
+# signature's only input; {"b64": ...} is base64 of a DT_STRING value. Reply {"predictions": ...}.
+for name, text in spec["bodies"].items():
+    body = json.loads(text)
+    fn = model.signatures[body["signature_name"]]
+    (key, input_spec), = fn.structured_input_signature[1].items()
+    rows = [base64.b64decode(i["b64"]) if isinstance(i, dict) else i for i in body["instances"]]
+    reply = json.dumps({"predictions": fn(**{key: tf.constant(rows, input_spec.dtype)})["embedding"].numpy().tolist()})
+    out["rest_" + name] = np.asarray(json.loads(reply)["predictions"], np.float32)
+
+errors = {}
+for name, call in [
+        ("float32", lambda: images_fn(images=tf.zeros([2, 28, 28, 1], tf.float32))),
+        ("channels", lambda: images_fn(images=tf.zeros([2, 28, 28, 3], tf.uint8))),
+        ("rank", lambda: images_fn(images=tf.zeros([28, 28, 1], tf.uint8))),
+        ("corrupt", lambda: bytes_fn(image_bytes=tf.constant([png[0], b"not an image"]))),
+        ("bytes_rank", lambda: bytes_fn(image_bytes=tf.constant(png[0])))]:
+    try:
+        call()
+        errors[name] = None
+    except Exception as e:
+        errors[name] = [type(e).__name__, str(e)]
+out["after_errors"] = images_fn(images=tf.constant(arrays["batch_3"]))["embedding"].numpy()
+np.savez(out_path, **out)
+
+def specs(structure):
+    return {k: [v.dtype.name, v.shape.as_list()] for k, v in structure.items()}
+
+print(json.dumps({"signatures": {name: {"inputs": specs(fn.structured_input_signature[1]),
+                                        "outputs": specs(fn.structured_outputs)}
+                                 for name, fn in model.signatures.items()},
+                  "errors": errors,
+                  "project_importable": [m for m in ("mixmask_tf", "export", "trainers")
+                                         if importlib.util.find_spec(m) is not None]}))
 """
 
 
-def test_export_round_trip_in_fresh_process(tmp_path):
-    keras.utils.set_random_seed(0)
-    backbone = backbones.small_convnet((12, 12, 1), width=4)
-    export_dir = str(tmp_path / "export")
-    path = saved_model.export_backbone(backbone, export_dir, mean=(0.3,), std=(0.2,), metadata={"framework": "mocov2"})
-    assert path == os.path.join(export_dir, "1")
-    assert os.path.exists(os.path.join(path, "saved_model.pb"))
-    assert os.path.isdir(os.path.join(path, "variables"))
-    card = json.load(open(os.path.join(path, "assets.extra", "export.json")))
-    assert card["embedding_dim"] == 16 and card["framework"] == "mocov2"
-    assert card["input"]["dtype"] == "uint8"
-    images = np.random.default_rng(0).integers(0, 256, (3, 12, 12, 1)).astype(np.uint8)
-    images_path = str(tmp_path / "images.npy")
-    np.save(images_path, images)
-    result = subprocess.run([sys.executable, "-c", SERVE_SCRIPT, path, images_path],
-                            capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+def _docs_example(marker):
+    text = open(os.path.join(REPO_ROOT, "docs", "serving.md")).read()
+    match = re.search(re.escape(marker) + r"\s*\n```python\n(.*?)```", text, re.DOTALL)
+    assert match, f"docs/serving.md block after {marker!r} not found"
+    return match.group(1)
+
+
+def test_both_signatures_in_fresh_tensorflow_only_process(exported, tmp_path):
+    path, backbone = exported
+    arrays = {"batch_1": _photos(1, 28, 28, seed=10), "batch_3": _photos(3, 28, 28, seed=20),
+              "resized_7": _photos(7, 40, 40, seed=30), "wide_3": _photos(3, 30, 50, seed=40),
+              "empty": np.zeros((0, 28, 28, 1), np.uint8), "empty_40": np.zeros((0, 40, 40, 1), np.uint8)}
+    png_images = [_photo(28, 28, 50), _photo(40, 40, 51), _photo(30, 50, 52), _photo(64, 20, 53)]
+    rgb = np.concatenate([_photo(36, 48, 60), _photo(36, 48, 61), _photo(36, 48, 62)], axis=-1)
+    jpeg_images = [rgb, _photo(50, 50, 63)]
+    png = [tf.io.encode_png(image).numpy() for image in png_images]
+    jpeg = [tf.io.encode_jpeg(image, quality=90).numpy() for image in jpeg_images]
+    namespace = {}
+    exec(_docs_example("<!-- example: rest-bodies -->"), namespace)
+    bodies = {"images": json.dumps(namespace["images_body"](arrays["resized_7"][:3])),
+              "bytes": json.dumps(namespace["bytes_body"]([jpeg[0], png[1], png[3]]))}
+    inputs_path = str(tmp_path / "inputs.npz")
+    np.savez(inputs_path, **arrays)
+    with open(inputs_path + ".json", "w") as f:
+        json.dump({"png": [base64.b64encode(b).decode() for b in png],
+                   "jpeg": [base64.b64encode(b).decode() for b in jpeg], "bodies": bodies}, f)
+    out_path = str(tmp_path / "out.npz")
+    result = subprocess.run([sys.executable, "-c", SERVE_SCRIPT, path, inputs_path, out_path],
+                            capture_output=True, text=True, timeout=300, env=TF_ONLY_ENV, cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
-    signature = json.loads(result.stdout.strip().splitlines()[-1])
-    assert signature == {"inputs": {"images": ["uint8", [None, 12, 12, 1]]}, "outputs": ["embedding"]}
-    served = np.load(images_path + ".out.npy")
-    expected = backbone((images.astype(np.float32) / 255.0 - 0.3) / 0.2, training=False)
-    np.testing.assert_allclose(served, np.asarray(expected), rtol=1e-4, atol=1e-5)
-    # The .keras backbone reloads and gives the same features.
-    reloaded = keras.models.load_model(os.path.join(path, "assets.extra", "backbone.keras"))
-    np.testing.assert_allclose(reloaded((images / 255.0 - 0.3) / 0.2), expected, rtol=1e-4, atol=1e-5)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    out = dict(np.load(out_path))
+
+    assert report["project_importable"] == []  # served with TensorFlow alone
+    assert report["signatures"] == {
+        "serving_default": {"inputs": {"images": ["uint8", [None, None, None, 1]]},
+                            "outputs": {"embedding": ["float32", [None, FEATURES]]}},
+        "serve_bytes": {"inputs": {"image_bytes": ["string", [None]]},
+                        "outputs": {"embedding": ["float32", [None, FEATURES]]}}}
+
+    def close(actual, expected):
+        assert actual.shape == expected.shape and actual.dtype == np.float32
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+
+    for name in ("batch_1", "batch_3", "resized_7", "wide_3", "empty", "empty_40"):
+        close(out[name], _expected(backbone, arrays[name]))
+    # Resizing really happened the training way: a plain resize (no crop) gives other features.
+    squashed = tf.cast(tf.round(tf.image.resize(arrays["wide_3"].astype(np.float32), (28, 28), antialias=True)),
+                       tf.uint8).numpy()
+    assert np.abs(out["wide_3"] - _expected(backbone, squashed)).max() > 1e-3
+
+    # serve_bytes: PNG matches serving_default on the decoded pixels, and the in-process reference.
+    close(out["bytes_png"], out["png_decoded"])
+    close(out["bytes_png"], np.concatenate([_expected(backbone, image[None]) for image in png_images]))
+    decoded_jpeg = [tf.io.decode_image(b, channels=1, expand_animations=False).numpy() for b in jpeg]
+    close(out["bytes_jpeg"], np.concatenate([_expected(backbone, image[None]) for image in decoded_jpeg]))
+    close(out["bytes_mixed"], np.concatenate([out["bytes_png"][:2], out["bytes_jpeg"], out["bytes_png"][2:3]]))
+    close(out["bytes_empty"], np.zeros((0, FEATURES), np.float32))
+
+    # REST JSON bodies built by the docs' helpers give the same embeddings.
+    close(out["rest_images"], out["resized_7"][:3])
+    close(out["rest_bytes"], np.concatenate([out["bytes_jpeg"][:1], out["bytes_png"][1:2], out["bytes_png"][3:4]]))
+
+    errors = report["errors"]
+    assert errors["float32"][0] == "InvalidArgumentError"
+    assert "was expected to be a uint8 tensor but is a float tensor" in errors["float32"][1]
+    assert errors["channels"][0] == "InvalidArgumentError"
+    assert "Shape of tensor images [2,28,28,3] is not compatible with expected shape [?,?,?,1]" in errors["channels"][1]
+    assert errors["rank"][0] == "InvalidArgumentError"
+    assert "Shape of tensor images [28,28,1] is not compatible with expected shape [?,?,?,1]" in errors["rank"][1]
+    assert errors["corrupt"][0] == "InvalidArgumentError"
+    assert "Unknown image file format" in errors["corrupt"][1]
+    assert errors["bytes_rank"][0] == "InvalidArgumentError"
+    assert "Shape of tensor image_bytes [] is not compatible with expected shape [?]" in errors["bytes_rank"][1]
+    close(out["after_errors"], out["batch_3"])
 
 
 def test_versions_are_sequential_and_never_overwritten(tmp_path):
     backbone = backbones.small_convnet((8, 8, 1), width=2)
     export_dir = str(tmp_path)
     assert saved_model.next_version(export_dir) == 1
+    # Neither temporary folders (a dead export's or a live one's) nor other names count as versions.
+    host = socket.gethostname()
+    live = f".tmp-export-{host}-{os.getpid()}-0123abcd"
+    other_host = ".tmp-export-otherhost-4194304-0123abcd"
+    for name in (live, other_host, "notes", "７"):  # "７": a non-ASCII digit
+        os.makedirs(os.path.join(export_dir, name))
+    open(os.path.join(export_dir, "5"), "w").close()  # a file, not a version folder
+    assert saved_model.list_versions(export_dir) == [] and saved_model.next_version(export_dir) == 1
     saved_model.export_backbone(backbone, export_dir, (0.5,), (0.5,))
     second = saved_model.export_backbone(backbone, export_dir, (0.5,), (0.5,))
     assert second.endswith(os.sep + "2")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match="already exists"):
         saved_model.export_backbone(backbone, export_dir, (0.5,), (0.5,), version=2)
-    assert sorted(os.listdir(export_dir)) == ["1", "2"]  # no temporary folders left behind
+    third = saved_model.export_backbone(backbone, export_dir, (0.5,), (0.5,), version=7)
+    assert third.endswith(os.sep + "7") and saved_model.next_version(export_dir) == 8
+    # The live export's and the other host's temporary folders were left alone; nothing else was left.
+    assert sorted(os.listdir(export_dir)) == sorted(["1", "2", "5", "7", live, other_host, "notes", "７"])
+    with pytest.raises(ValueError, match="one per channel"):
+        saved_model.export_backbone(backbone, export_dir, (0.5, 0.5, 0.5), (0.5,))
 
 
 def test_failed_export_leaves_no_version(tmp_path, monkeypatch):
@@ -79,3 +310,48 @@ def test_failed_export_leaves_no_version(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         saved_model.export_backbone(backbone, str(tmp_path), (0.5,), (0.5,))
     assert os.listdir(tmp_path) == []
+
+
+KILL_SCRIPT = r"""
+import os, signal, sys
+import keras
+from export import saved_model
+from mixmask_tf import backbones
+
+def save_then_die(self, filepath, *args, **kwargs):
+    open(filepath, "wb").close()  # half of the extra files: the SavedModel itself is already written
+    os.kill(os.getpid(), signal.SIGKILL)
+
+keras.Model.save = save_then_die
+saved_model.export_backbone(backbones.small_convnet((8, 8, 1), width=2), sys.argv[1], (0.5,), (0.5,))
+print("export finished")  # never reached
+"""
+
+
+def test_export_killed_mid_write_leaves_no_version(tmp_path):
+    export_dir = str(tmp_path / "export")
+    result = subprocess.run([sys.executable, "-c", KILL_SCRIPT, export_dir], capture_output=True, text=True,
+                            timeout=300, env=ENV, cwd=REPO_ROOT)
+    assert result.returncode == -signal.SIGKILL, (result.returncode, result.stderr[-3000:])
+    assert "export finished" not in result.stdout
+    (leftover,) = os.listdir(export_dir)  # the dead export's hidden temporary folder, nothing else
+    assert leftover.startswith(".tmp-export-")
+    assert {"saved_model.pb", "variables"} <= set(os.listdir(os.path.join(export_dir, leftover)))
+    assert saved_model.list_versions(export_dir) == [] and saved_model.next_version(export_dir) == 1
+    assert not any(name.isdigit() for name in os.listdir(export_dir))
+
+    path = saved_model.export_backbone(backbones.small_convnet((8, 8, 1), width=2), export_dir, (0.5,), (0.5,))
+    assert path == os.path.join(export_dir, "1")
+    assert os.listdir(export_dir) == ["1"]  # the dead export's folder was cleaned up
+    served = tf.saved_model.load(path).signatures["serving_default"](images=tf.zeros([3, 8, 8, 1], tf.uint8))
+    assert served["embedding"].shape == (3, 8)
+
+
+def test_export_from_model_dir_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json not found"):
+        saved_model.export_from_model_dir(str(tmp_path), str(tmp_path / "export"))
+    backbones.small_convnet((8, 8, 1), width=2).save(str(tmp_path / "backbone.keras"))
+    (tmp_path / "config.json").write_text(json.dumps({"image_shape": [28, 28, 1], "mean": [0.5], "std": [0.5]}))
+    with pytest.raises(ValueError, match="image_shape"):
+        saved_model.export_from_model_dir(str(tmp_path), str(tmp_path / "export"))
+    assert not os.path.exists(tmp_path / "export")
