@@ -2,7 +2,8 @@
 
 A checkpoint is one `.npz` file holding every model weight (encoders, momentum copies,
 queue and pointer, BatchNorm statistics), every optimizer variable (iterations, momenta) and
-the epoch count. It is written to a temporary file in the same folder and renamed into
+the epoch count; with an online linear probe, also the probe's weights and its optimizer's
+variables. It is written to a temporary file in the same folder and renamed into
 place, so a crash or a kill leaves either the previous checkpoint or the new one, never a
 half-written file.
 """
@@ -59,8 +60,23 @@ def _normalized_name(path):
 
 
 def _state(model):
-    variables = list(model.weights) + list(model.optimizer.variables)
-    return variables, [_normalized_name(v.path) for v in variables]
+    """(variables, normalised names) a checkpoint holds, in a fixed order.
+
+    Every model weight and the optimizer's variables; with an online probe (a model with a
+    `probe_optimizer`), the probe's weights are moved after those (named "probe/...") and
+    followed by its optimizer's variables ("probe_optimizer/..."), so the list of a model
+    without a probe is the same as before probes existed.
+    """
+    probe_optimizer = getattr(model, "probe_optimizer", None)
+    probe_weights = list(model.probe.weights) if probe_optimizer is not None else []
+    probe_ids = {id(v) for v in probe_weights}
+    variables = [v for v in model.weights if id(v) not in probe_ids] + list(model.optimizer.variables)
+    names = [_normalized_name(v.path) for v in variables]
+    if probe_optimizer is not None:
+        variables += probe_weights + list(probe_optimizer.variables)
+        names += [f"probe/{_normalized_name(v.path)}" for v in probe_weights]
+        names += [f"probe_optimizer/{_normalized_name(v.path)}" for v in probe_optimizer.variables]
+    return variables, names
 
 
 def save(model, folder, epoch, keep=3):

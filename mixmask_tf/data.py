@@ -630,8 +630,11 @@ def _check_images(images) -> np.ndarray:
 def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: bool = True,
                           drop_remainder: bool = True, start_epoch: Optional[int] = None,
                           steps_per_epoch: Optional[int] = None,
-                          shuffle_buffer: int = 10_000) -> tf.data.Dataset:
+                          shuffle_buffer: int = 10_000, with_labels: bool = False) -> tf.data.Dataset:
     """Two-view pretraining pipeline: one float32 [B, 2, H', W', C] tensor per element.
+
+    With ``with_labels=True`` each element is instead ``(views float32 [B, 2, H', W', C],
+    labels int64 [B])`` (for a trainer with an online probe); the views are the same.
 
     Every epoch is a function of (seed, epoch key) alone: the example order is a stateless
     permutation (``tf.random.experimental.index_shuffle``) and example i of the epoch is
@@ -660,14 +663,21 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
       steps_per_epoch: batches per epoch (default and maximum: N // B, or ceil(N / B) without
         drop_remainder).
       shuffle_buffer: buffer of streaming sources.
+      with_labels: also yield the source's labels (the source must be labeled). A
+        tuple element does not suit MultiWorkerMirroredStrategy's ``fit`` (see above).
 
     Returns:
-      tf.data.Dataset of float32 [B, 2, H', W', C] tensors (view 1 = query, view 2 = key).
+      tf.data.Dataset of float32 [B, 2, H', W', C] tensors (view 1 = query, view 2 = key),
+      or of (that, int64 [B]) pairs with ``with_labels``.
 
     Raises:
-      ValueError: bad images, or no complete batch with drop_remainder.
+      ValueError: bad images, no complete batch with drop_remainder, or ``with_labels`` for
+        an unlabeled source (or plain arrays, which carry no labels).
     """
     source = as_source(images)
+    if with_labels and not source.labeled:
+        raise ValueError(f"with_labels=True needs a labeled source; {source.description} has no labels "
+                         f"(pass a Source such as ArraySource(images, labels))")
     n = source.num_examples
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -679,7 +689,8 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
 
     def augment(position, example, key):
         example_seed = tf.random.experimental.stateless_fold_in(key, position)
-        return tf.cast(view_fn(example[0], example_seed), tf.float32)
+        views = tf.cast(view_fn(example[0], example_seed), tf.float32)
+        return (views, tf.cast(example[1], tf.int64)) if with_labels else views
 
     def epoch(key):
         key = tf.stack([tf.constant(seed, tf.int64), tf.cast(key, tf.int64)])

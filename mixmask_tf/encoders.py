@@ -175,8 +175,8 @@ def rebuild_trainer(model_dir):
     options = dict(config.get("framework_options", {}))
     if options.get("tau_schedule") == "cosine":
         options["total_steps"] = 1  # the schedule does not shape any weight
-    if config.get("probe_classes"):
-        options["probe_classes"] = int(config["probe_classes"])
+    # An online probe's weights are stored after every other variable (checkpoint._state), so
+    # the trainer without a probe matches the front of any checkpoint of its run.
     return models.build_trainer(config["framework"], backbone, branch=None, seed=int(config.get("seed", 0)),
                                 **options)
 

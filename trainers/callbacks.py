@@ -86,7 +86,8 @@ def truncate_metrics_log(model_dir, epochs):
 
 
 class MetricsLog(keras.callbacks.Callback):
-    """Appends each epoch's logs (losses, λ, kNN, lr, time) to `<model_dir>/metrics.jsonl`."""
+    """Appends each epoch's logs (losses, λ, kNN, online probe and its `val_` metrics, lr, time) to
+    `<model_dir>/metrics.jsonl`."""
 
     def __init__(self, model_dir):
         super().__init__()

@@ -87,6 +87,12 @@ flags.DEFINE_integer("knn_every", 1, "kNN evaluation every N epochs (0: only aft
 flags.DEFINE_integer("knn_k", 200, "kNN neighbours.")
 flags.DEFINE_float("knn_t", 0.1, "kNN temperature.")
 flags.DEFINE_boolean("random_init_knn", True, "Also report kNN of the same architecture at random init.")
+flags.DEFINE_boolean("online_probe", False,
+                     "Train a linear classifier on stop-gradient backbone features of the query view during "
+                     "pretraining (needs a labeled train split; its own Adam optimizer, the pretraining is "
+                     "unchanged; costs one extra inference forward per step). Logs probe_top1 (train batches) and "
+                     "val_probe_top1 (test split, at the kNN epochs).")
+flags.DEFINE_float("probe_learning_rate", 1e-3, "Online probe: Adam learning rate (no weight decay).")
 flags.DEFINE_boolean("export", True, "Export the backbone as a SavedModel at the end.")
 flags.DEFINE_string("export_dir", None, "Export base folder (default <model_dir>/export).")
 flags.DEFINE_boolean("tensorboard", True, "Write TensorBoard scalars and mixed-view images to <model_dir>/tensorboard.")
@@ -119,6 +125,8 @@ def validate_flags():
     if f.warmup_epochs < 0 or f.warmup_epochs >= f.epochs:
         if f.warmup_epochs != 0:
             raise UserError(f"--warmup_epochs ({f.warmup_epochs}) must be in [0, --epochs)")
+    if f.probe_learning_rate <= 0:
+        raise UserError(f"--probe_learning_rate must be positive, got {f.probe_learning_rate}")
     if f.weight_decay_style == "l2" and f.optimizer != "sgd":
         raise UserError("--weight_decay_style=l2 is implemented for --optimizer=sgd (LARS has its own L2 term)")
     data_flags.validate_data_flags()
@@ -173,15 +181,21 @@ def framework_flag_options(steps_per_epoch):
     return {name: value for name, value in values.items() if name in allowed}
 
 
-def build_trainer(image_shape, steps_per_epoch):
-    """The trainer the flags describe (the backbone seeded by --seed)."""
+def build_trainer(image_shape, steps_per_epoch, num_classes=0):
+    """The trainer the flags describe (the backbone seeded by --seed).
+
+    With --online_probe, a linear probe over `num_classes` with Adam(--probe_learning_rate).
+    """
     import keras
 
     from mixmask_tf import models
 
     keras.utils.set_random_seed(FLAGS.seed)
+    probe = {}
+    if FLAGS.online_probe:
+        probe = dict(probe_classes=num_classes, probe_optimizer=keras.optimizers.Adam(FLAGS.probe_learning_rate))
     return models.build_trainer(FLAGS.framework, build_backbone(image_shape), branch=build_branch(),
-                                seed=FLAGS.seed, **framework_flag_options(steps_per_epoch))
+                                seed=FLAGS.seed, **probe, **framework_flag_options(steps_per_epoch))
 
 
 def build_optimizer(steps_per_epoch, model):
@@ -213,6 +227,11 @@ def build_optimizer(steps_per_epoch, model):
     return with_decay_exclusions(optimizer, model) if FLAGS.exclude_norm_and_bias_from_decay else optimizer
 
 
+def probe_epochs(every, epochs):
+    """The 1-based epochs at which the KnnMonitor (and with it the online probe) evaluates."""
+    return [e for e in range(1, epochs + 1) if (every and e % every == 0) or e == epochs]
+
+
 def verbosity():
     if FLAGS.verbose >= 0:
         return FLAGS.verbose
@@ -228,6 +247,8 @@ def write_run_files(model_dir, info, image_shape):
               "dataset": FLAGS.dataset, "image_shape": list(image_shape), "num_classes": info.num_classes,
               "mean": list(info.mean), "std": list(info.std), "epochs": FLAGS.epochs,
               "batch_size": FLAGS.batch_size, "seed": FLAGS.seed}
+    if FLAGS.online_probe:
+        config["online_probe"] = {"classes": info.num_classes, "learning_rate": FLAGS.probe_learning_rate}
     checkpoint.atomic_write_text(os.path.join(model_dir, "config.json"), json.dumps(config, indent=2))
 
 
@@ -250,6 +271,9 @@ def run():
     else:
         print(f"kNN monitor off: {no_knn}", flush=True)
     data_flags.report_skipped(model_dir, [train_source, test_source])
+    if FLAGS.online_probe and not (train_source.labeled and info.num_classes > 0):
+        raise UserError(f"--online_probe needs a labeled train split: {train_source.description} has no labels "
+                        "(use a labeled dataset or split, or drop --online_probe)")
     if train_source.num_examples < FLAGS.batch_size:
         raise UserError(f"--batch_size {FLAGS.batch_size} exceeds the {train_source.num_examples} training images")
     two_views = augment.TwoViewAugment.from_preset(FLAGS.augment, image_shape[:2], image_shape[2], info.mean,
@@ -266,7 +290,7 @@ def run():
         bank_ds = data.make_eval_dataset(train_source, None, 512, preprocess)
         test_ds = data.make_eval_dataset(test_source, None, 512, preprocess)
 
-    model = build_trainer(image_shape, steps)
+    model = build_trainer(image_shape, steps, info.num_classes)
     model.compile(optimizer=build_optimizer(steps, model), jit_compile=FLAGS.jit_compile)
     write_run_files(model_dir, info, image_shape)
 
@@ -284,7 +308,8 @@ def run():
               flush=True)
     # Epoch e's batches depend on (seed, e) only, so a resumed run sees what an uninterrupted one would.
     train_ds = data.make_pretrain_dataset(train_source, FLAGS.batch_size, two_views, seed=FLAGS.seed,
-                                          start_epoch=initial_epoch, steps_per_epoch=steps)
+                                          start_epoch=initial_epoch, steps_per_epoch=steps,
+                                          with_labels=FLAGS.online_probe)
     if bank_ds is not None and FLAGS.random_init_knn and "knn_top1_random_init" not in results and not last:
         # The honest control: the same architecture, same initialisation, no training.
         results["knn_top1_random_init"] = knn.evaluate_encoder(
@@ -312,12 +337,23 @@ def run():
         fit_callbacks += [keras.callbacks.TensorBoard(log_dir, update_freq="epoch", write_graph=False),
                           callbacks.MixedViewSummary(log_dir, sample[:8].numpy(), mean=info.mean, std=info.std)]
     fit_callbacks.append(callbacks.Checkpoint(model_dir))
+    validation = {}
+    if FLAGS.online_probe and test_ds is not None:
+        # The probe is validated at the kNN monitor's epochs (every --knn_every, and the last).
+        validation = dict(validation_data=test_ds, validation_freq=probe_epochs(FLAGS.knn_every, FLAGS.epochs))
+    elif FLAGS.online_probe:
+        print(f"online probe: trained, not validated ({no_knn})", flush=True)
     start = time.time()
     if initial_epoch < FLAGS.epochs:
         print(f"pretraining {FLAGS.framework} + {FLAGS.branch} on {FLAGS.dataset} ({train_source.num_examples} "
-              f"images, {steps} steps/epoch, epochs {initial_epoch + 1}..{FLAGS.epochs})", flush=True)
-        model.fit(train_ds, epochs=FLAGS.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                  shuffle=False, verbose=verbosity(), callbacks=fit_callbacks)
+              f"images, {steps} steps/epoch, epochs {initial_epoch + 1}..{FLAGS.epochs})"
+              + (" with an online linear probe" if FLAGS.online_probe else ""), flush=True)
+        history = model.fit(train_ds, epochs=FLAGS.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                            shuffle=False, verbose=verbosity(), callbacks=fit_callbacks, **validation)
+        for key in ("probe_top1", "probe_top5"):
+            values = history.history.get(f"val_{key}")
+            if values:
+                results[key] = float(values[-1])
     if getattr(model, "nan_stopped", False):
         raise UserError("training stopped on a non-finite loss; the last good checkpoint is kept in "
                         f"{os.path.join(model_dir, 'checkpoints')} (lower --learning_rate?)")
@@ -331,6 +367,8 @@ def run():
         summary = f"kNN top-1 on {FLAGS.dataset} {FLAGS.test_split}: pretrained {results['knn_top1']:.2f}%"
         if "knn_top1_random_init" in results:
             summary += f" | random init (same architecture) {results['knn_top1_random_init']:.2f}%"
+    if "probe_top1" in results and FLAGS.online_probe:
+        summary += f" | online linear probe top-1 {results['probe_top1']:.2f}%"
     checkpoint.atomic_write_text(results_path, json.dumps(results, indent=2))
     print(summary, flush=True)
     if FLAGS.export:

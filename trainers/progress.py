@@ -7,11 +7,13 @@ import keras
 
 
 class EpochSummary(keras.callbacks.Callback):
-    """Prints one line per epoch: every loss term, λ, learning rate, kNN and the epoch's time.
+    """Prints one line per epoch: every loss term, λ, learning rate, kNN, probe and the time.
 
     Placed after the callbacks that add to ``logs`` (KnnMonitor, LearningRateLogger), e.g.
     ``epoch 3/10  41.2s  loss 5.1234  loss_clean 5.0012  loss_mixmask 5.3011  lambda 0.500
-    lr 0.05812  kNN 75.12% (3.1s)``; the epoch time excludes nothing (kNN included).
+    lr 0.05812  kNN 75.12% (3.1s)``; the epoch time excludes nothing (kNN included). With an
+    online linear probe it ends with ``probe 61.30% (loss 1.0512)  val probe 63.20% (top-5
+    97.10%)`` (train batches, then the validation set at the epochs that have one).
     """
 
     def __init__(self, epochs, stream=None):
@@ -39,6 +41,12 @@ class EpochSummary(keras.callbacks.Callback):
                 parts.append(f"λ {value:.3f}")
             else:
                 parts.append(f"{key} {value:.4f}")
+        if "probe_top1" in logs:
+            parts.append(f"probe {float(logs['probe_top1']):.2f}%"
+                         + (f" (loss {float(logs['probe_loss']):.4f})" if "probe_loss" in logs else ""))
+        if "val_probe_top1" in logs:
+            parts.append(f"val probe {float(logs['val_probe_top1']):.2f}%"
+                         + (f" (top-5 {float(logs['val_probe_top5']):.2f}%)" if "val_probe_top5" in logs else ""))
         return "  ".join(parts)
 
     def on_epoch_end(self, epoch, logs=None):

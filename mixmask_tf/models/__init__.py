@@ -12,7 +12,11 @@ FRAMEWORKS = {"mocov1": MoCo, "mocov2": MoCo, "simclr": SimCLR, "byol": BYOL, "s
 
 
 def framework_options(framework):
-    """Names of the options a framework's trainer accepts (besides backbone, branch, seed)."""
+    """Names of the options a framework's trainer accepts (besides backbone, branch, seed).
+
+    The online probe's arguments (`probe_classes`, `probe_optimizer`) belong to every trainer
+    (`SiameseTrainer`) and are arguments of `build_trainer`, not framework options.
+    """
     if framework not in FRAMEWORKS:
         raise ValueError(f"unknown framework {framework!r}; choose one of {', '.join(FRAMEWORKS)}")
     params = inspect.signature(FRAMEWORKS[framework].__init__).parameters
@@ -20,7 +24,7 @@ def framework_options(framework):
     return tuple(name for name in params if name not in skip)
 
 
-def build_trainer(framework, backbone, branch=None, seed=0, **options):
+def build_trainer(framework, backbone, branch=None, seed=0, probe_classes=0, probe_optimizer=None, **options):
     """The one way to build a trainer: framework name, backbone, branch and options.
 
     Args:
@@ -28,6 +32,9 @@ def build_trainer(framework, backbone, branch=None, seed=0, **options):
       backbone: functional Keras model images -> features.
       branch: a `mixmask_tf.branches.Branch` (e.g. `branches.build_branch("mixmask", grid_size=4)`) or None.
       seed: base seed of the step's random draws.
+      probe_classes: K > 0 adds an online linear probe with K classes, trained on labeled
+        batches (see `SiameseTrainer`); 0: none.
+      probe_optimizer: the probe's optimizer (default Adam(1e-3)); only with probe_classes.
       **options: the framework's own arguments (see `framework_options(framework)`).
 
     Raises:
@@ -40,6 +47,10 @@ def build_trainer(framework, backbone, branch=None, seed=0, **options):
                          f"its options are: {', '.join(allowed)}")
     if framework.startswith("moco"):
         options["version"] = framework[-2:]
+    if probe_classes:
+        options.update(probe_classes=probe_classes, probe_optimizer=probe_optimizer)
+    elif probe_optimizer is not None:
+        raise ValueError("probe_optimizer needs probe_classes > 0")
     return FRAMEWORKS[framework](backbone, branch=branch, seed=seed, **options)
 
 

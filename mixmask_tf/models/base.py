@@ -12,6 +12,12 @@ batches with weighted terms. The step below combines them:
 Distribution rules (README "Distributed training"): the per-replica mean loss is divided by
 the number of replicas inside the tape; each replica draws its masks from its own seed
 (base seed, step, replica id); state lives in Keras weights so checkpoints hold it.
+
+Online linear probe (optional, `probe_classes > 0`; as solo-learn's base and the keras-io
+examples): a Dense classifier on stop-gradient backbone features of the clean query view,
+trained on labeled batches `(views, labels)` by its own optimizer, so the pretraining loss,
+gradients and optimizer state are exactly those of a run without it. `test_step` reports it
+on clean labeled images (`evaluate`, or `fit(validation_data=...)` as `val_probe_top1`).
 """
 
 import keras
@@ -87,6 +93,49 @@ def ema_update(pairs, momentum):
         target.assign(momentum * target + (1.0 - momentum) * online)
 
 
+def split_labels(data):
+    """The labels of a pretraining batch, or None.
+
+    Args:
+      data: float [N, 2, H, W, C], or a tuple/list (views [N, 2, H, W, C], labels int [N], ...).
+
+    Returns:
+      int [N] labels, or None when the batch carries none (decided when the step is traced).
+    """
+    if isinstance(data, (tuple, list)) and len(data) > 1 and data[1] is not None:
+        return data[1]
+    return None
+
+
+def probe_logits_and_loss(probe, features, labels):
+    """Logits and mean softmax cross-entropy of a linear probe.
+
+    Args:
+      probe: a `keras.layers.Dense(K)`.
+      features: float [N, F] (already stop-gradient).
+      labels: int [N] in [0, K).
+
+    Returns:
+      (logits float32 [N, K], loss float32 scalar: mean over the N examples).
+    """
+    logits = tf.cast(probe(features), tf.float32)
+    per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32), logits=logits)
+    return logits, tf.reduce_mean(per_example)
+
+
+def top_k_percent(logits, labels, k):
+    """Per-example top-k hit in percent, float32 [N] of 0 or 100 (mean it for the accuracy).
+
+    Args:
+      logits: float [N, K]; labels: int [N]; k: python int <= K.
+    """
+    # top_k + equality (a tie at the k-th place goes to the lower class index; in_top_k would
+    # count every tied class as a hit).
+    _, top = tf.math.top_k(logits, k=k)
+    hit = tf.reduce_any(tf.equal(top, tf.cast(labels, top.dtype)[:, None]), axis=1)
+    return tf.cast(hit, tf.float32) * 100.0
+
+
 class SiameseTrainer(keras.Model):
     """Base class of every framework trainer (a `keras.Model`: use `compile` and `fit`).
 
@@ -94,9 +143,21 @@ class SiameseTrainer(keras.Model):
       backbone: functional Keras model images [N, H, W, C] -> features [N, F].
       branch: a `branches.Branch` (None: the plain framework).
       seed: integer base seed of every random draw in the step (masks, permutations).
+      probe_classes: K > 0 adds an online linear probe `Dense(K)` on stop-gradient backbone
+        features of the clean query view (0: none; the model, its weights and checkpoints are
+        then exactly as without this argument). It trains on batches that carry labels,
+        `(views [N, 2, H, W, C], labels int [N])`, and is reported as `probe_loss` and
+        `probe_top1` (%, running mean over the epoch's train batches); `evaluate((images
+        [N, H, W, C], labels [N]))` reports `probe_loss`, `probe_top1` and, for K >= 5,
+        `probe_top5`. Cost: one extra inference forward of the backbone on the query view
+        per labeled step (plus a K x F matrix product), no extra backward pass through it.
+        Labeled (views, labels) tuples work under MirroredStrategy; MultiWorkerMirroredStrategy's
+        `fit` cannot take tuple elements (TF_NOTES.md).
+      probe_optimizer: the probe's own optimizer (default `keras.optimizers.Adam(1e-3)`, no
+        weight decay), built in `compile` on the probe's variables only.
     """
 
-    def __init__(self, backbone, branch=None, seed=0, **kwargs):
+    def __init__(self, backbone, branch=None, seed=0, probe_classes=0, probe_optimizer=None, **kwargs):
         super().__init__(**kwargs)
         self.backbone = backbone
         self.branch = branch if branch is not None else branches_lib.Branch()
@@ -104,6 +165,21 @@ class SiameseTrainer(keras.Model):
         self.seed = int(seed)
         names = ["loss", "loss_clean"] + [f"loss_{t}" for t in self.branch.term_names]
         names += list(self.branch.stat_names)
+        self.probe_classes = int(probe_classes)
+        if self.probe_classes < 0:
+            raise ValueError(f"probe_classes must be >= 0, got {probe_classes}")
+        if self.probe_classes == 0 and probe_optimizer is not None:
+            raise ValueError("probe_optimizer needs probe_classes > 0")
+        self.probe = self.probe_optimizer = None
+        if self.probe_classes:
+            # A seeded initializer draws nothing from the global generators, so every other
+            # weight of the trainer is initialised exactly as without a probe.
+            self.probe = keras.layers.Dense(
+                self.probe_classes, kernel_initializer=keras.initializers.GlorotUniform(seed=self.seed),
+                name="probe")
+            self.probe.build((None, int(backbone.output_shape[-1])))
+            self.probe_optimizer = probe_optimizer if probe_optimizer is not None else keras.optimizers.Adam(1e-3)
+            names += ["probe_loss", "probe_top1"] + (["probe_top5"] if self.probe_classes >= 5 else [])
         self._trackers = {name: keras.metrics.Mean(name=name) for name in names}
 
     # ---- framework hooks -------------------------------------------------------------
@@ -139,10 +215,15 @@ class SiameseTrainer(keras.Model):
         return list(self._trackers.values())
 
     def compile(self, optimizer="sgd", **kwargs):
-        """`keras.Model.compile`, then builds the optimizer on `online_variables()` only."""
+        """`keras.Model.compile`, then builds the optimizer on `online_variables()` only.
+
+        With a probe, its optimizer is built on the probe's variables only.
+        """
         super().compile(optimizer=optimizer, **kwargs)
         if not self.optimizer.built:
             self.optimizer.build(self.online_variables())
+        if self.probe_optimizer is not None and not self.probe_optimizer.built:
+            self.probe_optimizer.build(self.probe.trainable_variables)
 
     def call(self, images, training=False):
         """Backbone features [N, F] of images [N, H, W, C] (what is exported for serving).
@@ -192,8 +273,33 @@ class SiameseTrainer(keras.Model):
         result["loss"] = tf.add_n(list(result.values()))
         return result, out.stats, extras
 
+    def probe_features(self, images):
+        """Stop-gradient backbone features [N, F] of images [N, H, W, C] (inference mode)."""
+        return tf.stop_gradient(self.backbone(images, training=False))
+
+    def probe_step(self, x1, labels):
+        """One optimizer step of the probe on the query view x1 [N, H, W, C], labels int [N].
+
+        Touches only the probe and its optimizer (inference-mode forward: no BatchNorm update).
+
+        Returns:
+          dict: probe_loss (this replica's mean cross-entropy), probe_top1 (%).
+        """
+        features = self.probe_features(x1)
+        variables = self.probe.trainable_variables
+        with tf.GradientTape() as tape:
+            logits, loss = probe_logits_and_loss(self.probe, features, labels)
+            scaled = loss / num_replicas()  # summed over replicas, like the main loss
+        self.probe_optimizer.apply(tape.gradient(scaled, variables), variables)
+        return {"probe_loss": loss, "probe_top1": tf.reduce_mean(top_k_percent(logits, labels, 1))}
+
     def train_step(self, data):
         x1, x2 = split_views(data)
+        labels = split_labels(data) if self.probe is not None else None
+        probe_logs = {}
+        if labels is not None:
+            # Before the pretraining update: the features of the weights that make this step's loss.
+            probe_logs = self.probe_step(x1, labels)
         self.update_targets()
         variables = self.online_variables()
         with tf.GradientTape() as tape:
@@ -203,9 +309,45 @@ class SiameseTrainer(keras.Model):
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply(grads, variables)
         self.finish_step(extras)
-        for name, value in {**result, **stats}.items():
+        for name, value in {**result, **stats, **probe_logs}.items():
             self._trackers[name].update_state(value)
-        return {m.name: m.result() for m in self.metrics}
+        # Probe metrics only when this step trained the probe (never a meaningless 0).
+        skip = {"probe_top5"} | ({"probe_loss", "probe_top1"} if not probe_logs else set())
+        return {m.name: m.result() for m in self.metrics if m.name not in skip}
+
+    def test_step(self, data):
+        """Probe metrics on clean labeled images (without a probe: `keras.Model.test_step`).
+
+        Args:
+          data: (images float [N, H, W, C] normalised as the views, labels int [N]), e.g. a
+            batch of `data.make_eval_dataset`; a two-view batch [N, 2, H, W, C] uses view 1.
+
+        Returns:
+          running probe_loss, probe_top1 (%) and, for probe_classes >= 5, probe_top5 (%) since
+          the last metric reset (Keras resets them at the start of `evaluate`; `fit` logs
+          them as `val_probe_*`).
+        """
+        if self.probe is None:
+            return super().test_step(data)
+        labels = split_labels(data)
+        if labels is None:
+            raise ValueError("the online probe evaluates on (images, labels) batches; got no labels")
+        images = data[0]
+        if len(images.shape) == 5:
+            images = images[:, 0]
+        logits, loss = probe_logits_and_loss(self.probe, self.probe_features(images), labels)
+        n = tf.shape(labels)[0]
+        # Per-example values so partial batches weigh by their size in the running mean.
+        self._trackers["probe_loss"].update_state(loss, sample_weight=tf.cast(n, tf.float32))
+        names = ["probe_loss", "probe_top1"]
+        self._trackers["probe_top1"].update_state(top_k_percent(logits, labels, 1))
+        if "probe_top5" in self._trackers:
+            self._trackers["probe_top5"].update_state(top_k_percent(logits, labels, 5))
+            names.append("probe_top5")
+        return {name: self._trackers[name].result() for name in names}
 
     def get_config(self):
-        return {"seed": self.seed, "branch": self.branch.get_config()}
+        config = {"seed": self.seed, "branch": self.branch.get_config()}
+        if self.probe_classes:
+            config["probe_classes"] = self.probe_classes
+        return config
