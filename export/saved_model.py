@@ -41,6 +41,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mixmask_tf import data
+
 SIGNATURE_INPUT = "images"
 SIGNATURE_BYTES_INPUT = "image_bytes"
 SIGNATURE_OUTPUT = "embedding"
@@ -130,17 +132,7 @@ def conform_batch(images, height, width):
     def resize():
         check = tf.debugging.assert_positive(tf.minimum(h, w), message="images must be at least 1 x 1 pixels")
         with tf.control_dependencies([check]):
-            hf, wf = tf.cast(h, tf.float64), tf.cast(w, tf.float64)
-        # max(H/h, W/w) == H / min(h, w) for a square H x W target, as in conform_image.
-        scale = tf.maximum(height / hf, width / wf)
-        new_h = tf.maximum(height, tf.cast(tf.round(hf * scale), tf.int32))
-        new_w = tf.maximum(width, tf.cast(tf.round(wf * scale), tf.int32))
-        resized = tf.image.resize(tf.cast(images, tf.float32), tf.stack([new_h, new_w]),
-                                  method="bilinear", antialias=True)
-        top = (new_h - height) // 2
-        left = (new_w - width) // 2
-        cropped = resized[:, top:top + height, left:left + width]
-        return tf.cast(tf.clip_by_value(tf.round(cropped), 0.0, 255.0), tf.uint8)
+            return data.resize_cover_crop(images, height, width)
 
     if images.shape[1] == height and images.shape[2] == width:
         return images
@@ -286,6 +278,42 @@ def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None
     return final
 
 
+_EVAL_KEYS = ("knn_top1", "knn_top5", "linear_top1", "linear_top5", "finetune_top1", "finetune_top5",
+              "probe_top1", "probe_top5", "protocol", "label_fraction", "k", "temperature")
+
+
+def _evaluations(model_dir, results):
+    """The run's evaluation results for the model card: `<model_dir>/eval/*.json` of the last epoch.
+
+    Results of an earlier checkpoint (`--checkpoint`) or of a control are left out; so is a file
+    that was written before the run trained further (fewer epochs than the run has now).
+    """
+    found = {}
+    folder = os.path.join(model_dir, "eval")
+    if not os.path.isdir(folder):
+        return found
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(folder, name)) as f:
+                entry = json.load(f)
+        except (OSError, ValueError):
+            continue
+        encoder = entry.get("encoder") or {}
+        if entry.get("checkpoint") or entry.get("control", "none") != "none" or encoder.get("source") != "run":
+            continue
+        if results.get("epochs_completed") is not None and encoder.get("epochs") != results["epochs_completed"]:
+            continue
+        summary = {k: entry[k] for k in _EVAL_KEYS if entry.get(k) is not None}
+        summary.update(dataset=entry.get("dataset"), test_split=entry.get("test_split"),
+                       command="trainers." + next(c for p, c in (("knn", "knn_eval"), ("linear", "linear_eval"),
+                                                                   ("finetune", "finetune"), ("", "?"))
+                                                     if name.startswith(p)))
+        found[name[:-5]] = summary
+    return found
+
+
 def export_from_model_dir(model_dir, export_dir, version=None):
     """Exports the backbone of the last checkpoint of a pretraining run in `model_dir`.
 
@@ -317,7 +345,7 @@ def export_from_model_dir(model_dir, export_dir, version=None):
                 "epochs": results.get("epochs_completed"), "knn_top1": results.get("knn_top1"),
                 "knn_top1_random_init": results.get("knn_top1_random_init"),
                 "knn_k": results.get("knn_k"), "knn_t": results.get("knn_t"),
-                "model_dir": os.path.abspath(model_dir)}
+                "model_dir": os.path.abspath(model_dir), "evaluations": _evaluations(model_dir, results)}
     return export_backbone(backbone, export_dir, config["mean"], config["std"], version=version, metadata=metadata)
 
 

@@ -396,6 +396,33 @@ def load_dataset(name: str, split: str = "train", data_dir: Optional[str] = None
 # ----------------------------------------------------------------------------- image conforming
 
 
+def resize_cover_crop(images, height: int, width: int) -> tf.Tensor:
+    """Scales images to cover height x width, then crops the centre window (uint8 out).
+
+    The scale is max(height / h, width / w) (for a square target: the shorter side becomes the
+    target size), bilinear with antialiasing, rounded and clipped to uint8.
+
+    Args:
+      images: [h, w, C] or [N, h, w, C] (any dtype of pixel values in [0, 255]); h, w >= 1.
+      height, width: the output size.
+
+    Returns:
+      uint8 [height, width, C] or [N, height, width, C].
+    """
+    images = tf.convert_to_tensor(images)
+    shape = tf.shape(images)
+    h, w = tf.cast(shape[-3], tf.float64), tf.cast(shape[-2], tf.float64)
+    scale = tf.maximum(height / h, width / w)
+    new_h = tf.maximum(height, tf.cast(tf.round(h * scale), tf.int32))
+    new_w = tf.maximum(width, tf.cast(tf.round(w * scale), tf.int32))
+    resized = tf.image.resize(tf.cast(images, tf.float32), tf.stack([new_h, new_w]),
+                              method="bilinear", antialias=True)
+    top = (new_h - height) // 2
+    left = (new_w - width) // 2
+    cropped = resized[..., top:top + height, left:left + width, :]
+    return tf.cast(tf.clip_by_value(tf.round(cropped), 0.0, 255.0), tf.uint8)
+
+
 def conform_image(image, size: Optional[int] = None, channels: Optional[int] = None) -> tf.Tensor:
     """Brings one decoded image to a fixed channel count and a square size.
 
@@ -431,17 +458,7 @@ def conform_image(image, size: Optional[int] = None, channels: Optional[int] = N
     static = image.shape[:2]
     if static[0] == size and static[1] == size:
         return image
-    shape = tf.shape(image)
-    h, w = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
-    scale = size / tf.minimum(h, w)
-    new_h = tf.maximum(size, tf.cast(tf.round(h * scale), tf.int32))
-    new_w = tf.maximum(size, tf.cast(tf.round(w * scale), tf.int32))
-    resized = tf.image.resize(tf.cast(image, tf.float32), tf.stack([new_h, new_w]),
-                              method="bilinear", antialias=True)
-    top = (new_h - size) // 2
-    left = (new_w - size) // 2
-    cropped = resized[top:top + size, left:left + size]
-    out = tf.cast(tf.clip_by_value(tf.round(cropped), 0.0, 255.0), tf.uint8)
+    out = resize_cover_crop(image, size, size)
     return tf.ensure_shape(out, [size, size, image.shape[-1]])
 
 

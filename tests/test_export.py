@@ -355,3 +355,28 @@ def test_export_from_model_dir_errors(tmp_path):
     with pytest.raises(ValueError, match="image_shape"):
         saved_model.export_from_model_dir(str(tmp_path), str(tmp_path / "export"))
     assert not os.path.exists(tmp_path / "export")
+
+
+def test_model_card_lists_the_runs_evaluations(tmp_path):
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    run = {"source": "run", "epochs": 5}
+    entries = {
+        "knn.json": {"encoder": run, "control": "none", "checkpoint": None, "knn_top1": 77.9, "knn_top5": 99.4,
+                     "k": 200, "temperature": 0.1, "dataset": "fashion_mnist", "test_split": "test"},
+        "linear-fast.json": {"encoder": run, "control": "none", "checkpoint": None, "linear_top1": 82.1,
+                             "protocol": "fast", "dataset": "fashion_mnist", "test_split": "test"},
+        # Left out: an earlier checkpoint, a control, results of an older state of the run, broken JSON.
+        "knn-ckpt-00001.json": {"encoder": {"source": "run", "epochs": 1}, "checkpoint": "ckpt-00001.npz",
+                                "knn_top1": 60.0},
+        "knn-raw_pixels.json": {"encoder": {"control": "raw_pixels"}, "control": "raw_pixels", "knn_top1": 84.0},
+        "finetune-1pct.json": {"encoder": {"source": "run", "epochs": 3}, "control": "none", "finetune_top1": 70.0},
+    }
+    for name, entry in entries.items():
+        (folder / name).write_text(json.dumps(entry))
+    (folder / "broken.json").write_text("{")
+    found = saved_model._evaluations(str(tmp_path), {"epochs_completed": 5})
+    assert sorted(found) == ["knn", "linear-fast"]
+    assert found["knn"]["knn_top1"] == 77.9 and found["knn"]["command"] == "trainers.knn_eval"
+    assert found["linear-fast"] == {"linear_top1": 82.1, "protocol": "fast", "dataset": "fashion_mnist",
+                                    "test_split": "test", "command": "trainers.linear_eval"}

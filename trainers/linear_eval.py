@@ -10,7 +10,7 @@ Protocols (mixmask_tf.linear_probe.PROTOCOLS):
   moco: MoCo's linear classification: SGD lr 30, momentum 0.9, weight decay 0, batch 256,
       100 epochs, lr x 0.1 at epochs 60 and 80, random resized crop + flip on the training
       images (encoded anew every step); --augment=off caches features under these settings.
-Any field can be overridden by its flag. Writes `<model_dir>/eval/linear.json` for a run.
+Any field can be overridden by its flag. Writes `<model_dir>/eval/linear-<protocol>.json` for a run.
 """
 
 import os
@@ -95,7 +95,7 @@ def run():
                "seed": FLAGS.seed, "linear_top1": result["top1"], "linear_top5": result.get("top5"),
                "train_top1": train_result["top1"] if train_result else None,
                "train_seconds": round(time.time() - start, 1)}
-    path = eval_common.write_results("linear", results)
+    path = eval_common.write_results(f"linear-{FLAGS.protocol}", results)
     top5 = f", top-5 {result['top5']:.2f}%" if "top5" in result else ""
     print(f"linear probe ({FLAGS.protocol}) on {FLAGS.dataset} {FLAGS.test_split}: top-1 {result['top1']:.2f}%"
           f"{top5}" + (f"  [{path}]" if path else ""), flush=True)
