@@ -1,0 +1,168 @@
+r"""Train-step throughput of every framework with and without each branch.
+
+    python -m benchmarks.step_throughput                                   # small ConvNet, CPU defaults
+    python -m benchmarks.step_throughput --backbones=small_convnet,resnet18_cifar --jit=false,true \
+        --precision=float32,mixed_float16 --json=/tmp/step_throughput.json
+
+For each (backbone, framework, branch, jit, precision) it times the compiled train step on one
+fixed batch (the input pipeline excluded; `benchmarks.input_pipeline` measures that) and prints:
+ms/step, images/s, the overhead of the branch over the plain framework next to its
+theoretical floor, and the share of the step spent in the branch's own mask and mix ops (timed
+alone, compiled the same way). Writes every row to --json.
+
+Theoretical floor: a forward pass costs 1 unit and a backward pass 2, so an encoder that is
+trained costs 3 units per batch and a momentum / target encoder 1. MoCo: query 3 + key 1 = 4; each
+extra query batch of a branch adds 3, so MixMask's floor is 7 / 4 = 1.75× (the issue's figure).
+SimCLR and SimSiam: 3 + 3 = 6 (floor 9 / 6 = 1.5× for one batch); BYOL: 3 + 3 + 1 + 1 = 8
+(11 / 8 = 1.375×). This is the ratio the encoder passes alone imply: the step's fixed costs
+(heads, losses, optimizer update, queue) shrink the measured ratio below it, and anything above
+it is overhead of the branch itself (its mask and mix ops, shown in the last column).
+"""
+
+import json
+import os
+import platform
+import time
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags
+
+flags.DEFINE_list("backbones", ["small_convnet"], "Backbones: small_convnet, resnet18_cifar, resnet50.")
+flags.DEFINE_list("frameworks", ["mocov2", "simclr", "byol", "simsiam"], "Frameworks.")
+flags.DEFINE_list("branches", ["none", "mixmask", "unmix", "mixmask_unmix", "erase"], "Branches.")
+flags.DEFINE_list("jit", ["false"], "XLA settings (true/false).")
+flags.DEFINE_list("precision", ["float32"], "Keras dtype policies: float32, mixed_float16, mixed_bfloat16.")
+flags.DEFINE_integer("width", 32, "Small ConvNet width.")
+flags.DEFINE_list("small_image_shape", ["28", "28", "1"], "H,W,C for the small ConvNet.")
+flags.DEFINE_list("resnet_image_shape", ["32", "32", "3"], "H,W,C for the ResNets.")
+flags.DEFINE_integer("batch_size", 128, "Batch size.")
+flags.DEFINE_integer("queue_size", 4096, "MoCo queue size.")
+flags.DEFINE_integer("grid_size", 4, "Mask grid size.")
+flags.DEFINE_integer("steps", 10, "Timed steps per row.")
+flags.DEFINE_integer("warmup", 3, "Untimed steps (tracing, compilation).")
+flags.DEFINE_string("json", None, "Write the rows here.")
+FLAGS = flags.FLAGS
+
+# (trained encoder batches, momentum/target encoder batches) of each framework's clean step.
+CLEAN_PASSES = {"mocov1": (1, 1), "mocov2": (1, 1), "simclr": (2, 0), "simsiam": (2, 0), "byol": (2, 2)}
+EXTRA_BATCHES = {"none": 0, "mixmask": 1, "unmix": 1, "mixmask_unmix": 2, "erase": 2}
+
+
+def floor_ratio(framework, branch):
+    """Theoretical step-time ratio of framework + branch over the plain framework (fwd 1, bwd 2)."""
+    trained, target = CLEAN_PASSES[framework]
+    clean = 3 * trained + target
+    return (clean + 3 * EXTRA_BATCHES[branch]) / clean
+
+
+def time_call(fn, steps, warmup):
+    """Median seconds per call of fn() after `warmup` untimed calls (fn returns something to sync on)."""
+    import numpy as np
+
+    for _ in range(warmup):
+        _sync(fn())
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        _sync(fn())
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _sync(value):
+    import tensorflow as tf
+
+    for t in tf.nest.flatten(value):
+        if hasattr(t, "numpy"):
+            t.numpy()
+
+
+def build(backbone_name, shape, framework, branch_name, jit, precision):
+    import keras
+
+    from mixmask_tf import backbones, branches, models
+
+    keras.mixed_precision.set_dtype_policy(precision)
+    keras.utils.set_random_seed(0)
+    kwargs = {"width": FLAGS.width} if backbone_name == "small_convnet" else {}
+    backbone = backbones.build_backbone(backbone_name, shape, **kwargs)
+    mask = {"grid_size": FLAGS.grid_size}
+    options = {"none": {}, "mixmask": mask, "unmix": {}, "mixmask_unmix": mask, "erase": mask}[branch_name]
+    branch = branches.build_branch(branch_name, **options)
+    framework_kwargs = {"queue_size": FLAGS.queue_size} if framework.startswith("moco") else {}
+    model = models.build_trainer(framework, backbone, branch=branch, seed=0, **framework_kwargs)
+    model.compile(optimizer=keras.optimizers.SGD(0.03, momentum=0.9), jit_compile=jit)
+    return model
+
+
+def measure(backbone_name, framework, branch_name, jit, precision):
+    """One row: step time and the branch ops' own time."""
+    import numpy as np
+    import tensorflow as tf
+
+    shape = tuple(int(v) for v in (FLAGS.small_image_shape if backbone_name == "small_convnet"
+                                   else FLAGS.resnet_image_shape))
+    batch = tf.constant(np.random.default_rng(0).normal(size=(FLAGS.batch_size, 2) + shape).astype("float32"))
+    model = build(backbone_name, shape, framework, branch_name, jit, precision)
+    model.make_train_function()
+    step = model.train_function
+    data = iter(tf.data.Dataset.from_tensors(batch).repeat())
+    seconds = time_call(lambda: step(data), FLAGS.steps, FLAGS.warmup)
+    branch_seconds = 0.0
+    if branch_name != "none":
+        x1 = batch[:, 0]
+
+        @tf.function(jit_compile=jit)
+        def branch_ops(seed):
+            out = model.branch(x1, seed)
+            return [b.images for b in out.batches]
+
+        seed = tf.constant([0, 1], tf.int32)
+        branch_seconds = time_call(lambda: branch_ops(seed), FLAGS.steps, FLAGS.warmup)
+    return {"backbone": backbone_name, "image_shape": list(shape), "framework": framework, "branch": branch_name,
+            "jit": jit, "precision": precision, "batch_size": FLAGS.batch_size, "ms_per_step": seconds * 1e3,
+            "images_per_second": FLAGS.batch_size / seconds, "branch_ops_ms": branch_seconds * 1e3,
+            "branch_ops_share": branch_seconds / seconds, "floor_ratio": floor_ratio(framework, branch_name)}
+
+
+def main(argv):
+    del argv
+    import keras
+    import tensorflow as tf
+
+    devices = tf.config.list_physical_devices("GPU")
+    device = devices[0].name if devices else f"CPU ({os.cpu_count()} cores, {platform.processor() or 'unknown'})"
+    print(f"device: {device}; TF {tf.__version__}, Keras {keras.__version__}, "
+          f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS')}, batch {FLAGS.batch_size}", flush=True)
+    header = (f"{'backbone':15s} {'framework':9s} {'branch':14s} {'jit':5s} {'precision':14s} "
+              f"{'ms/step':>8s} {'img/s':>7s} {'ratio':>6s} {'floor':>6s} {'mask+mix':>9s}")
+    print(header)
+    rows = []
+    for backbone_name in FLAGS.backbones:
+        for precision in FLAGS.precision:
+            for jit in (v == "true" for v in FLAGS.jit):
+                for framework in FLAGS.frameworks:
+                    plain = None
+                    for branch_name in FLAGS.branches:
+                        row = measure(backbone_name, framework, branch_name, jit, precision)
+                        if branch_name == "none":
+                            plain = row["ms_per_step"]
+                        row["ratio_to_plain"] = row["ms_per_step"] / plain if plain else None
+                        rows.append(row)
+                        ratio = f"{row['ratio_to_plain']:.2f}x" if row["ratio_to_plain"] else "-"
+                        share = f"{100 * row['branch_ops_share']:.1f}%" if branch_name != "none" else "-"
+                        print(f"{backbone_name:15s} {framework:9s} {branch_name:14s} {str(jit):5s} {precision:14s} "
+                              f"{row['ms_per_step']:8.1f} {row['images_per_second']:7.0f} {ratio:>6s} "
+                              f"{row['floor_ratio']:5.2f}x {share:>9s}", flush=True)
+    keras.mixed_precision.set_dtype_policy("float32")
+    if FLAGS.json:
+        with open(FLAGS.json, "w") as f:
+            json.dump({"device": device, "tensorflow": tf.__version__, "keras": keras.__version__,
+                       "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "rows": rows}, f, indent=2)
+        print(f"wrote {FLAGS.json}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,29 @@
+"""The throughput benchmark runs end to end and its theoretical floors are the issue's."""
+
+import json
+
+from conftest import run_module
+
+from benchmarks import step_throughput
+
+
+def test_floor_ratios():
+    assert step_throughput.floor_ratio("mocov2", "mixmask") == 1.75
+    assert step_throughput.floor_ratio("mocov2", "none") == 1.0
+    assert step_throughput.floor_ratio("simclr", "mixmask") == 1.5
+    assert step_throughput.floor_ratio("byol", "mixmask") == 11 / 8
+    assert step_throughput.floor_ratio("mocov2", "mixmask_unmix") == 10 / 4
+
+
+def test_benchmark_prints_table_and_writes_json(tmp_path):
+    path = str(tmp_path / "rows.json")
+    result = run_module("benchmarks.step_throughput", "--frameworks=mocov2", "--branches=none,mixmask",
+                        "--width=4", "--batch_size=16", "--queue_size=64", "--steps=2", "--warmup=1",
+                        f"--json={path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ms/step" in result.stdout and "mask+mix" in result.stdout
+    rows = json.load(open(path))["rows"]
+    assert [(r["framework"], r["branch"]) for r in rows] == [("mocov2", "none"), ("mocov2", "mixmask")]
+    assert all(r["ms_per_step"] > 0 and r["images_per_second"] > 0 for r in rows)
+    assert rows[0]["ratio_to_plain"] == 1.0 and rows[1]["floor_ratio"] == 1.75
+    assert 0 < rows[1]["branch_ops_share"] < 1
