@@ -1,40 +1,79 @@
-r"""Times the pretraining input pipeline alone (decode, two augmented views, batch, prefetch).
+r"""Times the pretraining input pipeline alone (two augmented views per image, batch, prefetch).
 
-    python -m benchmarks.input_pipeline --dataset=fashion_mnist --augment=fashion_mnist --batch_size=256
+    python -m benchmarks.input_pipeline                                   # every preset, Fashion-MNIST
+    python -m benchmarks.input_pipeline --augments=fashion_mnist --step_json=/tmp/step_throughput.json
 
-Prints images/s over --batches batches after --warmup batches.
+Prints images/s per augmentation preset over --batches batches after --warmup batches. With
+--step_json (written by `benchmarks.step_throughput`), it also prints what each train step row
+consumes and whether the pipeline keeps up (pipeline images/s over step images/s: below 1 the
+pipeline is the bottleneck; during training both share the same cores, so leave a margin).
 """
 
+import json
 import os
 import time
 
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
-flags.DEFINE_string("dataset", "fashion_mnist", "Dataset name.")
-flags.DEFINE_string("augment", "fashion_mnist", "Augmentation preset.")
+flags.DEFINE_string("dataset", "fashion_mnist", "Dataset name (in-memory datasets: fashion_mnist, mnist, synthetic).")
+flags.DEFINE_list("augments", ["fashion_mnist", "cifar", "mocov1", "mocov2", "simclr", "byol"],
+                  "Augmentation presets to time.")
 flags.DEFINE_integer("batch_size", 256, "Batch size.")
 flags.DEFINE_integer("batches", 40, "Timed batches.")
 flags.DEFINE_integer("warmup", 5, "Untimed batches.")
+flags.DEFINE_string("step_json", None, "Rows of benchmarks.step_throughput to compare against.")
+flags.DEFINE_string("json", None, "Write the results here.")
 FLAGS = flags.FLAGS
+
+
+def pipeline_rate(images, info, preset, batch_size, batches, warmup):
+    """Images per second the two-view pipeline delivers for one preset."""
+    from mixmask_tf import augment, data
+
+    views = augment.TwoViewAugment.from_preset(preset, images.shape[1:3], images.shape[3], info.mean, info.std)
+    iterator = iter(data.make_pretrain_dataset(images, batch_size, views, seed=0, start_epoch=0))
+    for _ in range(warmup):
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    return batches * batch_size / (time.perf_counter() - start)
 
 
 def main(argv):
     del argv
-    from mixmask_tf import augment, data
+    from mixmask_tf import data
 
     images, _, info = data.load_dataset(FLAGS.dataset, "train")
-    views = augment.TwoViewAugment.from_preset(FLAGS.augment, images.shape[1:3], images.shape[3], info.mean, info.std)
-    iterator = iter(data.make_pretrain_dataset(images, FLAGS.batch_size, views, seed=0))
-    for _ in range(FLAGS.warmup):
-        next(iterator)
-    start = time.perf_counter()
-    for _ in range(FLAGS.batches):
-        next(iterator)
-    seconds = time.perf_counter() - start
-    print(f"{FLAGS.dataset} / {FLAGS.augment}: {FLAGS.batches * FLAGS.batch_size / seconds:.0f} images/s "
-          f"(two views each, batch {FLAGS.batch_size}, {FLAGS.batches} batches)")
+    print(f"{FLAGS.dataset}: {images.shape[0]} images {images.shape[1:]}, batch {FLAGS.batch_size}, "
+          f"{os.cpu_count()} cores", flush=True)
+    results = {}
+    for preset in FLAGS.augments:
+        results[preset] = pipeline_rate(images, info, preset, FLAGS.batch_size, FLAGS.batches, FLAGS.warmup)
+        print(f"{preset:14s} {results[preset]:8.0f} images/s (two views each)", flush=True)
+    comparisons = []
+    if FLAGS.step_json:
+        with open(FLAGS.step_json) as f:
+            rows = json.load(f)["rows"]
+        shape = list(images.shape[1:])
+        for row in rows:
+            if row["image_shape"] != shape:
+                continue
+            for preset, rate in results.items():
+                comparisons.append({"preset": preset, "framework": row["framework"], "branch": row["branch"],
+                                    "step_images_per_second": row["images_per_second"],
+                                    "pipeline_over_step": rate / row["images_per_second"]})
+                print(f"{preset:14s} vs {row['framework']} + {row['branch']:14s}: step consumes "
+                      f"{row['images_per_second']:6.0f} images/s, pipeline / step = {rate / row['images_per_second']:.1f}",
+                      flush=True)
+    if FLAGS.json:
+        with open(FLAGS.json, "w") as f:
+            json.dump({"dataset": FLAGS.dataset, "batch_size": FLAGS.batch_size, "images_per_second": results,
+                       "comparisons": comparisons}, f, indent=2)
+        print(f"wrote {FLAGS.json}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ def test_floor_ratios():
 
 def test_benchmark_prints_table_and_writes_json(tmp_path):
     path = str(tmp_path / "rows.json")
-    result = run_module("benchmarks.step_throughput", "--frameworks=mocov2", "--branches=none,mixmask",
+    result = run_module("benchmarks.step_throughput", "--frameworks=mocov2", "--branches=none,mixmask", "--small_image_shape=28,28,1",
                         "--width=4", "--batch_size=16", "--queue_size=64", "--steps=2", "--warmup=1",
                         f"--json={path}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -27,3 +27,11 @@ def test_benchmark_prints_table_and_writes_json(tmp_path):
     assert all(r["ms_per_step"] > 0 and r["images_per_second"] > 0 for r in rows)
     assert rows[0]["ratio_to_plain"] == 1.0 and rows[1]["floor_ratio"] == 1.75
     assert 0 < rows[1]["branch_ops_share"] < 1
+    # The input-pipeline benchmark compares its rate per preset with those step rows.
+    out = str(tmp_path / "pipeline.json")
+    result = run_module("benchmarks.input_pipeline", "--augments=fashion_mnist,byol", "--batch_size=32",
+                        "--batches=2", "--warmup=1", f"--step_json={path}", f"--json={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    pipeline = json.load(open(out))
+    assert sorted(pipeline["images_per_second"]) == ["byol", "fashion_mnist"]
+    assert len(pipeline["comparisons"]) == 4 and all(c["pipeline_over_step"] > 0 for c in pipeline["comparisons"])
