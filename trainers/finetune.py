@@ -13,11 +13,7 @@ writes `<model_dir>/eval/finetune-<pct>.json` (with the subset's per-class count
 fingerprint of its indices) and, with --save_model, the fine-tuned classifier as `.keras`.
 """
 
-import os
 import time
-
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags
 

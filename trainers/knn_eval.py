@@ -11,11 +11,7 @@ with a running top-k, so memory stays bounded for an ImageNet-sized bank. Prints
 top-5 and writes `<model_dir>/eval/knn.json` for a run (or --output).
 """
 
-import os
 import time
-
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags
 

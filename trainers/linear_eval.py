@@ -13,11 +13,7 @@ Protocols (mixmask_tf.linear_probe.PROTOCOLS):
 Any field can be overridden by its flag. Writes `<model_dir>/eval/linear-<protocol>.json` for a run.
 """
 
-import os
 import time
-
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags
 

@@ -14,12 +14,8 @@ import os
 import sys
 import time
 
-# Before TensorFlow is imported: oneDNN kernels are off by default on these AMD CPUs and
-# turning them on made a graph-mode ResNet-18 step 1.7x faster. The user's setting wins.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app, flags, logging  # noqa: E402
+# The trainers package has set TF_ENABLE_ONEDNN_OPTS / TF_CPP_MIN_LOG_LEVEL (trainers/__init__.py).
+from absl import app, flags, logging
 
 from trainers import data_flags  # noqa: E402  (defines the dataset flags)
 from trainers.data_flags import UserError  # noqa: E402
