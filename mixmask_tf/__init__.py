@@ -5,3 +5,7 @@ backbones; models (framework trainers, `keras.Model` subclasses); data; knn; che
 """
 
 __version__ = "0.1.0"
+
+# Registers the BatchNorm layer the backbones use, so that `keras.models.load_model` can read a
+# saved backbone once `mixmask_tf` is imported.
+from mixmask_tf import batchnorm  # noqa: E402,F401

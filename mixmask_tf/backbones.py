@@ -1,8 +1,9 @@
 """Image encoders ("backbones"): functional Keras models mapping images to a feature vector.
 
-Every backbone here uses `BatchNormalization(synchronized=True)`: on one device it is plain
-BatchNorm; under `tf.distribute` it computes batch statistics over the global batch, which is
-this project's replacement for MoCo's shuffle-BN (TensorFlow has no shuffle-BN; see README).
+Every backbone here uses `batchnorm.BatchNorm(synchronized=True)`: on one device it is plain
+BatchNorm, trained with TensorFlow's fused kernel; under `tf.distribute` it computes batch
+statistics over the global batch, which is this project's replacement for MoCo's shuffle-BN
+(TensorFlow has no shuffle-BN; see README).
 
 Any functional Keras model `images [N, H, W, C] -> features [N, F]` can be used as a backbone:
 `keras.models.clone_model` must be able to copy it (for momentum / target encoders).
@@ -11,11 +12,13 @@ Any functional Keras model `images [N, H, W, C] -> features [N, F]` can be used 
 import keras
 from keras import layers
 
+from mixmask_tf.batchnorm import BatchNorm, batch_norm
+
 BACKBONES = ("small_convnet", "resnet18_cifar", "resnet50")
 
 
 def _bn(name):
-    return layers.BatchNormalization(synchronized=True, momentum=0.9, epsilon=1e-5, name=name)
+    return batch_norm(name)
 
 
 def small_convnet(input_shape, width=32, name="small_convnet"):
@@ -79,12 +82,13 @@ def resnet18_cifar(input_shape, name="resnet18_cifar"):
 
 
 def _synchronize_batchnorm(model):
-    """Returns a copy of a functional model with every BatchNormalization synchronized."""
+    """A copy of a functional model with every BatchNormalization a synchronized `BatchNorm`."""
 
     def clone(layer):
         config = layer.get_config()
         if isinstance(layer, layers.BatchNormalization):
             config["synchronized"] = True
+            return BatchNorm.from_config(config)
         return layer.__class__.from_config(config)
 
     return keras.models.clone_model(model, clone_function=clone)

@@ -3,6 +3,8 @@
 import keras
 from keras import layers
 
+from mixmask_tf import batchnorm
+
 
 def mlp_head(input_dim, hidden_dim, output_dim, num_layers=2, batch_norm=True, last_batch_norm=False,
              name="head"):
@@ -29,12 +31,11 @@ def mlp_head(input_dim, hidden_dim, output_dim, num_layers=2, batch_norm=True, l
     for i in range(num_layers - 1):
         x = layers.Dense(hidden_dim, use_bias=not batch_norm, name=f"hidden{i}")(x)
         if batch_norm:
-            x = layers.BatchNormalization(synchronized=True, epsilon=1e-5, momentum=0.9, name=f"hidden{i}_bn")(x)
+            x = batchnorm.batch_norm(f"hidden{i}_bn")(x)
         x = layers.ReLU(name=f"hidden{i}_relu")(x)
     x = layers.Dense(output_dim, use_bias=not last_batch_norm, name="out")(x)
     if last_batch_norm:
-        x = layers.BatchNormalization(synchronized=True, epsilon=1e-5, momentum=0.9, center=False, scale=False,
-                                      name="out_bn")(x)
+        x = batchnorm.batch_norm("out_bn", center=False, scale=False)(x)
     return keras.Model(inputs, x, name=name)
 
 
