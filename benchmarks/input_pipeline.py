@@ -13,8 +13,7 @@ import json
 import os
 import time
 
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import trainers  # noqa: E402,F401  (TensorFlow environment defaults, before TensorFlow)
 
 from absl import app, flags
 

@@ -24,8 +24,9 @@ import os
 import platform
 import time
 
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import trainers
+
+trainers.train_step_threads()  # and the package's oneDNN / logging defaults, before TensorFlow
 
 from absl import app, flags
 
@@ -135,7 +136,9 @@ def main(argv):
     devices = tf.config.list_physical_devices("GPU")
     device = devices[0].name if devices else f"CPU ({os.cpu_count()} cores, {platform.processor() or 'unknown'})"
     print(f"device: {device}; TF {tf.__version__}, Keras {keras.__version__}, "
-          f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS')}, batch {FLAGS.batch_size}", flush=True)
+          f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS')}, threads inter-op "
+          f"{os.environ.get('TF_NUM_INTEROP_THREADS')} / intra-op {os.environ.get('TF_NUM_INTRAOP_THREADS')}, "
+          f"batch {FLAGS.batch_size}", flush=True)
     header = (f"{'backbone':15s} {'framework':9s} {'branch':14s} {'jit':5s} {'precision':14s} "
               f"{'ms/step':>8s} {'img/s':>7s} {'ratio':>6s} {'floor':>6s} {'mask+mix':>9s}")
     print(header)
@@ -160,7 +163,9 @@ def main(argv):
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:
             json.dump({"device": device, "tensorflow": tf.__version__, "keras": keras.__version__,
-                       "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "rows": rows}, f, indent=2)
+                       "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+                       "inter_op_threads": os.environ.get("TF_NUM_INTEROP_THREADS"),
+                       "intra_op_threads": os.environ.get("TF_NUM_INTRAOP_THREADS"), "rows": rows}, f, indent=2)
         print(f"wrote {FLAGS.json}")
 
 

@@ -17,6 +17,10 @@ import time
 # The trainers package has set TF_ENABLE_ONEDNN_OPTS / TF_CPP_MIN_LOG_LEVEL (trainers/__init__.py).
 from absl import app, flags, logging
 
+import trainers
+
+trainers.train_step_threads()  # before TensorFlow is imported
+
 from trainers import data_flags  # noqa: E402  (defines the dataset flags)
 from trainers.data_flags import UserError  # noqa: E402
 
