@@ -43,6 +43,8 @@ flags.DEFINE_integer("queue_size", 4096, "MoCo queue size.")
 flags.DEFINE_integer("grid_size", 4, "Mask grid size.")
 flags.DEFINE_integer("steps", 10, "Timed steps per row.")
 flags.DEFINE_integer("warmup", 3, "Untimed steps (tracing, compilation).")
+flags.DEFINE_boolean("keras_batchnorm", False,
+                     "Train BatchNorm with Keras' unfused ops instead of the fused kernel (A/B of batchnorm.py).")
 flags.DEFINE_string("json", None, "Write the rows here.")
 FLAGS = flags.FLAGS
 
@@ -94,7 +96,8 @@ def build(backbone_name, shape, framework, branch_name, jit, precision):
     branch = branches.build_branch(branch_name, **options)
     framework_kwargs = {"queue_size": FLAGS.queue_size} if framework.startswith("moco") else {}
     model = models.build_trainer(framework, backbone, branch=branch, seed=0, **framework_kwargs)
-    model.compile(optimizer=keras.optimizers.SGD(0.03, momentum=0.9), jit_compile=jit)
+    # MoCo v2's optimizer, as configs/quick_mocov2.cfg (and the PyTorch reference) use it.
+    model.compile(optimizer=keras.optimizers.SGD(0.06, momentum=0.9, weight_decay=5e-4), jit_compile=jit)
     return model
 
 
@@ -133,12 +136,16 @@ def main(argv):
     import keras
     import tensorflow as tf
 
+    if FLAGS.keras_batchnorm:
+        from mixmask_tf import batchnorm
+
+        batchnorm.BatchNorm._fused = lambda self, inputs, training, mask: False
     devices = tf.config.list_physical_devices("GPU")
     device = devices[0].name if devices else f"CPU ({os.cpu_count()} cores, {platform.processor() or 'unknown'})"
     print(f"device: {device}; TF {tf.__version__}, Keras {keras.__version__}, "
           f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS')}, threads inter-op "
           f"{os.environ.get('TF_NUM_INTEROP_THREADS')} / intra-op {os.environ.get('TF_NUM_INTRAOP_THREADS')}, "
-          f"batch {FLAGS.batch_size}", flush=True)
+          f"batch {FLAGS.batch_size}, BatchNorm {'Keras ops' if FLAGS.keras_batchnorm else 'fused kernel'}", flush=True)
     header = (f"{'backbone':15s} {'framework':9s} {'branch':14s} {'jit':5s} {'precision':14s} "
               f"{'ms/step':>8s} {'img/s':>7s} {'ratio':>6s} {'floor':>6s} {'mask+mix':>9s}")
     print(header)
@@ -165,7 +172,8 @@ def main(argv):
             json.dump({"device": device, "tensorflow": tf.__version__, "keras": keras.__version__,
                        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
                        "inter_op_threads": os.environ.get("TF_NUM_INTEROP_THREADS"),
-                       "intra_op_threads": os.environ.get("TF_NUM_INTRAOP_THREADS"), "rows": rows}, f, indent=2)
+                       "intra_op_threads": os.environ.get("TF_NUM_INTRAOP_THREADS"),
+                       "keras_batchnorm": FLAGS.keras_batchnorm, "rows": rows}, f, indent=2)
         print(f"wrote {FLAGS.json}")
 
 
