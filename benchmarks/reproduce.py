@@ -182,7 +182,7 @@ def evaluate_run(evaluator, arm, seed):
     with open(os.path.join(model_dir, "study_pretrain.json")) as f:
         seconds = json.load(f)["seconds"]
     result = {"arm": arm.name, "seed": int(seed), "pretrain_seconds": seconds,
-              **evaluator.evaluate(encoders.load_encoder(model_dir), seed=int(seed))}
+              **evaluator().evaluate(encoders.load_encoder(model_dir), seed=int(seed))}
     with open(path + ".tmp", "w") as f:
         json.dump(result, f, indent=2)
     os.replace(path + ".tmp", path)
@@ -200,18 +200,22 @@ def evaluate_controls(evaluator, reference_arm, seeds):
     if os.path.exists(path):
         with open(path) as f:
             controls = json.load(f)
-    trained = encoders.load_encoder(run_dir(reference_arm, seeds[0]))
-    for seed in seeds:
-        key = f"random_init/seed{seed}"
-        if key not in controls:
-            controls[key] = evaluator.evaluate(encoders.random_init_like(trained, seed=int(seed)), seed=int(seed))
-            print(f"  random init seed {seed}: {controls[key]}", flush=True)
-    if "raw_pixels" not in controls:
-        controls["raw_pixels"] = evaluator.evaluate(
-            encoders.raw_pixel_encoder(trained.image_shape, trained.mean, trained.std))
-        print(f"  raw pixels: {controls['raw_pixels']}", flush=True)
-    with open(path, "w") as f:
-        json.dump(controls, f, indent=2)
+    missing = [s for s in seeds if f"random_init/seed{s}" not in controls] + (
+        ["raw"] if "raw_pixels" not in controls else [])
+    if missing:
+        trained = encoders.load_encoder(run_dir(reference_arm, seeds[0]))
+        for seed in seeds:
+            key = f"random_init/seed{seed}"
+            if key not in controls:
+                encoder = encoders.random_init_like(trained, seed=int(seed))
+                controls[key] = evaluator().evaluate(encoder, seed=int(seed))
+                print(f"  random init seed {seed}: {controls[key]}", flush=True)
+        if "raw_pixels" not in controls:
+            controls["raw_pixels"] = evaluator().evaluate(
+                encoders.raw_pixel_encoder(trained.image_shape, trained.mean, trained.std))
+            print(f"  raw pixels: {controls['raw_pixels']}", flush=True)
+        with open(path, "w") as f:
+            json.dump(controls, f, indent=2)
     return controls
 
 
@@ -363,7 +367,13 @@ def main(argv):
         for seed in seeds:  # seed-major: a partial study has every arm at the first seeds
             for arm in arms:
                 pretrain(arm, seed)
-    evaluator = Evaluator()
+    cache = []
+
+    def evaluator():  # built on first use: a report from cached results needs no data
+        if not cache:
+            cache.append(Evaluator())
+        return cache[0]
+
     results = []
     for arm in arms:
         for seed in seeds:
