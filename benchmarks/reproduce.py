@@ -1,6 +1,6 @@
 r"""Small-scale reproduction of the MixMask paper's claims on Fashion-MNIST (the offline default data).
 
-    python -m benchmarks.reproduce                          # every group, seeds 0,1,2 (about 75 min on 2 cores)
+    python -m benchmarks.reproduce                          # every group, seeds 0,1,2 (51 runs of 1-3 min on 2 cores)
     python -m benchmarks.reproduce --groups=table5 --seeds=0   # one group, one seed
     python -m benchmarks.reproduce --dry_run                # print the pretraining commands only
 
