@@ -30,10 +30,8 @@ as `torch.optim.SGD(weight_decay=...)`), constant learning rate, on every weight
 
 import argparse
 import json
-import os
 
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import trainers  # noqa: F401  (the TensorFlow environment defaults, before TensorFlow)
 
 
 def parse_args(argv=None):

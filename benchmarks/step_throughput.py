@@ -139,7 +139,7 @@ def main(argv):
     if FLAGS.keras_batchnorm:
         from mixmask_tf import batchnorm
 
-        batchnorm.BatchNorm._fused = lambda self, inputs, training, mask: False
+        batchnorm.BatchNorm.fused_kernel = False
     devices = tf.config.list_physical_devices("GPU")
     device = devices[0].name if devices else f"CPU ({os.cpu_count()} cores, {platform.processor() or 'unknown'})"
     print(f"device: {device}; TF {tf.__version__}, Keras {keras.__version__}, "

@@ -25,13 +25,17 @@ class BatchNorm(layers.BatchNormalization):
     """`keras.layers.BatchNormalization` with a fused training kernel (see the module docstring).
 
     Inputs [N, C] or [N, H, W, C] -> same shape; arguments as `keras.layers.BatchNormalization`.
+    Setting the class attribute `fused_kernel = False` (before tracing) trains every instance with
+    Keras' own ops instead (the A/B of `benchmarks.step_throughput --keras_batchnorm`).
     """
+
+    fused_kernel = True
 
     def _fused(self, inputs, training, mask):
         rank = len(inputs.shape)
-        if not (training and self.trainable) or mask is not None or self.renorm or rank not in (2, 4):
+        if not (self.fused_kernel and training and self.trainable) or mask is not None or self.renorm:
             return False
-        if self.axis not in (-1, rank - 1) or inputs.shape[-1] is None:
+        if rank not in (2, 4) or self.axis not in (-1, rank - 1) or inputs.shape[-1] is None:
             return False
         if self.synchronized and tf.distribute.has_strategy():
             # Statistics over several replicas need the all-reduced moments of Keras' path.

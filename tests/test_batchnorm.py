@@ -80,3 +80,18 @@ def test_mixed_precision_output_dtype():
         keras.mixed_precision.set_dtype_policy("float32")
     assert y.dtype == tf.bfloat16
     assert layer.moving_mean.dtype == "float32"
+
+
+def _traced_ops(layer, x):
+    fn = tf.function(lambda x: layer(x, training=True))
+    return {op.type for op in fn.get_concrete_function(x).graph.get_operations()}
+
+
+def test_fused_kernel_switch():
+    x = tf.ones((4, 3, 3, 2))
+    assert "FusedBatchNormV3" in _traced_ops(batchnorm.BatchNorm(), x)
+    batchnorm.BatchNorm.fused_kernel = False
+    try:
+        assert "FusedBatchNormV3" not in _traced_ops(batchnorm.BatchNorm(), x)
+    finally:
+        batchnorm.BatchNorm.fused_kernel = True
