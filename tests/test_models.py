@@ -129,3 +129,38 @@ def test_step_seed_same_with_and_without_xla():
     eager_mix = model.branch(x, model.step_seed(1))
     jit_mix = tf.function(lambda: model.branch(x, model.step_seed(1)).batches[0].images, jit_compile=True)()
     np.testing.assert_allclose(eager_mix.batches[0].images.numpy(), jit_mix.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_step_matches_float32(policy):
+    """One SGD step under a mixed policy moves the weights as the float32 step does.
+
+    Under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer that unscales the
+    gradients, so the train step must scale the loss (else the update shrinks by the scale).
+    """
+    batch = tf.constant(_batch(8))
+
+    def step_delta(policy_name):
+        keras.mixed_precision.set_dtype_policy(policy_name)
+        try:
+            model = _moco(_mixmask())
+            model.compile(optimizer=keras.optimizers.SGD(0.1))
+            model.train_on_batch(batch)  # builds the optimizer; the first step
+            before = np.concatenate([w.numpy().ravel() for w in model.query_encoder.trainable_weights])
+            logs = model.train_on_batch(batch, return_dict=True)
+            after = np.concatenate([w.numpy().ravel() for w in model.query_encoder.trainable_weights])
+        finally:
+            keras.mixed_precision.set_dtype_policy("float32")
+        assert all(w.dtype == "float32" for w in model.query_encoder.trainable_weights)
+        return after - before, logs, model
+
+    ref, ref_logs, _ = step_delta("float32")
+    delta, logs, model = step_delta(policy)
+    assert model.backbone.layers[1].compute_dtype == policy.split("_")[1]
+    assert np.isfinite(logs["loss"])
+    np.testing.assert_allclose(logs["loss"], ref_logs["loss"], rtol=0.05)
+    cosine = delta @ ref / (np.linalg.norm(delta) * np.linalg.norm(ref))
+    assert cosine > 0.95, cosine
+    assert 0.8 < np.linalg.norm(delta) / np.linalg.norm(ref) < 1.25
+    if policy == "mixed_float16":
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)

@@ -70,7 +70,8 @@ def test_unknown_flag_and_bad_enum(tmp_path):
 @pytest.mark.parametrize("framework, branch, extra", [
     ("mocov1", "erase", ["--erase_fill=noise", "--temperature=0.07"]),
     ("mocov2", "none", ["--symmetric", "--queue_size=512", "--optimizer=lars", "--learning_rate=1.0"]),
-    ("simclr", "unmix", ["--optimizer=adam", "--learning_rate=0.003", "--unmix_prob=0.5"]),
+    ("simclr", "unmix", ["--optimizer=adam", "--learning_rate=0.003", "--unmix_prob=0.5",
+                         "--mixed_precision=mixed_bfloat16"]),
     ("byol", "mixmask_unmix", ["--optimizer=adam", "--learning_rate=0.003", "--tau_schedule=cosine"]),
     ("simsiam", "mixmask", ["--learning_rate=0.03", "--per_sample_mask", "--permutation=random"]),
 ])

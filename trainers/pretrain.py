@@ -82,6 +82,11 @@ flags.DEFINE_integer("batch_size", 256, "Global batch size.")
 flags.DEFINE_integer("warmup_epochs", 0, "Linear warm-up epochs before the cosine schedule.")
 flags.DEFINE_integer("steps_per_epoch", None, "Limit steps per epoch (smoke runs).")
 flags.DEFINE_boolean("jit_compile", False, "Compile the train step with XLA.")
+flags.DEFINE_enum("mixed_precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"],
+                  "Keras dtype policy of every layer: float32, or float16 / bfloat16 compute with float32 "
+                  "weights (mixed_float16 adds dynamic loss scaling; losses and BatchNorm stay float32). "
+                  "For GPUs / TPUs: on a CPU float16 is emulated (many times slower) and bfloat16 gained "
+                  "nothing on this project's 2-core machine (README).")
 # Evaluation and export.
 flags.DEFINE_integer("knn_every", 1, "kNN evaluation every N epochs (0: only after the last epoch).")
 flags.DEFINE_integer("knn_k", 200, "kNN neighbours.")
@@ -190,6 +195,7 @@ def build_trainer(image_shape, steps_per_epoch, num_classes=0):
 
     from mixmask_tf import models
 
+    keras.mixed_precision.set_dtype_policy(FLAGS.mixed_precision)
     keras.utils.set_random_seed(FLAGS.seed)
     probe = {}
     if FLAGS.online_probe:

@@ -306,6 +306,9 @@ class SiameseTrainer(keras.Model):
             result, stats, extras = self.compute_losses(x1, x2, training=True)
             # Keras sums gradients over replicas: scale each replica's mean loss inside the tape.
             scaled = result["loss"] / num_replicas()
+            # Under "mixed_float16" Keras' compile wraps the optimizer in a LossScaleOptimizer,
+            # whose apply() unscales (and skips steps with non-finite gradients); else identity.
+            scaled = self.optimizer.scale_loss(scaled)
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply(grads, variables)
         self.finish_step(extras)
