@@ -760,6 +760,24 @@ class TwoViewAugment:
         v2 = augment_view(image_uint8, seeds[1], self.view2)
         return normalize(tf.stack([v1, v2], axis=0), self.mean, self.std)
 
+    def batch(self, images_uint8, seed) -> tf.Tensor:
+        """Augments a batch at once (``batch_augment.two_views``: same recipe, vectorised).
+
+        ``make_pretrain_dataset`` uses this when the images have a static shape: one seed per
+        batch, so the draws differ from calling the object per image, but follow the same
+        distributions.
+
+        Args:
+          images_uint8: uint8 [B, H, W, C], static H, W, C.
+          seed: int32/int64 tensor [2].
+
+        Returns:
+          float32 [B, 2, H', W', C]: view 1 then view 2 of every image, normalised.
+        """
+        from mixmask_tf import batch_augment
+
+        return batch_augment.two_views(self.view1, self.view2, self.mean, self.std, images_uint8, seed)
+
 
 def eval_preprocess(image_uint8, mean, std, size: SizeLike = None) -> tf.Tensor:
     """The deterministic test transform: to float, optional bilinear resize, normalise.

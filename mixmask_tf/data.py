@@ -562,6 +562,10 @@ class ArraySource(Source):
         labels = tf.constant(self.labels)
         return indices.map(lambda i: (tf.gather(images, i), tf.gather(labels, i)))
 
+    def load_batches(self, index_batches: tf.data.Dataset) -> tf.data.Dataset:
+        """Maps a dataset of int64 [B] index batches to (images [B, H, W, C], labels [B]) batches."""
+        return self.load(index_batches)  # tf.gather takes a vector of indices as well
+
 
 def read_image_file(path, channels: int) -> tf.Tensor:
     """Reads and decodes one JPEG/PNG/BMP/GIF file (first frame) to uint8 [H, W, channels].
@@ -647,7 +651,8 @@ def _check_images(images) -> np.ndarray:
 def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: bool = True,
                           drop_remainder: bool = True, start_epoch: Optional[int] = None,
                           steps_per_epoch: Optional[int] = None,
-                          shuffle_buffer: int = 10_000, with_labels: bool = False) -> tf.data.Dataset:
+                          shuffle_buffer: int = 10_000, with_labels: bool = False,
+                          vectorized: Optional[bool] = None) -> tf.data.Dataset:
     """Two-view pretraining pipeline: one float32 [B, 2, H', W', C] tensor per element.
 
     With ``with_labels=True`` each element is instead ``(views float32 [B, 2, H', W', C],
@@ -655,7 +660,9 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
 
     Every epoch is a function of (seed, epoch key) alone: the example order is a stateless
     permutation (``tf.random.experimental.index_shuffle``) and example i of the epoch is
-    augmented with the seed ``stateless_fold_in([seed, key], i)``. Two ways to run:
+    augmented with the seed ``stateless_fold_in([seed, key], i)``; on the vectorised path (see
+    ``vectorized``) batch j is augmented at once with ``stateless_fold_in([seed, key], j)``. Two
+    ways to run:
 
     * ``start_epoch=None`` (default): a finite dataset of one epoch per iteration; each new
       iterator (each Keras epoch) draws a fresh key from ``tf.data.Dataset.random(seed,
@@ -682,6 +689,11 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
       shuffle_buffer: buffer of streaming sources.
       with_labels: also yield the source's labels (the source must be labeled). A
         tuple element does not suit MultiWorkerMirroredStrategy's ``fit`` (see above).
+      vectorized: augment whole batches with ``view_fn.batch(images [B, H, W, C], seed [2])``
+        (``augment.TwoViewAugment.batch``: same recipe, ~100 ops per batch instead of ~80
+        per image) instead of calling ``view_fn`` per image. None (default): when ``view_fn``
+        has a ``batch`` method and the images have a static shape. True where that is not so
+        is an error.
 
     Returns:
       tf.data.Dataset of float32 [B, 2, H', W', C] tensors (view 1 = query, view 2 = key),
@@ -709,8 +721,29 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
         views = tf.cast(view_fn(example[0], example_seed), tf.float32)
         return (views, tf.cast(example[1], tf.int64)) if with_labels else views
 
+    def use_batches(image_shape):
+        possible = callable(getattr(view_fn, "batch", None)) and image_shape.is_fully_defined()
+        if vectorized and not possible:
+            raise ValueError("vectorized=True needs a view_fn with a batch(images, seed) method and images "
+                             f"of a static shape (got {type(view_fn).__name__}, image shape {image_shape})")
+        return possible if vectorized is None else bool(vectorized)
+
+    def augment_batches(key, batches):
+        def augment_batch(j, batch):
+            views = view_fn.batch(batch[0], tf.random.experimental.stateless_fold_in(key, j))
+            return (views, tf.cast(batch[1], tf.int64)) if with_labels else views
+
+        return tf.data.Dataset.zip(tf.data.Dataset.range(steps), batches).map(
+            augment_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
     def epoch(key):
         key = tf.stack([tf.constant(seed, tf.int64), tf.cast(key, tf.int64)])
+        if callable(getattr(source, "load_batches", None)) and use_batches(tf.TensorShape(source.info.image_shape)):
+            # In-memory arrays: permute and gather whole batches of indices (no per-example op).
+            index_batches = tf.data.Dataset.range(n).batch(batch_size, drop_remainder=drop_remainder).take(steps)
+            if shuffle:
+                index_batches = index_batches.map(lambda i: _permuted_index(i, key, n))
+            return augment_batches(key, source.load_batches(index_batches))
         if source.indexable:
             indices = tf.data.Dataset.range(n)
             if shuffle:
@@ -720,6 +753,8 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
             examples = source.stream(shuffle, seed)
             if shuffle:
                 examples = examples.shuffle(shuffle_buffer, seed=seed)
+        if use_batches(examples.element_spec[0].shape):
+            return augment_batches(key, examples.batch(batch_size, drop_remainder=drop_remainder).take(steps))
         views = tf.data.Dataset.zip(tf.data.Dataset.range(n), examples).map(
             lambda i, ex: augment(i, ex, key), num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True)

@@ -52,6 +52,9 @@ def test_smoke_config_trains_resumes_and_exports(tmp_path):
     (["--mask_ratio=1.5"], "ratio"),
     (["--mask_ratio=0"], "ratio"),
     (["--queue_size=64"], "--queue_size (64) must be >= --batch_size (128)"),
+    (["--crop_scale=0.5"], "--crop_scale takes 'a,b' with 0 < a <= b <= 1, got 0.5"),
+    (["--crop_scale=0.8,0.2"], "--crop_scale takes 'a,b'"),
+    (["--crop_scale=a,1"], "--crop_scale: could not convert"),
 ])
 def test_bad_input_gives_clear_error(tmp_path, args, message):
     result = _run("--flagfile=configs/smoke.cfg", f"--model_dir={tmp_path}", *args)
@@ -73,7 +76,8 @@ def test_unknown_flag_and_bad_enum(tmp_path):
     ("simclr", "unmix", ["--optimizer=adam", "--learning_rate=0.003", "--unmix_prob=0.5",
                          "--mixed_precision=mixed_bfloat16"]),
     ("byol", "mixmask_unmix", ["--optimizer=adam", "--learning_rate=0.003", "--tau_schedule=cosine"]),
-    ("simsiam", "mixmask", ["--learning_rate=0.03", "--per_sample_mask", "--permutation=random"]),
+    ("simsiam", "mixmask", ["--learning_rate=0.03", "--per_sample_mask", "--permutation=random",
+                            "--crop_scale=0.5,1"]),
 ])
 def test_every_framework_from_the_cli(tmp_path, framework, branch, extra):
     result = _run("--flagfile=configs/smoke.cfg", f"--model_dir={tmp_path}", f"--framework={framework}",
@@ -86,6 +90,8 @@ def test_every_framework_from_the_cli(tmp_path, framework, branch, extra):
     assert all(f"loss_{t}" in row for t in terms) and np.isfinite(row["loss"])
     config = json.load(open(os.path.join(tmp_path, "config.json")))
     assert config["framework"] == framework and config["branch"]["name"] == branch
+    crop = [0.5, 1.0] if "--crop_scale=0.5,1" in extra else [0.2, 1.0]  # else the fashion_mnist preset's
+    assert config["augment"]["view1"]["crop_scale"] == config["augment"]["view2"]["crop_scale"] == crop
 
 
 def test_symmetric_outside_moco_is_an_error(tmp_path):

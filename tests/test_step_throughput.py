@@ -34,4 +34,7 @@ def test_benchmark_prints_table_and_writes_json(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     pipeline = json.load(open(out))
     assert sorted(pipeline["images_per_second"]) == ["byol", "fashion_mnist"]
+    assert pipeline["mode"] == "vectorized"
+    for mode in ("vectorized", "per_example"):
+        assert all(rate > 0 for rate in pipeline["images_per_second_per_mode"][mode].values())
     assert len(pipeline["comparisons"]) == 4 and all(c["pipeline_over_step"] > 0 for c in pipeline["comparisons"])

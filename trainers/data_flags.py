@@ -31,6 +31,17 @@ class UserError(Exception):
     """A problem with the user's flags or data: printed without a traceback."""
 
 
+def parse_crop_scale(values):
+    """A --crop_scale list flag ['a', 'b'] as (a, b); raises UserError unless 0 < a <= b <= 1."""
+    try:
+        scale = tuple(float(v) for v in values)
+    except ValueError as e:
+        raise UserError(f"--crop_scale: {e}") from e
+    if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+        raise UserError(f"--crop_scale takes 'a,b' with 0 < a <= b <= 1, got {','.join(values)}")
+    return scale
+
+
 def validate_data_flags():
     """Checks the dataset flags; raises UserError."""
     f = FLAGS

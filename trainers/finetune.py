@@ -17,7 +17,7 @@ import time
 
 from absl import app, flags
 
-from trainers import eval_common
+from trainers import data_flags, eval_common
 from trainers.data_flags import UserError
 
 FLAGS = flags.FLAGS
@@ -82,12 +82,7 @@ def run():
         raise UserError(f"--label_fraction must be in (0, 1], got {FLAGS.label_fraction}")
     if FLAGS.epochs < 1 or FLAGS.batch_size < 1 or FLAGS.backbone_lr < 0:
         raise UserError("--epochs and --batch_size must be >= 1 and --backbone_lr >= 0")
-    try:
-        crop_scale = tuple(float(v) for v in FLAGS.crop_scale)
-    except ValueError as e:
-        raise UserError(f"--crop_scale: {e}") from e
-    if len(crop_scale) != 2 or not 0 < crop_scale[0] <= crop_scale[1] <= 1:
-        raise UserError(f"--crop_scale must be 'min,max' with 0 < min <= max <= 1, got {FLAGS.crop_scale}")
+    crop_scale = data_flags.parse_crop_scale(FLAGS.crop_scale)
     if FLAGS.control == "raw_pixels":
         raise UserError("--control=raw_pixels has nothing to fine-tune; use --control=random_init (training from "
                         "scratch) or the kNN / linear evaluations")

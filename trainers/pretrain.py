@@ -9,6 +9,7 @@ Writes to --model_dir: `flags.cfg` (the effective flags, a valid --flagfile), `c
 `<export_dir>/<version>/`. Running the same command again resumes from the last checkpoint.
 """
 
+import dataclasses
 import json
 import os
 import sys
@@ -32,6 +33,8 @@ flags.DEFINE_string("model_dir", None, "Output directory (checkpoints, logs, exp
 AUGMENT_PRESETS = ["fashion_mnist", "cifar", "mocov1", "mocov2", "simclr", "byol"]
 flags.DEFINE_enum("augment", "fashion_mnist", AUGMENT_PRESETS,
                   "Augmentation preset named after its reference (byol: asymmetric views; cifar: no blur).")
+flags.DEFINE_list("crop_scale", None, "Override the preset's random-resized-crop area range of both views: 'a,b' "
+                 "with 0 < a <= b <= 1.")
 flags.DEFINE_integer("seed", 0, "Base seed of data order, augmentation, masks and initialisation.")
 # Model.
 flags.DEFINE_enum("backbone", "small_convnet", ["small_convnet", "resnet18_cifar", "resnet50"], "Backbone.")
@@ -135,8 +138,14 @@ def validate_flags():
     if f.weight_decay_style == "l2" and f.optimizer != "sgd":
         raise UserError("--weight_decay_style=l2 is implemented for --optimizer=sgd (LARS has its own L2 term)")
     data_flags.validate_data_flags()
+    crop_scale()
     if f.mask_ratio_range is not None and len(f.mask_ratio_range) != 2:
         raise UserError(f"--mask_ratio_range takes two numbers 'a,b', got {','.join(f.mask_ratio_range)}")
+
+
+def crop_scale():
+    """--crop_scale as (a, b), or None for the preset's; raises UserError when malformed."""
+    return None if FLAGS.crop_scale is None else data_flags.parse_crop_scale(FLAGS.crop_scale)
 
 
 def ratio_range():
@@ -244,7 +253,7 @@ def verbosity():
     return 1 if sys.stdout.isatty() else 0
 
 
-def write_run_files(model_dir, info, image_shape):
+def write_run_files(model_dir, info, image_shape, two_views):
     from mixmask_tf import checkpoint
 
     checkpoint.atomic_write_text(os.path.join(model_dir, "flags.cfg"), FLAGS.flags_into_string())
@@ -252,7 +261,9 @@ def write_run_files(model_dir, info, image_shape):
               "framework_options": {k: v for k, v in framework_flag_options(1).items() if k != "total_steps"},
               "dataset": FLAGS.dataset, "image_shape": list(image_shape), "num_classes": info.num_classes,
               "mean": list(info.mean), "std": list(info.std), "epochs": FLAGS.epochs,
-              "batch_size": FLAGS.batch_size, "seed": FLAGS.seed}
+              "batch_size": FLAGS.batch_size, "seed": FLAGS.seed, "mixed_precision": FLAGS.mixed_precision,
+              "augment": {"preset": FLAGS.augment, "view1": dataclasses.asdict(two_views.view1),
+                          "view2": dataclasses.asdict(two_views.view2)}}
     if FLAGS.online_probe:
         config["online_probe"] = {"classes": info.num_classes, "learning_rate": FLAGS.probe_learning_rate}
     checkpoint.atomic_write_text(os.path.join(model_dir, "config.json"), json.dumps(config, indent=2))
@@ -282,8 +293,10 @@ def run():
                         "(use a labeled dataset or split, or drop --online_probe)")
     if train_source.num_examples < FLAGS.batch_size:
         raise UserError(f"--batch_size {FLAGS.batch_size} exceeds the {train_source.num_examples} training images")
-    two_views = augment.TwoViewAugment.from_preset(FLAGS.augment, image_shape[:2], image_shape[2], info.mean,
-                                                   info.std)
+    view1, view2 = augment.preset_views(FLAGS.augment, image_shape[:2], image_shape[2])
+    if crop_scale() is not None:
+        view1, view2 = (dataclasses.replace(v, crop_scale=crop_scale()) for v in (view1, view2))
+    two_views = augment.TwoViewAugment(view1, view2, info.mean, info.std)
     steps = train_source.num_examples // FLAGS.batch_size
     if FLAGS.steps_per_epoch:
         steps = min(steps, FLAGS.steps_per_epoch)
@@ -298,7 +311,7 @@ def run():
 
     model = build_trainer(image_shape, steps, info.num_classes)
     model.compile(optimizer=build_optimizer(steps, model), jit_compile=FLAGS.jit_compile)
-    write_run_files(model_dir, info, image_shape)
+    write_run_files(model_dir, info, image_shape, two_views)
 
     results_path = os.path.join(model_dir, "results.json")
     results = {}
