@@ -21,28 +21,50 @@ def _bn(name):
     return batch_norm(name)
 
 
-def small_convnet(input_shape, width=32, name="small_convnet"):
+def small_convnet(input_shape, width=32, depth=4, pool_grid=1, name="small_convnet"):
     """A small VGG-style ConvNet that trains in minutes on a 2-core CPU.
 
-    Four conv-BN-ReLU blocks (width, 2·width, 4·width, 4·width channels; stride-2 3×3 convs
-    downsample after the first and second), then global average pooling.
+    Conv-BN-ReLU blocks of width, 2·width, 4·width, 4·width channels (stride-2 3×3 convs
+    downsample in the second and third), then with ``depth=5`` a fifth of 8·width channels and
+    stride 2; then average pooling: global (``pool_grid=1``) or to a pool_grid × pool_grid grid of
+    overlapping windows, flattened.
 
     Args:
       input_shape: (H, W, C) of the normalised float input.
       width: channels of the first block.
+      depth: 4 or 5 blocks.
+      pool_grid: 1 (global average pooling) or the side g of the pooled grid (g >= 2; the last
+        feature map must be at least g × g).
 
     Returns:
-      keras.Model images [N, H, W, C] -> features [N, 4·width].
+      keras.Model images [N, H, W, C] -> features [N, F], F = c·g², c = 4·width (depth 4) or
+      8·width (depth 5).
+
+    Raises:
+      ValueError: depth not 4 or 5, pool_grid < 1, or a grid larger than the last feature map.
     """
+    if depth not in (4, 5):
+        raise ValueError(f"small_convnet depth must be 4 or 5, got {depth}")
+    if pool_grid < 1:
+        raise ValueError(f"pool_grid must be >= 1, got {pool_grid}")
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     x = inputs
-    for i, (filters, stride) in enumerate(
-        [(width, 1), (2 * width, 2), (4 * width, 2), (4 * width, 1)]
-    ):
+    blocks = [(width, 1), (2 * width, 2), (4 * width, 2), (4 * width, 1), (8 * width, 2)][:depth]
+    for i, (filters, stride) in enumerate(blocks):
         x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"conv{i}")(x)
         x = _bn(f"bn{i}")(x)
         x = layers.ReLU(name=f"relu{i}")(x)
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    if pool_grid == 1:
+        x = layers.GlobalAveragePooling2D(name="pool")(x)
+    else:
+        side = min(int(x.shape[1]), int(x.shape[2]))
+        if side < pool_grid:
+            raise ValueError(f"pool_grid {pool_grid} exceeds the last feature map ({x.shape[1]}x{x.shape[2]})")
+        # g windows of size k with stride s covering the map: k = ceil(side / g), s = (side - k) // (g - 1).
+        window = -(-side // pool_grid)
+        stride = max(1, (side - window) // (pool_grid - 1))
+        x = layers.AveragePooling2D(window, stride, name="pool")(x)
+        x = layers.Flatten(name="flatten")(x)
     return keras.Model(inputs, x, name=name)
 
 

@@ -39,6 +39,9 @@ flags.DEFINE_integer("seed", 0, "Base seed of data order, augmentation, masks an
 # Model.
 flags.DEFINE_enum("backbone", "small_convnet", ["small_convnet", "resnet18_cifar", "resnet50"], "Backbone.")
 flags.DEFINE_integer("width", 32, "Width of the small ConvNet's first block.")
+flags.DEFINE_integer("depth", 4, "Small ConvNet: 4 blocks, or 5 (a fifth, 8·width channels, stride 2).")
+flags.DEFINE_integer("pool_grid", 1, "Small ConvNet: 1 global average pooling, g > 1 average pooling to g x g, "
+                     "flattened.")
 flags.DEFINE_enum("framework", "mocov2", ["mocov2", "mocov1", "simclr", "byol", "simsiam"], "Siamese framework.")
 flags.DEFINE_integer("embedding_dim", 128, "Embedding dimension of the head / projector.")
 flags.DEFINE_integer("hidden_dim", 0, "Hidden width of the head / projector / BYOL predictor (0: the feature size).")
@@ -177,7 +180,9 @@ def build_branch():
 def build_backbone(image_shape):
     from mixmask_tf import backbones
 
-    kwargs = {"width": FLAGS.width} if FLAGS.backbone == "small_convnet" else {}
+    kwargs = {}
+    if FLAGS.backbone == "small_convnet":
+        kwargs = {"width": FLAGS.width, "depth": FLAGS.depth, "pool_grid": FLAGS.pool_grid}
     return backbones.build_backbone(FLAGS.backbone, image_shape, **kwargs)
 
 
