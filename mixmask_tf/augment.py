@@ -148,26 +148,27 @@ def normalize(image, mean, std) -> tf.Tensor:
 # ----------------------------------------------------------------------------- crop
 
 
-def _sample_crop_box(height, width, seed, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
-                     attempts: int = 10):
-    """Samples a crop box with torchvision ``RandomResizedCrop.get_params`` semantics.
+def _sample_crop_boxes(seed, batch, height, width, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                       attempts: int = 10):
+    """Samples one crop box per image with torchvision ``RandomResizedCrop.get_params`` semantics.
 
-    ``attempts`` candidates are drawn at once: target area = H*W*U(scale), aspect ratio =
-    exp(U(log ratio[0], log ratio[1])), w = round(sqrt(area*aspect)), h = round(sqrt(area/aspect)).
-    The first candidate with 0 < w <= W and 0 < h <= H is kept and placed uniformly at random
-    (top ~ randint[0, H-h], left ~ randint[0, W-w]). If none fits, the centre crop of the largest
-    box whose aspect ratio is clipped to the ratio range is used.
+    Per image, ``attempts`` candidates are drawn at once: target area = H*W*U(scale), aspect
+    ratio = exp(U(log ratio[0], log ratio[1])), w = round(sqrt(area*aspect)),
+    h = round(sqrt(area/aspect)). The first candidate with 0 < w <= W and 0 < h <= H is kept and
+    placed uniformly at random (top ~ randint[0, H-h], left ~ randint[0, W-w]). If none fits, the
+    centre crop of the largest box whose aspect ratio is clipped to the ratio range is used.
 
     Args:
-      height: int or int32 scalar tensor, image height.
-      width: int or int32 scalar tensor, image width.
       seed: int32/int64 tensor [2].
+      batch: B, boxes to draw (int or int32 scalar tensor).
+      height: int or int32 scalar tensor, image height (the same for the B images).
+      width: int or int32 scalar tensor, image width.
       scale: (min, max) fraction of the image area.
       ratio: (min, max) aspect ratio width / height.
       attempts: number of candidate boxes (torchvision uses 10).
 
     Returns:
-      (top, left, crop_height, crop_width): int32 scalar tensors.
+      (top, left, crop_height, crop_width): int32 [B] tensors.
     """
     height = tf.cast(height, tf.int32)
     width = tf.cast(width, tf.int32)
@@ -175,14 +176,14 @@ def _sample_crop_box(height, width, seed, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3
     w_f = tf.cast(width, tf.float32)
     seeds = _split(seed, 3)
 
-    target_area = h_f * w_f * _uniform(seeds[0], scale[0], scale[1], [attempts])
-    log_ratio = _uniform(seeds[1], math.log(ratio[0]), math.log(ratio[1]), [attempts])
+    target_area = h_f * w_f * _uniform(seeds[0], scale[0], scale[1], [batch, attempts])
+    log_ratio = _uniform(seeds[1], math.log(ratio[0]), math.log(ratio[1]), [batch, attempts])
     aspect = tf.exp(log_ratio)
     cand_w = tf.cast(tf.round(tf.sqrt(target_area * aspect)), tf.int32)
     cand_h = tf.cast(tf.round(tf.sqrt(target_area / aspect)), tf.int32)
     valid = (cand_w > 0) & (cand_w <= width) & (cand_h > 0) & (cand_h <= height)
-    any_valid = tf.reduce_any(valid)
-    first = tf.argmax(tf.cast(valid, tf.int32), output_type=tf.int32)
+    any_valid = tf.reduce_any(valid, axis=1)
+    first = tf.argmax(tf.cast(valid, tf.int32), axis=1, output_type=tf.int32)
 
     # Fallback: whole image, clipped to the ratio range, centred.
     in_ratio = w_f / h_f
@@ -190,16 +191,23 @@ def _sample_crop_box(height, width, seed, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3
     fb_w = tf.where(in_ratio > max_r, tf.cast(tf.round(h_f * max_r), tf.int32), width)
     fb_h = tf.where(in_ratio < min_r, tf.cast(tf.round(w_f / min_r), tf.int32), height)
 
-    crop_h = tf.where(any_valid, tf.gather(cand_h, first), fb_h)
-    crop_w = tf.where(any_valid, tf.gather(cand_w, first), fb_w)
-    u = _uniform(seeds[2], 0.0, 1.0, [2])
-    rand_top = tf.cast(tf.floor(u[0] * tf.cast(height - crop_h + 1, tf.float32)), tf.int32)
-    rand_left = tf.cast(tf.floor(u[1] * tf.cast(width - crop_w + 1, tf.float32)), tf.int32)
+    crop_h = tf.where(any_valid, tf.gather(cand_h, first, batch_dims=1), fb_h)
+    crop_w = tf.where(any_valid, tf.gather(cand_w, first, batch_dims=1), fb_w)
+    u = _uniform(seeds[2], 0.0, 1.0, [batch, 2])
+    rand_top = tf.cast(tf.floor(u[:, 0] * tf.cast(height - crop_h + 1, tf.float32)), tf.int32)
+    rand_left = tf.cast(tf.floor(u[:, 1] * tf.cast(width - crop_w + 1, tf.float32)), tf.int32)
     top = tf.where(any_valid, rand_top, (height - crop_h) // 2)
     left = tf.where(any_valid, rand_left, (width - crop_w) // 2)
     top = tf.clip_by_value(top, 0, height - crop_h)
     left = tf.clip_by_value(left, 0, width - crop_w)
     return top, left, crop_h, crop_w
+
+
+def _sample_crop_box(height, width, seed, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                     attempts: int = 10):
+    """One box of :func:`_sample_crop_boxes` (batch 1): (top, left, crop_height, crop_width)
+    int32 scalar tensors."""
+    return tuple(v[0] for v in _sample_crop_boxes(seed, 1, height, width, scale, ratio, attempts))
 
 
 def random_resized_crop(image, seed, size: SizeLike, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
@@ -371,6 +379,14 @@ def _blur_radius(height: int, kernel_fraction: float) -> int:
     return int(height * kernel_fraction) // 2
 
 
+def _gaussian_kernel(sigma, radius: int) -> tf.Tensor:
+    """Normalised 1-D Gaussian taps: sigma float [...] -> float32 [..., 2 * radius + 1]."""
+    sigma = tf.cast(sigma, tf.float32)[..., None]
+    taps = tf.range(-radius, radius + 1, dtype=tf.float32)
+    kernel = tf.exp(-tf.square(taps) / (2.0 * tf.square(sigma)))
+    return kernel / tf.reduce_sum(kernel, axis=-1, keepdims=True)
+
+
 def _gaussian_blur_fixed(image, sigma, radius: int) -> tf.Tensor:
     """Separable Gaussian blur with a given sigma and kernel radius, reflect padding.
 
@@ -386,10 +402,7 @@ def _gaussian_blur_fixed(image, sigma, radius: int) -> tf.Tensor:
     if radius <= 0:
         return image
     channels = _channels(image)
-    sigma = tf.cast(sigma, tf.float32)
-    x = tf.range(-radius, radius + 1, dtype=tf.float32)
-    kernel = tf.exp(-tf.square(x) / (2.0 * tf.square(sigma)))
-    kernel = kernel / tf.reduce_sum(kernel)
+    kernel = _gaussian_kernel(sigma, radius)
     k_v = tf.tile(tf.reshape(kernel, [-1, 1, 1, 1]), [1, 1, channels, 1])
     k_h = tf.tile(tf.reshape(kernel, [1, -1, 1, 1]), [1, 1, channels, 1])
     padded = tf.pad(image[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]],

@@ -21,57 +21,21 @@ distributions against the ViewConfig.
 
 from __future__ import annotations
 
-import math
 from typing import Dict
 
 import tensorflow as tf
 
-from mixmask_tf.augment import ViewConfig, _blur_radius, _grayscale, _split, normalize, to_float
+from mixmask_tf.augment import (ViewConfig, _blur_radius, _gaussian_kernel, _grayscale, _split, normalize,
+                                to_float)
+# One random-resized-crop box per image: (top, left, crop_h, crop_w) int32 [B] each, torchvision's
+# get_params rule (the per-example random_resized_crop draws its box with batch 1).
+from mixmask_tf.augment import _sample_crop_boxes as sample_crop_boxes
 
-__all__ = ["sample_view_params", "apply_view_params", "augment_batch", "two_views"]
+__all__ = ["sample_crop_boxes", "sample_view_params", "apply_view_params", "augment_batch", "two_views"]
 
 
 def _u(seed, shape, minval=0.0, maxval=1.0) -> tf.Tensor:
     return tf.random.stateless_uniform(shape, seed=seed, minval=minval, maxval=maxval, dtype=tf.float32)
-
-
-def sample_crop_boxes(seed, batch, height: int, width: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
-                      attempts: int = 10):
-    """One random-resized-crop box per image (the rule of ``augment._sample_crop_box``).
-
-    Per image: ``attempts`` candidates with area H*W*U(scale) and aspect exp(U(log ratio)),
-    w = round(sqrt(area*aspect)), h = round(sqrt(area/aspect)); the first that fits is placed
-    uniformly at random, else the ratio-clipped centre crop.
-
-    Args:
-      seed: int32/int64 tensor [2].
-      batch: B (int or int32 scalar tensor).
-      height, width: static image size.
-      scale, ratio, attempts: as ``augment.random_resized_crop``.
-
-    Returns:
-      (top, left, crop_height, crop_width): int32 [B] each.
-    """
-    h_f, w_f = float(height), float(width)
-    seeds = _split(seed, 3)
-    area = h_f * w_f * _u(seeds[0], [batch, attempts], scale[0], scale[1])
-    aspect = tf.exp(_u(seeds[1], [batch, attempts], math.log(ratio[0]), math.log(ratio[1])))
-    cand_w = tf.cast(tf.round(tf.sqrt(area * aspect)), tf.int32)
-    cand_h = tf.cast(tf.round(tf.sqrt(area / aspect)), tf.int32)
-    valid = (cand_w > 0) & (cand_w <= width) & (cand_h > 0) & (cand_h <= height)
-    any_valid = tf.reduce_any(valid, axis=1)
-    first = tf.argmax(tf.cast(valid, tf.int32), axis=1, output_type=tf.int32)
-    in_ratio = w_f / h_f
-    fb_w = int(round(h_f * max(ratio))) if in_ratio > max(ratio) else width
-    fb_h = int(round(w_f / min(ratio))) if in_ratio < min(ratio) else height
-    crop_h = tf.where(any_valid, tf.gather(cand_h, first, batch_dims=1), fb_h)
-    crop_w = tf.where(any_valid, tf.gather(cand_w, first, batch_dims=1), fb_w)
-    u = _u(seeds[2], [batch, 2])
-    rand_top = tf.cast(tf.floor(u[:, 0] * tf.cast(height - crop_h + 1, tf.float32)), tf.int32)
-    rand_left = tf.cast(tf.floor(u[:, 1] * tf.cast(width - crop_w + 1, tf.float32)), tf.int32)
-    top = tf.clip_by_value(tf.where(any_valid, rand_top, (height - crop_h) // 2), 0, height - crop_h)
-    left = tf.clip_by_value(tf.where(any_valid, rand_left, (width - crop_w) // 2), 0, width - crop_w)
-    return top, left, crop_h, crop_w
 
 
 def sample_view_params(seed, batch, height: int, width: int, channels: int,
@@ -101,7 +65,9 @@ def sample_view_params(seed, batch, height: int, width: int, channels: int,
         return _u(s, [batch], max(0.0, 1.0 - strength), 1.0 + strength)
 
     s_blur = _split(seeds[4], 2)
-    hue = min(max(config.hue, 0.0), 0.5)
+    hue = config.hue
+    if not 0.0 <= hue <= 0.5:
+        raise ValueError(f"hue must lie in [0, 0.5], got {hue}")
     return {
         "top": top, "left": left, "crop_h": crop_h, "crop_w": crop_w,
         "flip": (_u(seeds[1], [batch]) < 0.5) & config.flip,
@@ -212,9 +178,7 @@ def _jitter(x, params, config: ViewConfig, channels: int):
 
 def _blur(x, sigma, radius: int):
     """Separable Gaussian blur, per-image sigma [B], reflect padding (augment.gaussian_blur's op)."""
-    taps = tf.range(-radius, radius + 1, dtype=tf.float32)[None, :]
-    kernel = tf.exp(-tf.square(taps) / (2.0 * tf.square(sigma[:, None])))
-    kernel = kernel / tf.reduce_sum(kernel, axis=1, keepdims=True)  # [B, 2r + 1]
+    kernel = _gaussian_kernel(sigma, radius)  # [B, 2r + 1]
     height, width = x.shape[1], x.shape[2]
     padded = tf.pad(x, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
     rows = sum(_per_image(kernel[:, k]) * padded[:, k:k + height] for k in range(2 * radius + 1))

@@ -299,8 +299,9 @@ def run():
     if train_source.num_examples < FLAGS.batch_size:
         raise UserError(f"--batch_size {FLAGS.batch_size} exceeds the {train_source.num_examples} training images")
     view1, view2 = augment.preset_views(FLAGS.augment, image_shape[:2], image_shape[2])
-    if crop_scale() is not None:
-        view1, view2 = (dataclasses.replace(v, crop_scale=crop_scale()) for v in (view1, view2))
+    scale = crop_scale()
+    if scale is not None:
+        view1, view2 = (dataclasses.replace(v, crop_scale=scale) for v in (view1, view2))
     two_views = augment.TwoViewAugment(view1, view2, info.mean, info.std)
     steps = train_source.num_examples // FLAGS.batch_size
     if FLAGS.steps_per_epoch:
