@@ -36,6 +36,7 @@ import tensorflow as tf
 
 from mixmask_tf import masks as masks_lib
 from mixmask_tf import mixing
+from mixmask_tf import seeds
 
 
 class Term(NamedTuple):
@@ -252,7 +253,7 @@ class MixMaskUnMixBranch(Branch):
         self.mixmask.validate(image_shape)
 
     def __call__(self, images, seed):
-        mixmask_seed, unmix_seed = masks_lib._split2(seed)
+        mixmask_seed, unmix_seed = seeds.split_pair(seed)
         mm = self.mixmask(images, mixmask_seed)
         um = self.unmix(images, unmix_seed)
         return BranchOutput(batches=mm.batches + um.batches, stats={**mm.stats, **um.stats})
@@ -310,9 +311,9 @@ class EraseBranch(Branch):
             raise ValueError(f"images need a static height and width, got {images.shape}.")
         masks_lib.validate_mask_args(self.grid_size, self.ratio, self.ratio_range, self.mask_type,
                                      image_size=(height, width))
-        seeds = tf.random.experimental.stateless_split(masks_lib._canonical_seed(seed), num=3)
+        sub = seeds.split_canonical(seed, 3)
         n = images.shape[0] if images.shape[0] is not None else tf.shape(images)[0]
-        grids = masks_lib.grid_masks(seeds[0], n if self.per_sample else 1, self.grid_size,
+        grids = masks_lib.grid_masks(sub[0], n if self.per_sample else 1, self.grid_size,
                                      mask_type=self.mask_type, ratio=self.ratio,
                                      ratio_range=self.ratio_range,
                                      min_block_cells=self.min_block_cells)
@@ -320,8 +321,8 @@ class EraseBranch(Branch):
         lam = masks_lib.mask_fraction(masks)
         if not self.per_sample:
             lam = tf.fill([n], lam[0])
-        kept = mixing.erase(images, masks, fill=self.fill, seed=seeds[1])
-        complement = mixing.erase(images, 1.0 - masks, fill=self.fill, seed=seeds[2])
+        kept = mixing.erase(images, masks, fill=self.fill, seed=sub[1])
+        complement = mixing.erase(images, 1.0 - masks, fill=self.fill, seed=sub[2])
         index = tf.range(tf.shape(images)[0], dtype=tf.int32)
         return BranchOutput(
             batches=(QueryBatch(kept, (Term("erase", index, lam),)),

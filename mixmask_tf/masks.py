@@ -11,13 +11,13 @@ Everything here is a pure function built from TensorFlow ops only and runs insid
 takes ``seed``, an int32/int64 tensor of shape ``[2]``, and derives its sub-seeds with
 ``tf.random.experimental.stateless_split`` (independent sub-seeds for the ratio and
 the mask draws) and, inside loops, one seed per iteration from a hashed base seed
-(:func:`_stream_seed`).
+(:func:`mixmask_tf.seeds.stream_seed`).
 
 Same seed, same masks with and without XLA: on CPU, TF's stateless kernels and
 their XLA lowerings give the same bits only for *integer* draws and only for seed
 components in [0, 2**31). So uniform floats are built from stateless integer draws
 (24 random bits scaled by 2**-24; the float32 draw differs under XLA), and every seed
-is mapped into [0, 2**31) before use (:func:`_canonical_seed`). Results then agree
+is mapped into [0, 2**31) before use (:func:`mixmask_tf.seeds.canonical`). Results then agree
 bit for bit with and without ``jit_compile`` except where XLA rounds float math
 differently (last-bit differences in ``sqrt``/``exp`` or a fused multiply-add could
 move a value across a rounding boundary: possible in principle, not observed in the
@@ -32,6 +32,8 @@ import numbers
 
 import tensorflow as tf
 
+from mixmask_tf import seeds
+
 MASK_TYPES = ("blocked", "discrete")
 
 # BEiT block-wise masking constants (beit/masking_generator.py), used by the
@@ -44,7 +46,6 @@ _BEIT_MAX_ATTEMPTS = 10
 # fallback (flip one random cell) makes it non-degenerate.
 _MAX_DISCRETE_REDRAWS = 100
 
-_UNIFORM_BITS = 24
 
 
 def _is_tensor(x):
@@ -154,68 +155,8 @@ def default_min_block_cells(grid_size):
     return min(_BEIT_MIN_BLOCK_CELLS, (grid_size - 1) ** 2)
 
 
-def _canonical_seed(seed):
-    """Maps any int32/int64 seed [2] to an int32 seed [2] with components in [0, 2**31).
-
-    TF's stateless kernels and their XLA lowerings agree bit for bit on CPU only for
-    seed components in [0, 2**31) (negative or wider values are extended
-    differently), so every seed is passed through this map before a stateless op
-    consumes it. int64 seeds have their high bits xor-folded in first.
-
-    Args:
-      seed: int32/int64 tensor (or Python/NumPy pair) of shape [2].
-
-    Returns:
-      int32 tensor [2], components in [0, 2**31).
-    """
-    seed = tf.convert_to_tensor(seed)
-    if not seed.dtype.is_integer:
-        raise ValueError(f"seed must be an int32/int64 tensor of shape [2], got {seed.dtype}.")
-    # Scalar ops, then stack: on XLA CPU a seed produced by a *vector* bitwise op
-    # makes the random kernels that consume it about 10x slower (fusion artefact).
-    parts = [seed[0], seed[1]]
-    if seed.dtype != tf.int32:
-        parts = [tf.cast(p, tf.int64) for p in parts]
-        parts = [tf.bitwise.bitwise_xor(p, tf.bitwise.bitwise_xor(
-            tf.bitwise.right_shift(p, 31), tf.bitwise.right_shift(p, 62))) for p in parts]
-        parts = [tf.cast(tf.bitwise.bitwise_and(p, 0x7FFFFFFF), tf.int32) for p in parts]
-    return tf.stack([tf.bitwise.bitwise_and(p, 0x7FFFFFFF) for p in parts])
 
 
-def _uniform(seed, shape, dtype=tf.float32):
-    """Stateless U[0, 1) of ``shape``, identical with and without XLA.
-
-    Args:
-      seed: int32/int64 tensor of shape [2].
-      shape: list/tuple of ints or scalar int tensors.
-      dtype: float dtype of the result.
-
-    Returns:
-      Tensor of ``shape`` and ``dtype`` with values ``k * 2**-24``, ``k`` uniform in
-      ``[0, 2**24)``.
-    """
-    bits = tf.random.stateless_uniform(
-        shape, seed=_canonical_seed(seed), minval=0, maxval=2 ** _UNIFORM_BITS,
-        dtype=tf.int32)
-    return tf.cast(bits, dtype) * (2.0 ** -_UNIFORM_BITS)
-
-
-def _stream_base(seed):
-    """Hashes ``seed`` once into the base [2] int32 seed of a per-iteration stream."""
-    return _canonical_seed(
-        tf.random.experimental.stateless_split(_canonical_seed(seed), num=1)[0])
-
-
-def _stream_seed(base, step):
-    """Seed of iteration ``step`` of a stream: ``[base[0], base[1] xor step]``.
-
-    Cheaper inside a ``tf.while_loop`` than ``stateless_fold_in`` (no extra Philox
-    evaluation per iteration, which also shortens XLA compilation); distinct steps
-    give distinct seeds, and the stateless ops hash the seed into the Philox key, so
-    the streams are independent. ``base`` comes from :func:`_stream_base`, so nearby
-    user seeds do not share streams.
-    """
-    return tf.stack([base[0], tf.bitwise.bitwise_xor(base[1], tf.cast(step, tf.int32))])
 
 
 def _as_f64(x):
@@ -230,11 +171,6 @@ def _dim0(x):
     return x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
 
 
-def _split2(seed):
-    """Two independent sub-seeds ([2] int32 each) from ``seed``."""
-    seeds = tf.random.experimental.stateless_split(_canonical_seed(seed), num=2)
-    return seeds[0], seeds[1]
-
 
 def _sample_ratios(seed, num, ratio, ratio_range):
     """Per-mask ratios, float64 [num] (float64 so floor(ratio * G**2) matches Python)."""
@@ -242,7 +178,7 @@ def _sample_ratios(seed, num, ratio, ratio_range):
         return tf.fill([num], _as_f64(ratio))
     low = _as_f64(ratio_range[0])
     high = _as_f64(ratio_range[1])
-    return low + (high - low) * _uniform(seed, [num], tf.float64)
+    return low + (high - low) * seeds.portable_uniform(seed, [num], tf.float64)
 
 
 def sample_ratio(seed, ratio=0.5, ratio_range=None):
@@ -290,7 +226,7 @@ def _blocked_masks(seed, targets, grid_size, min_block_cells, min_aspect, max_at
     """
     g = grid_size
     num = _dim0(targets)
-    base = _stream_base(seed)
+    base = seeds.stream_base(seed)
     log_lo = math.log(min_aspect)
     log_hi = math.log(1.0 / min_aspect)
     cell = tf.range(g, dtype=tf.int32)
@@ -306,8 +242,8 @@ def _blocked_masks(seed, targets, grid_size, min_block_cells, min_aspect, max_at
         return tf.reduce_any(active)
 
     def body(it, mask, count, attempt, active):
-        step_seed = _stream_seed(base, it)
-        u = _uniform(step_seed, [num, 4])
+        step_seed = seeds.stream_seed(base, it)
+        u = seeds.portable_uniform(step_seed, [num, 4])
         budget = targets - count
         # random.uniform(a, b) = a + (b - a) * U[0, 1): bounds may be inverted.
         area = min_area + (tf.cast(budget, tf.float32) - min_area) * u[:, 0]
@@ -395,12 +331,12 @@ def _discrete_masks(seed, ratios, grid_size, max_redraws=_MAX_DISCRETE_REDRAWS):
     """
     g = grid_size
     num = _dim0(ratios)
-    base = _stream_base(seed)
+    base = seeds.stream_base(seed)
     keep_prob = 1.0 - tf.cast(ratios, tf.float32)
     shape = [num, g, g]
 
     def draw(i):
-        u = _uniform(_stream_seed(base, i), shape)
+        u = seeds.portable_uniform(seeds.stream_seed(base, i), shape)
         return u < keep_prob[:, None, None]
 
     def degenerate(m):
@@ -418,7 +354,7 @@ def _discrete_masks(seed, ratios, grid_size, max_redraws=_MAX_DISCRETE_REDRAWS):
     _, mask = tf.while_loop(cond, body, (tf.constant(1, tf.int32), mask0),
                             maximum_iterations=max_redraws)
     # Fallback (rare; e.g. ratio 0.01 at G = 2): flip one uniformly chosen cell.
-    u = _uniform(_stream_seed(base, max_redraws + 1), [num])
+    u = seeds.portable_uniform(seeds.stream_seed(base, max_redraws + 1), [num])
     flip = tf.minimum(tf.cast(tf.floor(u * float(g * g)), tf.int32), g * g - 1)
     flip = tf.reshape(tf.one_hot(flip, g * g, on_value=True, off_value=False,
                                  dtype=tf.bool), shape)
@@ -476,7 +412,7 @@ def grid_masks(seed, num_masks, grid_size, mask_type="blocked", ratio=0.5, ratio
     if not _is_int(grid_size) or grid_size < 2:
         raise ValueError(f"grid_size must be an integer >= 2, got {grid_size!r}.")
     seed = tf.convert_to_tensor(seed)
-    ratio_seed, mask_seed = _split2(seed)
+    ratio_seed, mask_seed = seeds.split_pair(seed)
     ratios = _sample_ratios(ratio_seed, num_masks, ratio, ratio_range)
     if mask_type == "blocked":
         if min_block_cells is None:

@@ -28,6 +28,7 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from mixmask_tf import masks as masks_lib
+from mixmask_tf import seeds
 
 PERMUTATIONS = ("reverse", "random")
 FILLS = ("zero", "noise")
@@ -87,7 +88,7 @@ def random_permutation(seed, n):
     Returns:
       int32 tensor [n].
     """
-    keys = tf.random.stateless_uniform([n], seed=masks_lib._canonical_seed(seed),
+    keys = tf.random.stateless_uniform([n], seed=seeds.canonical(seed),
                                        minval=None, maxval=None,
                                        dtype=tf.int64)
     return tf.cast(tf.argsort(keys, stable=True), tf.int32)
@@ -191,7 +192,7 @@ def mixmask(images, seed, grid_size, mask_type="blocked", ratio=0.5, ratio_range
         raise ValueError(
             f"unknown permutation {permutation!r}; choose one of {PERMUTATIONS}.")
     n = images.shape[0] if images.shape[0] is not None else tf.shape(images)[0]
-    mask_seed, perm_seed = masks_lib._split2(seed)
+    mask_seed, perm_seed = seeds.split_pair(seed)
 
     grids = masks_lib.grid_masks(mask_seed, n if per_sample else 1, grid_size,
                                  mask_type=mask_type, ratio=ratio, ratio_range=ratio_range,
@@ -243,7 +244,7 @@ def validate_unmix_args(global_prob=0.5, beta=1.0, permutation="reverse"):
 def _standard_normal(seed, shape):
     """Stateless N(0, 1) of ``shape`` (float32) by Box–Muller on 24-bit uniforms.
 
-    Built on :func:`mixmask_tf.masks._uniform` (integer draws) so it gives the same
+    Built on :func:`mixmask_tf.seeds.portable_uniform` (integer draws) so it gives the same
     values with and without XLA (up to last-bit rounding of ``log``/``cos``).
     ``tf.random.stateless_normal`` is not used: its float draw differs under XLA
     on CPU. The tails are cut at ``sqrt(2 * 24 * ln 2) ≈ 5.8`` standard deviations.
@@ -255,7 +256,7 @@ def _standard_normal(seed, shape):
     Returns:
       float32 tensor of ``shape``.
     """
-    u = masks_lib._uniform(seed, [2] + list(shape))
+    u = seeds.portable_uniform(seed, [2] + list(shape))
     radius = tf.sqrt(-2.0 * tf.math.log(1.0 - u[0]))  # 1 - u in (0, 1]
     return radius * tf.cos((2.0 * math.pi) * u[1])
 
@@ -275,9 +276,9 @@ def _log_gamma_sample(seed, alpha):
     d = shape - 1.0 / 3.0
     c = 1.0 / math.sqrt(9.0 * d)
     k = _GAMMA_CANDIDATES
-    normal_seed, uniform_seed = masks_lib._split2(seed)
+    normal_seed, uniform_seed = seeds.split_pair(seed)
     z = _standard_normal(normal_seed, [k])
-    u = 1.0 - masks_lib._uniform(uniform_seed, [k + 1])  # (0, 1]
+    u = 1.0 - seeds.portable_uniform(uniform_seed, [k + 1])  # (0, 1]
     v = (1.0 + c * z) ** 3
     log_v = tf.math.log(tf.maximum(v, 1e-30))
     accept = (v > 0.0) & (tf.math.log(u[:k]) < 0.5 * z * z + d - d * v + d * log_v)
@@ -313,8 +314,8 @@ def sample_beta(seed, beta):
     seed = tf.convert_to_tensor(seed)
     beta = float(beta)
     if beta == 1.0:
-        return masks_lib._uniform(seed, [])
-    seed_a, seed_b = masks_lib._split2(seed)
+        return seeds.portable_uniform(seed, [])
+    seed_a, seed_b = seeds.split_pair(seed)
     return tf.sigmoid(_log_gamma_sample(seed_a, beta) - _log_gamma_sample(seed_b, beta))
 
 
@@ -381,11 +382,11 @@ def unmix(images, seed, global_prob=0.5, beta=1.0, permutation="reverse"):
     images, height, width = _image_batch(images)
     validate_unmix_args(global_prob, beta, permutation)
     n = images.shape[0] if images.shape[0] is not None else tf.shape(images)[0]
-    seeds = tf.random.experimental.stateless_split(masks_lib._canonical_seed(seed), num=3)
-    lam_seed, mode_seed, perm_seed = seeds[0], seeds[1], seeds[2]
+    sub = seeds.split_canonical(seed, 3)
+    lam_seed, mode_seed, perm_seed = sub[0], sub[1], sub[2]
 
     lam = sample_beta(lam_seed, beta)
-    u = masks_lib._uniform(mode_seed, [3])  # r, centre row, centre column
+    u = seeds.portable_uniform(mode_seed, [3])  # r, centre row, centre column
     is_global = u[0] < float(global_prob)
     cy = tf.minimum(tf.cast(tf.floor(u[1] * float(height)), tf.int32), height - 1)
     cx = tf.minimum(tf.cast(tf.floor(u[2] * float(width)), tf.int32), width - 1)

@@ -38,6 +38,7 @@ from matplotlib.figure import Figure
 
 from mixmask_tf import masks as masks_lib
 from mixmask_tf import mixing
+from mixmask_tf import seeds
 
 # Rows of the mask montage, top to bottom: (key of montage_arrays, label).
 MONTAGE_ROWS = (
@@ -51,15 +52,6 @@ MONTAGE_ROWS = (
 
 # ---------------------------------------------------------------------------------- helpers
 
-
-def _as_seed(seed):
-    """int32 seed [2] from a Python int (-> [0, seed]) or an int pair / tensor [2]."""
-    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
-        return tf.constant([0, int(seed)], tf.int64)
-    seed = tf.convert_to_tensor(seed)
-    if not seed.dtype.is_integer or seed.shape != (2,):
-        raise ValueError(f"seed must be a Python int or an integer pair [2], got {seed!r}.")
-    return seed
 
 
 def _channel_vector(values, channels, name):
@@ -193,7 +185,7 @@ def montage_arrays(images, seed, grid_size, ratio=0.5, num_examples=4, mean=None
         x = x / 255.0
     k, height, width = x.shape[0], x.shape[1], x.shape[2]
     masks_lib.validate_mask_args(grid_size, ratio, None, "blocked", image_size=(height, width))
-    seed = _as_seed(seed)
+    seed = seeds.as_seed(seed)
     out = {"images": to_display(x, mean, std)}
     for mask_type in masks_lib.MASK_TYPES:
         mixture = mixing.mixmask(tf.constant(x), seed, grid_size, mask_type=mask_type,
