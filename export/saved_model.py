@@ -41,6 +41,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mixmask_tf import batchnorm  # noqa: F401  (registers the backbones' BatchNorm for load_model)
 from mixmask_tf import data
 
 SIGNATURE_INPUT = "images"

@@ -1,11 +1,16 @@
 """mixmask-tf: masked and mixed siamese self-supervised pretraining of ConvNets (Keras 3 / TF).
 
-Modules: masks, mixing, losses, augment (pure TF functions); branches (MixMask, ...);
-backbones; models (framework trainers, `keras.Model` subclasses); data; knn; checkpoint.
+Subpackages and modules (see the README's "Layout"): ``seeds`` (stateless seed derivation),
+``masks``, ``mixing``, ``losses``, ``augment/`` (pure TF functions); ``branches/`` (MixMask,
+Un-Mix, ...); ``backbones``; ``models/`` (framework trainers, ``keras.Model`` subclasses);
+``data/``; ``knn``, ``linear_probe``, ``finetune``, ``encoders``; ``checkpoint``; ``registry``
+(every selectable name, readable without TensorFlow).
+
+Importing the package itself imports nothing (no TensorFlow), so the command-line tools can read
+the registries and set TensorFlow's environment before TensorFlow starts. The BatchNorm layer the
+backbones use is registered with Keras by ``mixmask_tf.batchnorm``, which every module that
+builds or loads a model imports (``backbones``, ``models``, ``encoders``); import one of them
+before calling ``keras.models.load_model`` on a saved backbone yourself.
 """
 
 __version__ = "0.1.0"
-
-# Registers the BatchNorm layer the backbones use, so that `keras.models.load_model` can read a
-# saved backbone once `mixmask_tf` is imported.
-from mixmask_tf import batchnorm  # noqa: E402,F401

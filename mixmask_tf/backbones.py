@@ -12,9 +12,10 @@ Any functional Keras model `images [N, H, W, C] -> features [N, F]` can be used 
 import keras
 from keras import layers
 
+from mixmask_tf import registry
 from mixmask_tf.batchnorm import BatchNorm, batch_norm
 
-BACKBONES = ("small_convnet", "resnet18_cifar", "resnet50")
+BACKBONES = tuple(registry.BACKBONES)
 
 
 def _bn(name):
@@ -135,10 +136,7 @@ def build_backbone(name, input_shape, **kwargs):
     Raises:
       ValueError: unknown name.
     """
-    builders = {"small_convnet": small_convnet, "resnet18_cifar": resnet18_cifar, "resnet50": resnet50}
-    if name not in builders:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
-    return builders[name](input_shape, **kwargs)
+    return registry.resolve(registry.BACKBONES, name, "backbone")(input_shape, **kwargs)
 
 
 def feature_dim(backbone):

@@ -24,6 +24,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mixmask_tf import batchnorm  # noqa: F401  (registers the backbones' BatchNorm for load_model)
+
 
 class EncoderLoadError(ValueError):
     """The path is not something an encoder can be loaded from."""

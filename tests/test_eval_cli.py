@@ -14,7 +14,7 @@ import pytest
 
 from conftest import run_module, run_pretrain
 from np_reference import np_softmax_regression
-from mixmask_tf import data, finetune
+from mixmask_tf import backbones, data, finetune  # noqa: F401  (backbones registers the BatchNorm layer for load_model)
 
 LIMITS = ["--train_limit=512", "--test_limit=256"]
 

@@ -8,7 +8,10 @@ from mixmask_tf.models.moco import MoCo
 from mixmask_tf.models.simclr import SimCLR
 from mixmask_tf.models.simsiam import SimSiam
 
-FRAMEWORKS = {"mocov1": MoCo, "mocov2": MoCo, "simclr": SimCLR, "byol": BYOL, "simsiam": SimSiam}
+from mixmask_tf import registry
+
+# Name -> trainer class, from the registry (``mixmask_tf.registry.FRAMEWORKS``).
+FRAMEWORKS = {name: registry.resolve(registry.FRAMEWORKS, name, "framework") for name in registry.FRAMEWORKS}
 
 
 def framework_options(framework):
