@@ -191,6 +191,9 @@ def train_on_features(train_features, train_labels, num_classes: int, config: Pr
 def augment_train_image(image, seed, size, crop_scale=(0.08, 1.0)):
     """The probe's training transform: random resized crop + horizontal flip, raw pixels out.
 
+    The pretraining augmentation's ops on a batch of one (``augment.augment_image``) with every
+    op but the crop and the flip turned off.
+
     Args:
       image: uint8 [H, W, C].
       seed: int tensor [2] (stateless).
@@ -200,9 +203,9 @@ def augment_train_image(image, seed, size, crop_scale=(0.08, 1.0)):
     Returns:
       float32 [H, W, C] in [0, 255] (encoders normalise themselves).
     """
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
-    x = augment.random_resized_crop(image, seeds[0], size, scale=tuple(crop_scale))
-    return augment.random_flip(x, seeds[1]) * 255.0
+    config = augment.ViewConfig(size=size, crop_scale=tuple(crop_scale), flip=True, brightness=0.0, contrast=0.0,
+                                saturation=0.0, hue=0.0, jitter_p=0.0, grayscale_p=0.0)
+    return augment.augment_image(image, tf.cast(seed, tf.int64), config) * 255.0
 
 
 def train_augmented(encoder, source, num_classes: int, config: ProbeConfig = PROTOCOLS["moco"], seed: int = 0,

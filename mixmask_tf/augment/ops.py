@@ -1,0 +1,333 @@
+"""Batched image augmentation ops with torchvision / SimCLR semantics.
+
+Every op works on a batch ``[B, H, W, C]`` (C in {1, 3} and static) and takes its per-image
+parameters explicitly (a crop box, a factor, an on/off flag per image), so an op is a pure
+function; the random parameters are drawn in one place, :func:`mixmask_tf.augment.views.
+sample_view_params` (and :func:`sample_crop_boxes` here). Something that needs one image uses
+the same ops with a batch of one. The ops are ~100 TensorFlow ops per *batch*, which is what
+makes the two-view pipeline cheap on small images.
+
+Semantics (checked against NumPy in ``tests/mixmask_tf/augment/``):
+
+* crop: torchvision ``RandomResizedCrop.get_params`` (area ~ U(scale), log aspect ~ U(log ratio),
+  ``round`` to integer sides, first of 10 valid attempts, else a ratio-clipped centre crop), then a
+  bilinear resize with half-pixel centres (what ``tf.image.resize`` of the slice gives);
+* colour jitter: torchvision ``ColorJitter``: multiplicative brightness, contrast blended with the
+  mean of the grayscale image, saturation blended with the grayscale image, hue rotation in HSV,
+  the active ops in a per-image random order, each result clipped to [0, 1]; 1-channel images get
+  only brightness and contrast;
+* grayscale: ITU-R 601 luminance (``tf.image.rgb_to_grayscale``) on all 3 channels;
+* blur: SimCLR's kernel rule (``int(0.1 * height)``, made odd), per-image sigma, separable
+  convolution with reflect padding;
+* solarize: pixels >= threshold become ``1 - x``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from mixmask_tf import seeds
+
+__all__ = ["to_float", "normalize", "static_channels", "grayscale", "sample_crop_boxes", "resized_crop", "flip",
+           "to_grayscale", "adjust_brightness", "adjust_contrast", "adjust_saturation",
+           "adjust_hue", "color_jitter", "JITTER_OPS", "blur_radius", "gaussian_kernel",
+           "gaussian_blur", "solarize"]
+
+# The colour-jitter ops, in the order of their columns in the ``order_keys`` of color_jitter.
+JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
+
+
+def _per_image(values) -> tf.Tensor:
+    """[B] -> [B, 1, 1, 1] for broadcasting against images."""
+    return tf.reshape(values, [-1, 1, 1, 1])
+
+
+def static_channels(images) -> int:
+    """Static channel count (last axis)."""
+    channels = images.shape[-1]
+    if channels is None:
+        raise ValueError("the channel axis of the images must have a static size")
+    return int(channels)
+
+
+# ----------------------------------------------------------------------------- basic ops
+
+
+def to_float(image_uint8) -> tf.Tensor:
+    """Converts a uint8 image to float32 in [0, 1].
+
+    Args:
+      image_uint8: uint8 tensor of any shape (e.g. [H, W, C] or [B, H, W, C]). A float input is
+        only cast to float32 (assumed to be in [0, 1] already).
+
+    Returns:
+      float32 tensor of the same shape, values in [0, 1].
+    """
+    image = tf.convert_to_tensor(image_uint8)
+    if image.dtype == tf.uint8:
+        return tf.cast(image, tf.float32) / 255.0
+    return tf.cast(image, tf.float32)
+
+
+def normalize(image, mean, std) -> tf.Tensor:
+    """Per-channel standardisation ``(image - mean) / std``.
+
+    Args:
+      image: float tensor [..., C].
+      mean: sequence of C floats (or one float), in the image's units.
+      std: sequence of C floats (or one float), all > 0.
+
+    Returns:
+      float32 tensor with the shape of ``image``.
+    """
+    image = tf.cast(image, tf.float32)
+    mean = tf.constant(np.asarray(mean, np.float32).reshape(-1))
+    std = tf.constant(np.asarray(std, np.float32).reshape(-1))
+    return (image - mean) / std
+
+
+def grayscale(images) -> tf.Tensor:
+    """Luminance [..., 1] of 1- or 3-channel float images (1 channel: unchanged)."""
+    if static_channels(images) == 1:
+        return images
+    return tf.image.rgb_to_grayscale(images)
+
+
+# ----------------------------------------------------------------------------- crop, flip
+
+
+def sample_crop_boxes(seed, batch, height, width, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                      attempts: int = 10):
+    """Samples one crop box per image with torchvision ``RandomResizedCrop.get_params`` semantics.
+
+    Per image, ``attempts`` candidates are drawn at once: target area = H*W*U(scale), aspect
+    ratio = exp(U(log ratio[0], log ratio[1])), w = round(sqrt(area*aspect)),
+    h = round(sqrt(area/aspect)). The first candidate with 0 < w <= W and 0 < h <= H is kept and
+    placed uniformly at random (top ~ randint[0, H-h], left ~ randint[0, W-w]). If none fits, the
+    centre crop of the largest box whose aspect ratio is clipped to the ratio range is used.
+
+    Args:
+      seed: int32/int64 tensor [2].
+      batch: B, boxes to draw (int or int32 scalar tensor).
+      height: int or int32 scalar tensor, image height (the same for the B images).
+      width: int or int32 scalar tensor, image width.
+      scale: (min, max) fraction of the image area.
+      ratio: (min, max) aspect ratio width / height.
+      attempts: number of candidate boxes (torchvision uses 10).
+
+    Returns:
+      (top, left, crop_height, crop_width): int32 [B] tensors.
+    """
+    height = tf.cast(height, tf.int32)
+    width = tf.cast(width, tf.int32)
+    h_f = tf.cast(height, tf.float32)
+    w_f = tf.cast(width, tf.float32)
+    sub = seeds.split(seed, 3)
+
+    target_area = h_f * w_f * seeds.uniform(sub[0], [batch, attempts], scale[0], scale[1])
+    log_ratio = seeds.uniform(sub[1], [batch, attempts], math.log(ratio[0]), math.log(ratio[1]))
+    aspect = tf.exp(log_ratio)
+    cand_w = tf.cast(tf.round(tf.sqrt(target_area * aspect)), tf.int32)
+    cand_h = tf.cast(tf.round(tf.sqrt(target_area / aspect)), tf.int32)
+    valid = (cand_w > 0) & (cand_w <= width) & (cand_h > 0) & (cand_h <= height)
+    any_valid = tf.reduce_any(valid, axis=1)
+    first = tf.argmax(tf.cast(valid, tf.int32), axis=1, output_type=tf.int32)
+
+    # Fallback: whole image, clipped to the ratio range, centred.
+    in_ratio = w_f / h_f
+    min_r, max_r = float(min(ratio)), float(max(ratio))
+    fb_w = tf.where(in_ratio > max_r, tf.cast(tf.round(h_f * max_r), tf.int32), width)
+    fb_h = tf.where(in_ratio < min_r, tf.cast(tf.round(w_f / min_r), tf.int32), height)
+
+    crop_h = tf.where(any_valid, tf.gather(cand_h, first, batch_dims=1), fb_h)
+    crop_w = tf.where(any_valid, tf.gather(cand_w, first, batch_dims=1), fb_w)
+    u = seeds.uniform(sub[2], [batch, 2])
+    rand_top = tf.cast(tf.floor(u[:, 0] * tf.cast(height - crop_h + 1, tf.float32)), tf.int32)
+    rand_left = tf.cast(tf.floor(u[:, 1] * tf.cast(width - crop_w + 1, tf.float32)), tf.int32)
+    top = tf.where(any_valid, rand_top, (height - crop_h) // 2)
+    left = tf.where(any_valid, rand_left, (width - crop_w) // 2)
+    top = tf.clip_by_value(top, 0, height - crop_h)
+    left = tf.clip_by_value(left, 0, width - crop_w)
+    return top, left, crop_h, crop_w
+
+
+def _resize_axis(start, length, out_size: int):
+    """Half-pixel bilinear sample positions of a crop along one axis (tf.image.resize's rule).
+
+    Args:
+      start, length: int32 [B], the crop's first index and size along the axis.
+      out_size: output size along the axis.
+
+    Returns:
+      (lower, upper) int32 [B, out] absolute indices and lerp float32 [B, out].
+    """
+    scale = tf.cast(length, tf.float32)[:, None] / float(out_size)
+    pos = (tf.range(out_size, dtype=tf.float32)[None, :] + 0.5) * scale - 0.5
+    floor = tf.floor(pos)
+    lower = tf.maximum(tf.cast(floor, tf.int32), 0)
+    upper = tf.minimum(tf.cast(tf.math.ceil(pos), tf.int32), length[:, None] - 1)
+    return start[:, None] + lower, start[:, None] + upper, pos - floor
+
+
+def resized_crop(images, top, left, crop_h, crop_w, size) -> tf.Tensor:
+    """Crops box b of image b and resizes it bilinearly to ``size`` (half-pixel centres).
+
+    Equal (to float rounding) to ``tf.image.resize(tf.slice(image, box), size)`` per image. H and
+    W may be dynamic.
+
+    Args:
+      images: float32 [B, H, W, C].
+      top, left, crop_h, crop_w: int32 [B] boxes inside the images.
+      size: (out_h, out_w).
+
+    Returns:
+      float32 [B, out_h, out_w, C].
+    """
+    out_h, out_w = size
+    y0, y1, wy = _resize_axis(top, crop_h, out_h)
+    x0, x1, wx = _resize_axis(left, crop_w, out_w)
+    rows0 = tf.gather(images, y0, axis=1, batch_dims=1)  # [B, out_h, W, C]
+    rows1 = tf.gather(images, y1, axis=1, batch_dims=1)
+    wx = wx[:, None, :, None]
+
+    def cols(rows):
+        a = tf.gather(rows, x0, axis=2, batch_dims=1)
+        b = tf.gather(rows, x1, axis=2, batch_dims=1)
+        return a + (b - a) * wx
+
+    top_row, bottom_row = cols(rows0), cols(rows1)
+    return top_row + (bottom_row - top_row) * wy[:, :, None, None]
+
+
+def flip(images, apply) -> tf.Tensor:
+    """Flips image b left-right where ``apply[b]``: images [B, H, W, C], apply bool [B]."""
+    return tf.where(_per_image(apply), tf.reverse(images, axis=[2]), images)
+
+
+# ----------------------------------------------------------------------------- colour
+
+
+def to_grayscale(images, apply) -> tf.Tensor:
+    """Replaces image b by its luminance on every channel where ``apply[b]`` (1 channel: identity).
+
+    Args:
+      images: float32 [B, H, W, C], C in {1, 3}.
+      apply: bool [B].
+
+    Returns:
+      float32 [B, H, W, C].
+    """
+    channels = static_channels(images)
+    if channels == 1:
+        return images
+    return tf.where(_per_image(apply), tf.tile(grayscale(images), [1, 1, 1, channels]), images)
+
+
+def adjust_brightness(images, factor) -> tf.Tensor:
+    """torchvision adjust_brightness: ``clip(x * f)``; images [B, H, W, C], factor [B]."""
+    return tf.clip_by_value(images * _per_image(factor), 0.0, 1.0)
+
+
+def adjust_contrast(images, factor) -> tf.Tensor:
+    """torchvision adjust_contrast: blend with the mean m of each grayscale image, ``clip((x - m) * f + m)``."""
+    mean = tf.reduce_mean(grayscale(images), axis=[1, 2, 3], keepdims=True)
+    return tf.clip_by_value((images - mean) * _per_image(factor) + mean, 0.0, 1.0)
+
+
+def adjust_saturation(images, factor) -> tf.Tensor:
+    """torchvision adjust_saturation: blend with the grayscale image g, ``clip((x - g) * f + g)`` (3 channels)."""
+    gray = grayscale(images)
+    return tf.clip_by_value((images - gray) * _per_image(factor) + gray, 0.0, 1.0)
+
+
+def adjust_hue(images, delta) -> tf.Tensor:
+    """torchvision adjust_hue: rotates each image's HSV hue by ``delta[b]`` (fraction of the circle), clipped."""
+    hsv = tf.image.rgb_to_hsv(images)
+    h = hsv[..., :1] + _per_image(delta)
+    h = h - tf.floor(h)
+    return tf.clip_by_value(tf.image.hsv_to_rgb(tf.concat([h, hsv[..., 1:]], -1)), 0.0, 1.0)
+
+
+_ADJUST = {"brightness": adjust_brightness, "contrast": adjust_contrast,
+           "saturation": adjust_saturation, "hue": adjust_hue}
+
+
+def color_jitter(images, apply, order_keys, factors: Dict[str, Optional[tf.Tensor]]) -> tf.Tensor:
+    """Colour jitter with per-image factors and a per-image random order of the active ops.
+
+    Args:
+      images: float32 [B, H, W, C] in [0, 1], C in {1, 3}.
+      apply: bool [B], jitter image b at all.
+      order_keys: float32 [B, 4]; image b applies its active ops in increasing key order (keys
+        drawn uniformly give a uniformly random order). Columns follow :data:`JITTER_OPS`.
+      factors: name in :data:`JITTER_OPS` -> float32 [B] (brightness, contrast, saturation
+        factors; the hue delta), or None for an inactive op. Saturation and hue are skipped for
+        1-channel images.
+
+    Returns:
+      float32 [B, H, W, C] in [0, 1].
+    """
+    channels = static_channels(images)
+    ops = [(i, name) for i, name in enumerate(JITTER_OPS) if factors.get(name) is not None
+           and (channels == 3 or name in ("brightness", "contrast"))]
+    if not ops:
+        return images
+    out = images
+    if len(ops) == 1:
+        out = _ADJUST[ops[0][1]](out, factors[ops[0][1]])
+    else:
+        # position[b, k]: the active op image b applies k-th (increasing order key).
+        ids = tf.constant([i for i, _ in ops], tf.int32)
+        position = tf.argsort(tf.gather(order_keys, ids, axis=1), axis=1)
+        for k in range(len(ops)):
+            candidates = [_ADJUST[name](out, factors[name]) for _, name in ops]
+            chosen = candidates[0]
+            for j in range(1, len(ops)):
+                chosen = tf.where(_per_image(position[:, k] == j), candidates[j], chosen)
+            out = chosen
+    return tf.where(_per_image(apply), out, images)
+
+
+# ----------------------------------------------------------------------------- blur, solarize
+
+
+def blur_radius(height: int, kernel_fraction: float = 0.1) -> int:
+    """SimCLR kernel rule: size = int(fraction * height), radius = size // 2 (kernel 2r+1)."""
+    return int(height * kernel_fraction) // 2
+
+
+def gaussian_kernel(sigma, radius: int) -> tf.Tensor:
+    """Normalised 1-D Gaussian taps: sigma float [...] -> float32 [..., 2 * radius + 1]."""
+    sigma = tf.cast(sigma, tf.float32)[..., None]
+    taps = tf.range(-radius, radius + 1, dtype=tf.float32)
+    kernel = tf.exp(-tf.square(taps) / (2.0 * tf.square(sigma)))
+    return kernel / tf.reduce_sum(kernel, axis=-1, keepdims=True)
+
+
+def gaussian_blur(images, sigma, radius: int) -> tf.Tensor:
+    """Separable Gaussian blur with a per-image sigma, reflect padding.
+
+    Args:
+      images: float32 [B, H, W, C] with static H, W > radius.
+      sigma: float32 [B] standard deviations (pixels).
+      radius: Python int, kernel size 2 * radius + 1 (0: identity).
+
+    Returns:
+      float32 [B, H, W, C].
+    """
+    if radius <= 0:
+        return images
+    kernel = gaussian_kernel(sigma, radius)  # [B, 2r + 1]
+    height, width = images.shape[1], images.shape[2]
+    padded = tf.pad(images, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
+    rows = sum(_per_image(kernel[:, k]) * padded[:, k:k + height] for k in range(2 * radius + 1))
+    return sum(_per_image(kernel[:, k]) * rows[:, :, k:k + width] for k in range(2 * radius + 1))
+
+
+def solarize(images, apply, threshold: float = 0.5) -> tf.Tensor:
+    """Where ``apply[b]``, pixels >= threshold of image b become ``1 - x``; images [B, H, W, C] in [0, 1]."""
+    return tf.where(_per_image(apply) & (images >= threshold), 1.0 - images, images)

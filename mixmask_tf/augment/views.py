@@ -1,0 +1,270 @@
+"""The two-view entry point: draws a view's random parameters, applies the ops, normalises.
+
+A view of a batch is two steps, so the random draws and the image arithmetic can be tested
+apart:
+
+1. :func:`sample_view_params` draws every random parameter of a batch at once from one
+   stateless seed (crop boxes, flips, colour-jitter factors and order, grayscale, blur sigma,
+   solarisation), each op from its own sub-seed, so turning one op off leaves the others' draws
+   unchanged;
+2. :func:`apply_view_params` applies the batched ops of :mod:`mixmask_tf.augment.ops` with them,
+   in the reference order: crop + resize, flip, [grayscale,] colour jitter, [grayscale,] blur,
+   solarize (the grayscale comes first with ``ViewConfig.grayscale_before_jitter``, MoCo v1).
+
+:class:`TwoViewAugment` is the ``view_fn`` of ``mixmask_tf.data.make_pretrain_dataset``: one
+call per batch (``.batch``); a single image is a batch of one (``__call__``).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from mixmask_tf import seeds
+from mixmask_tf.augment import ops
+from mixmask_tf.augment.presets import SizeLike, ViewConfig, as_size, preset_views
+
+__all__ = ["sample_view_params", "apply_view_params", "augment_batch", "augment_image",
+           "two_views", "TwoViewAugment", "eval_preprocess"]
+
+
+def sample_view_params(seed, batch, height, width, channels: int,
+                       config: ViewConfig) -> Dict[str, tf.Tensor]:
+    """Draws every random parameter of one view for a batch.
+
+    Args:
+      seed: int32/int64 tensor [2].
+      batch: B (int or int32 scalar tensor).
+      height, width: input image size (ints, or int32 scalar tensors).
+      channels: static channel count (1 or 3).
+      config: the view's ViewConfig.
+
+    Returns:
+      dict of [B] tensors: ``top``, ``left``, ``crop_h``, ``crop_w`` (int32); ``flip``,
+      ``jitter``, ``gray``, ``blur``, ``solarize`` (bool: apply the op); ``brightness``,
+      ``contrast``, ``saturation`` (float32 factors), ``hue`` (float32 delta), ``sigma``
+      (float32 blur sigma); and ``order_keys`` float32 [B, 4]: the jitter applies its active ops
+      (of brightness, contrast, saturation, hue) in increasing key order, a uniformly random
+      order.
+
+    Raises:
+      ValueError: a hue strength outside [0, 0.5].
+    """
+    sub = seeds.split(seed, 6)
+    top, left, crop_h, crop_w = ops.sample_crop_boxes(sub[0], batch, height, width, config.crop_scale,
+                                                      config.crop_ratio)
+    s_jit = seeds.split(sub[2], 6)
+
+    def factor(s, strength):
+        return seeds.uniform(s, [batch], max(0.0, 1.0 - strength), 1.0 + strength)
+
+    s_blur = seeds.split(sub[4], 2)
+    hue = config.hue
+    if not 0.0 <= hue <= 0.5:
+        raise ValueError(f"hue must lie in [0, 0.5], got {hue}")
+    return {
+        "top": top, "left": left, "crop_h": crop_h, "crop_w": crop_w,
+        "flip": (seeds.uniform(sub[1], [batch]) < 0.5) & config.flip,
+        "jitter": seeds.uniform(s_jit[0], [batch]) < config.jitter_p,
+        "order_keys": seeds.uniform(s_jit[1], [batch, 4]),
+        "brightness": factor(s_jit[2], config.brightness),
+        "contrast": factor(s_jit[3], config.contrast),
+        "saturation": factor(s_jit[4], config.saturation),
+        "hue": seeds.uniform(s_jit[5], [batch], -hue, hue),
+        "gray": (seeds.uniform(sub[3], [batch]) < config.grayscale_p) & (channels == 3),
+        "blur": seeds.uniform(s_blur[0], [batch]) < config.blur_p,
+        "sigma": seeds.uniform(s_blur[1], [batch], 0.1, 2.0),
+        "solarize": seeds.uniform(sub[5], [batch]) < config.solarize_p,
+    }
+
+
+def apply_view_params(images, params: Dict[str, tf.Tensor], config: ViewConfig) -> tf.Tensor:
+    """Applies one view's augmentation with the given parameters (see sample_view_params).
+
+    Args:
+      images: uint8 (or float in [0, 1]) [B, H, W, C], C in {1, 3} and static.
+      params: dict from :func:`sample_view_params` for this batch.
+      config: the view's ViewConfig.
+
+    Returns:
+      float32 [B, config.size[0], config.size[1], C] in [0, 1] (not normalised).
+    """
+    x = ops.to_float(images)
+    channels = int(x.shape[-1])
+    x = ops.resized_crop(x, params["top"], params["left"], params["crop_h"], params["crop_w"], config.size)
+    x = ops.flip(x, params["flip"])
+
+    def grayscale(v):
+        if channels == 1 or config.grayscale_p <= 0:
+            return v
+        return ops.to_grayscale(v, params["gray"])
+
+    if config.grayscale_before_jitter:
+        x = grayscale(x)
+    if config.jitter_p > 0:
+        strengths = {"brightness": config.brightness, "contrast": config.contrast,
+                     "saturation": config.saturation, "hue": config.hue}
+        factors = {name: params[name] if strengths[name] > 0 else None for name in ops.JITTER_OPS}
+        x = ops.color_jitter(x, params["jitter"], params["order_keys"], factors)
+    if not config.grayscale_before_jitter:
+        x = grayscale(x)
+    radius = ops.blur_radius(config.size[0], 0.1)
+    if config.blur_p > 0 and radius > 0:
+        x = tf.where(tf.reshape(params["blur"], [-1, 1, 1, 1]), ops.gaussian_blur(x, params["sigma"], radius), x)
+    if config.solarize_p > 0:
+        x = ops.solarize(x, params["solarize"], 0.5)
+    return x
+
+
+def _augment(images, seed, config: ViewConfig) -> tf.Tensor:
+    """sample_view_params + apply_view_params for images [B, H, W, C] (H, W may be dynamic)."""
+    shape = tf.shape(images)
+    height = images.shape[1] if images.shape[1] is not None else shape[1]
+    width = images.shape[2] if images.shape[2] is not None else shape[2]
+    params = sample_view_params(seed, shape[0], height, width, ops.static_channels(images), config)
+    return apply_view_params(images, params, config)
+
+
+def augment_batch(images, seed, config: ViewConfig) -> tf.Tensor:
+    """One augmented view of every image of a batch.
+
+    Args:
+      images: uint8 [B, H, W, C] with static H, W, C (B may be dynamic).
+      seed: int32/int64 tensor [2].
+      config: the view's ViewConfig.
+
+    Returns:
+      float32 [B, config.size[0], config.size[1], C] in [0, 1] (not normalised).
+
+    Raises:
+      ValueError: images without a static height, width or channel count.
+    """
+    images = tf.convert_to_tensor(images)
+    _, height, width, channels = images.shape
+    if None in (height, width, channels):
+        raise ValueError(f"augment_batch needs static image height, width and channels, got {images.shape}")
+    return _augment(images, seed, config)
+
+
+def augment_image(image, seed, config: ViewConfig) -> tf.Tensor:
+    """One augmented view of one image: the batched ops on a batch of one.
+
+    Args:
+      image: uint8 (or float in [0, 1]) [H, W, C], C static; H and W may be dynamic.
+      seed: int32/int64 tensor [2].
+      config: the view's ViewConfig.
+
+    Returns:
+      float32 [config.size[0], config.size[1], C] in [0, 1] (not normalised).
+    """
+    return _augment(tf.convert_to_tensor(image)[None], seed, config)[0]
+
+
+def two_views(view1: ViewConfig, view2: ViewConfig, mean, std, images, seed) -> tf.Tensor:
+    """Two independently augmented, normalised views of every image of a batch.
+
+    Args:
+      view1, view2: ViewConfigs of the query and key views (same output size).
+      mean, std: per-channel normalisation ([0, 1] pixel units).
+      images: uint8 [B, H, W, C], static H, W, C.
+      seed: int32/int64 tensor [2]; the views use two independent sub-seeds.
+
+    Returns:
+      float32 [B, 2, H', W', C]: view 1 then view 2, normalised.
+    """
+    sub = seeds.split(seed, 2)
+    v1 = augment_batch(images, sub[0], view1)
+    v2 = augment_batch(images, sub[1], view2)
+    return ops.normalize(tf.stack([v1, v2], axis=1), mean, std)
+
+
+class TwoViewAugment:
+    """Makes two independently augmented, normalised views of each image.
+
+    Use as ``view_fn`` of :func:`mixmask_tf.data.make_pretrain_dataset` (which calls
+    :meth:`batch`, one call per batch).
+
+    Args:
+      view1: ViewConfig of view 1 (the query view).
+      view2: ViewConfig of view 2 (the key view); must have the same output size.
+      mean: per-channel mean (sequence of C floats, [0, 1] pixel units).
+      std: per-channel std (sequence of C floats).
+    """
+
+    def __init__(self, view1: ViewConfig, view2: ViewConfig, mean, std):
+        if tuple(view1.size) != tuple(view2.size):
+            raise ValueError(f"both views must have the same size, got {view1.size} and "
+                             f"{view2.size}")
+        self.view1 = view1
+        self.view2 = view2
+        self.mean = tuple(float(v) for v in np.asarray(mean, np.float64).reshape(-1))
+        self.std = tuple(float(v) for v in np.asarray(std, np.float64).reshape(-1))
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std must be positive, got {self.std}")
+
+    @classmethod
+    def from_preset(cls, name: str, size: SizeLike, channels: int, mean, std
+                    ) -> "TwoViewAugment":
+        """Both views of a named preset (see ``presets.preset_views``; ``byol`` is asymmetric)."""
+        view1, view2 = preset_views(name, size, channels)
+        return cls(view1, view2, mean, std)
+
+    @property
+    def output_size(self) -> Tuple[int, int]:
+        """(height, width) of the views."""
+        return tuple(self.view1.size)
+
+    def _check_channels(self, channels: int):
+        if len(self.mean) not in (1, channels) or len(self.std) not in (1, channels):
+            raise ValueError(f"mean/std have {len(self.mean)}/{len(self.std)} entries but the "
+                             f"image has {channels} channels")
+
+    def batch(self, images_uint8, seed) -> tf.Tensor:
+        """Augments a batch at once.
+
+        Args:
+          images_uint8: uint8 [B, H, W, C], static H, W, C.
+          seed: int32/int64 tensor [2].
+
+        Returns:
+          float32 [B, 2, H', W', C]: view 1 then view 2 of every image, normalised.
+        """
+        return two_views(self.view1, self.view2, self.mean, self.std, images_uint8, seed)
+
+    def __call__(self, image_uint8, seed) -> tf.Tensor:
+        """Augments one image twice (a batch of one; H and W may be dynamic).
+
+        Args:
+          image_uint8: uint8 [H, W, C] image, C static and equal to len(mean) (or mean of
+            length 1).
+          seed: int32/int64 tensor [2]; the views use two independent sub-seeds.
+
+        Returns:
+          float32 [2, H', W', C]: view 1 then view 2, normalised.
+        """
+        image = tf.convert_to_tensor(image_uint8)
+        self._check_channels(ops.static_channels(image))
+        sub = seeds.split(seed, 2)
+        v1 = augment_image(image, sub[0], self.view1)
+        v2 = augment_image(image, sub[1], self.view2)
+        return ops.normalize(tf.stack([v1, v2], axis=0), self.mean, self.std)
+
+
+def eval_preprocess(image_uint8, mean, std, size: Optional[SizeLike] = None) -> tf.Tensor:
+    """The deterministic test transform: to float, optional bilinear resize, normalise.
+
+    Args:
+      image_uint8: uint8 [H, W, C] or [B, H, W, C].
+      mean: per-channel mean ([0, 1] units).
+      std: per-channel std.
+      size: optional output (height, width) or int; None keeps the input size.
+
+    Returns:
+      float32 tensor [..., H', W', C], normalised.
+    """
+    x = ops.to_float(image_uint8)
+    if size is not None:
+        x = tf.image.resize(x, as_size(size), method="bilinear")
+    return ops.normalize(x, mean, std)
