@@ -52,14 +52,17 @@ def atomic_save_keras(model, path):
     _atomic_write(path, model.save, ".keras")
 
 
-def _normalized_name(path):
-    # Drop the owner's auto-numbered name ("mo_co_3/", "sgd_2/") and numeric suffixes that
-    # depend on how many objects a process created before, not on the architecture.
+def normalized_name(path):
+    """A variable's path without what depends on the process rather than the architecture.
+
+    Drops the owner's auto-numbered name ("mo_co_3/", "sgd_2/") and numeric suffixes that
+    depend on how many objects a process created before.
+    """
     parts = path.split("/")[1:] or path.split("/")
     return "/".join(re.sub(r"_\d+$", "", part) for part in parts)
 
 
-def _state(model):
+def state_variables(model):
     """(variables, normalised names) a checkpoint holds, in a fixed order.
 
     Every model weight and the optimizer's variables; with an online probe (a model with a
@@ -71,11 +74,11 @@ def _state(model):
     probe_weights = list(model.probe.weights) if probe_optimizer is not None else []
     probe_ids = {id(v) for v in probe_weights}
     variables = [v for v in model.weights if id(v) not in probe_ids] + list(model.optimizer.variables)
-    names = [_normalized_name(v.path) for v in variables]
+    names = [normalized_name(v.path) for v in variables]
     if probe_optimizer is not None:
         variables += probe_weights + list(probe_optimizer.variables)
-        names += [f"probe/{_normalized_name(v.path)}" for v in probe_weights]
-        names += [f"probe_optimizer/{_normalized_name(v.path)}" for v in probe_optimizer.variables]
+        names += [f"probe/{normalized_name(v.path)}" for v in probe_weights]
+        names += [f"probe_optimizer/{normalized_name(v.path)}" for v in probe_optimizer.variables]
     return variables, names
 
 
@@ -91,7 +94,7 @@ def save(model, folder, epoch, keep=3):
     Returns:
       the checkpoint path.
     """
-    variables, names = _state(model)
+    variables, names = state_variables(model)
     arrays = {f"v{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
     arrays["__names__"] = np.array(json.dumps(names))
     arrays["__epoch__"] = np.array(int(epoch))
@@ -125,7 +128,7 @@ def restore(model, path):
     Raises:
       CheckpointMismatchError: the model's weights differ in names or shapes.
     """
-    variables, names = _state(model)
+    variables, names = state_variables(model)
     with np.load(path) as data:
         saved_names = json.loads(str(data["__names__"]))
         if saved_names != names:

@@ -177,7 +177,7 @@ def rebuild_trainer(model_dir):
     options = dict(config.get("framework_options", {}))
     if options.get("tau_schedule") == "cosine":
         options["total_steps"] = 1  # the schedule does not shape any weight
-    # An online probe's weights are stored after every other variable (checkpoint._state), so
+    # An online probe's weights are stored after every other variable (checkpoint.state_variables), so
     # the trainer without a probe matches the front of any checkpoint of its run.
     return models.build_trainer(config["framework"], backbone, branch=None, seed=int(config.get("seed", 0)),
                                 **options)
@@ -193,7 +193,7 @@ def restore_backbone_from_checkpoint(model_dir, checkpoint_path):
 
     trainer = rebuild_trainer(model_dir)
     weights = list(trainer.weights)
-    names = [checkpoint._normalized_name(v.path) for v in weights]
+    names = [checkpoint.normalized_name(v.path) for v in weights]
     with np.load(checkpoint_path) as data:
         saved = json.loads(str(data["__names__"]))
         if saved[:len(names)] != names:

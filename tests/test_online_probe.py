@@ -144,14 +144,14 @@ def test_checkpoint_round_trip_includes_the_probe(trained, tmp_path):
     fresh = _trainer(CLASSES, keras.optimizers.Adam(1e-2))
     assert not np.array_equal(fresh.probe.kernel.numpy(), probed.probe.kernel.numpy())
     assert checkpoint.restore(fresh, path) == 2
-    variables, _ = checkpoint._state(probed)
-    restored, _ = checkpoint._state(fresh)
+    variables, _ = checkpoint.state_variables(probed)
+    restored, _ = checkpoint.state_variables(fresh)
     for a, b in zip(variables, restored):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
     assert int(fresh.probe_optimizer.iterations.numpy()) == 16
     # Without a probe the checkpoint holds exactly what it held before probes existed.
     plain = _trainer()
-    _, plain_names = checkpoint._state(plain)
+    _, plain_names = checkpoint.state_variables(plain)
     assert len(plain_names) == len(plain.weights) + len(plain.optimizer.variables)
     assert not any(n.startswith("probe") for n in plain_names)
     with pytest.raises(checkpoint.CheckpointMismatchError, match="probe"):
