@@ -5,7 +5,8 @@ r"""Times the pretraining input pipeline alone (two augmented views per image, b
 
 Prints images/s per augmentation preset over --batches batches after --warmup batches, for each
 of --modes: `vectorized` (the default pipeline: whole batches through `TwoViewAugment.batch`) and
-`per_example` (the same recipe, one image per map call: the pipeline before the vectorised one). With
+`per_example` (the same ops, one image per map call as a batch of one: how sources of varying image
+size are augmented, and what the pipeline cost before it was vectorised). With
 --step_json (written by `benchmarks.step_throughput`), it also prints what each train step row
 consumes and whether the pipeline keeps up (pipeline images/s over step images/s: below 1 the
 pipeline is the bottleneck; during training both share the same cores, so leave a margin) for the
