@@ -123,10 +123,7 @@ def main(argv=None):
     for s in range(args.steps):
         # The seed branch_outputs uses in this step (optimizer.iterations == s before the step).
         seed = model.step_seed(base.replica_id())
-        mixture = mixing.mixmask(
-            x1, seed, branch.grid_size, mask_type=branch.mask_type, ratio=branch.ratio,
-            ratio_range=branch.ratio_range, per_sample=branch.per_sample,
-            permutation=branch.permutation, min_block_cells=branch.min_block_cells)
+        mixture = mixing.mixmask(x1, seed, permutation=branch.permutation, **branch.mask.as_dict())
         branch_images = model.branch_outputs(x1).batches[0].images
         if not np.array_equal(branch_images.numpy(), mixture.images.numpy()):
             raise RuntimeError("the branch's mixed batch differs from the recomputed mixture")

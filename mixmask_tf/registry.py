@@ -24,11 +24,11 @@ FRAMEWORKS = {
 
 # Branch name -> branch class (``mixmask_tf.branches``, one file per branch).
 BRANCHES = {
-    "none": "mixmask_tf.branches:Branch",
-    "mixmask": "mixmask_tf.branches:MixMaskBranch",
-    "unmix": "mixmask_tf.branches:UnMixBranch",
-    "mixmask_unmix": "mixmask_tf.branches:MixMaskUnMixBranch",
-    "erase": "mixmask_tf.branches:EraseBranch",
+    "none": "mixmask_tf.branches.base:Branch",
+    "mixmask": "mixmask_tf.branches.mixmask:MixMaskBranch",
+    "unmix": "mixmask_tf.branches.unmix:UnMixBranch",
+    "mixmask_unmix": "mixmask_tf.branches.mixmask_unmix:MixMaskUnMixBranch",
+    "erase": "mixmask_tf.branches.erase:EraseBranch",
 }
 
 # Backbone name -> builder ``fn(input_shape, **kwargs) -> keras.Model``.

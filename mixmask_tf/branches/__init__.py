@@ -1,0 +1,34 @@
+"""Branches: the extra query batches a trainer encodes besides the clean views.
+
+One file per branch on the contract in :mod:`~mixmask_tf.branches.base` (``Term``,
+``QueryBatch``, ``BranchOutput``, ``Branch``, ``MaskOptions``, ``build_branch``):
+
+* "none" (``base.Branch``): no extra batch (the plain framework).
+* "mixmask" (``mixmask.py``): MixMask, one batch, terms "mix" (λ) and "switch" (1 − λ).
+* "unmix" (``unmix.py``): Un-Mix (Mixup/CutMix, one λ per step), one batch, terms "unmix" (λ)
+  and "unmix_switch" (1 − λ, the reversed embeddings).
+* "mixmask_unmix" (``mixmask_unmix.py``): MixMask* of the paper, both of the above with
+  independent sub-seeds and (by default) different permutations: two batches, terms "mix",
+  "switch", "unmix", "unmix_switch".
+* "erase" (``erase.py``): the erase-based baseline (paper Table 4): two batches, "erase" (the
+  image with its (1 − M) cells erased, weight λ) and "erase_complement" (its M cells erased,
+  weight 1 − λ).
+
+A new branch (MSCN, saliency) is one more file here and one line in ``mixmask_tf.registry``.
+"""
+
+from mixmask_tf import registry
+from mixmask_tf.branches.base import (MASK_OPTIONS, Branch, BranchOutput, MaskedBranch, MaskOptions, QueryBatch,
+                                      Term, branch_class, branch_options, build_branch, concat_branch_outputs,
+                                      image_hw, mixture_terms)
+from mixmask_tf.branches.erase import EraseBranch
+from mixmask_tf.branches.mixmask import MixMaskBranch
+from mixmask_tf.branches.mixmask_unmix import MixMaskUnMixBranch
+from mixmask_tf.branches.unmix import UnMixBranch
+
+# Name -> branch class, from the registry.
+BRANCHES = {name: branch_class(name) for name in registry.BRANCHES}
+
+__all__ = ["Term", "QueryBatch", "BranchOutput", "Branch", "MaskOptions", "MASK_OPTIONS", "MaskedBranch",
+           "image_hw", "mixture_terms", "branch_class", "branch_options", "build_branch", "concat_branch_outputs",
+           "MixMaskBranch", "UnMixBranch", "MixMaskUnMixBranch", "EraseBranch", "BRANCHES"]

@@ -1,0 +1,240 @@
+"""The branch contract: what extra query batches a trainer encodes besides the clean views.
+
+A branch knows masks and mixtures, never a framework. It turns the query view of a (local)
+batch into extra query batches, each with one or more *terms*. A term says how to read the
+batch's embeddings and how much each sample counts:
+
+    loss_term = mean_i( weights[i] · L(embed(batch)[index[i]], target_i) )
+
+where target_i is the framework's clean target of image i (MoCo: its key). The MixMask
+branch yields one mixed batch with two terms: "mix" (index = identity, weights = λ_i) and
+"switch" (index = the switch indices, weights = 1 − λ of the switch mixture), so the switch
+embeddings cost no second forward pass (ALGORITHMS.md section 2).
+
+Every branch has static ``term_names`` and ``stat_names`` tuples equal to what ``__call__``
+returns (the trainer creates its metrics from them), ``validate(image_shape)`` and
+``get_config()`` (which round-trips through ``build_branch(**config)``). Its options are the
+named parameters of its ``__init__``; a branch that draws grid masks takes the mask options
+(:class:`MaskOptions`) as ``**mask_options``, validated once into ``self.mask``.
+
+The branches themselves are one file each beside this one; the names are the registry's
+(``mixmask_tf.registry.BRANCHES``).
+"""
+
+import dataclasses
+import inspect
+import numbers
+from typing import NamedTuple, Optional, Tuple
+
+import tensorflow as tf
+
+from mixmask_tf import masks as masks_lib
+from mixmask_tf import registry
+
+__all__ = ["Term", "QueryBatch", "BranchOutput", "Branch", "MaskOptions", "MASK_OPTIONS", "MaskedBranch",
+           "image_hw", "mixture_terms", "branch_class", "branch_options", "build_branch",
+           "concat_branch_outputs"]
+
+
+class Term(NamedTuple):
+    """One weighted loss term read from a query batch's embeddings.
+
+    name: python str, used for the metric `loss_<name>`.
+    index: [N] int32, embeddings row to pair with target i.
+    weights: [N] float32 per-sample weight.
+    """
+
+    name: str
+    index: tf.Tensor
+    weights: tf.Tensor
+
+
+class QueryBatch(NamedTuple):
+    """images: [N, H, W, C] an extra batch for the query encoder; terms: tuple of Term."""
+
+    images: tf.Tensor
+    terms: tuple
+
+
+class BranchOutput(NamedTuple):
+    """batches: tuple of QueryBatch; stats: dict name -> scalar (e.g. "lambda")."""
+
+    batches: tuple
+    stats: dict
+
+
+class Branch:
+    """Base class and the ``none`` branch (no extra query batches)."""
+
+    name = "none"
+    term_names = ()
+    stat_names = ()
+
+    def validate(self, image_shape):
+        """Raises ValueError when the branch cannot work on images of `image_shape` (H, W, C)."""
+
+    def __call__(self, images, seed):
+        """Args: images [N, H, W, C] float query view; seed [2] int stateless seed.
+
+        Returns: BranchOutput.
+        """
+        del images, seed
+        return BranchOutput(batches=(), stats={})
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+def _is_int(x):
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def image_hw(image_shape) -> Tuple[int, int]:
+    """(H, W) of an image shape (H, W, C) with static positive H and W, else ValueError."""
+    try:
+        height, width, _ = image_shape
+    except (TypeError, ValueError):
+        raise ValueError(f"image_shape must be (height, width, channels), got {image_shape!r}.") from None
+    if not (_is_int(height) and _is_int(width)) or height < 1 or width < 1:
+        raise ValueError(f"the images need a static positive height and width, got {image_shape!r}.")
+    return height, width
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskOptions:
+    """The grid-mask options every masked branch shares, validated once when built.
+
+    Attributes:
+      grid_size: G, the mask is a G×G grid upsampled to the image (nearest).
+      mask_type: "blocked" (BEiT block-wise) or "discrete".
+      ratio: constant mask ratio in (0, 1); ignored when `ratio_range` is given.
+      ratio_range: (a, b) to draw the ratio from U(a, b) per mask, or None.
+      per_sample: False (default, as the reference code): one mask for the whole batch;
+        True: each image its own mask and λ_i [ours].
+      min_block_cells: minimum block size of the blocked generator; None = 4 except where a
+        4-cell block cannot fit (G = 2: 1). Pass 4 to reproduce the reference generator exactly.
+
+    Raises:
+      ValueError: an invalid option (see ``masks.validate_mask_args``).
+    """
+
+    grid_size: int = 4
+    mask_type: str = "blocked"
+    ratio: float = 0.5
+    ratio_range: Optional[Tuple[float, float]] = None
+    per_sample: bool = False
+    min_block_cells: Optional[int] = None
+
+    def __post_init__(self):
+        masks_lib.validate_mask_args(self.grid_size, self.ratio, self.ratio_range, self.mask_type)
+        object.__setattr__(self, "grid_size", int(self.grid_size))
+        object.__setattr__(self, "ratio", float(self.ratio))
+        object.__setattr__(self, "ratio_range",
+                           tuple(float(r) for r in self.ratio_range) if self.ratio_range else None)
+        object.__setattr__(self, "per_sample", bool(self.per_sample))
+
+    def validate(self, image_shape):
+        """Raises ValueError unless the grid fits images of `image_shape` (H, W, C)."""
+        height, width = image_hw(image_shape)
+        if self.grid_size > min(height, width):
+            raise ValueError(f"grid size {self.grid_size} is larger than the {height}x{width} image: "
+                             f"use a grid size of at most {min(height, width)}.")
+
+    def as_dict(self):
+        """The options as keyword arguments (``masks.grid_masks`` / ``mixing.mixmask`` names)."""
+        return dataclasses.asdict(self)
+
+
+# The names of the mask options, as a masked branch accepts them.
+MASK_OPTIONS = tuple(field.name for field in dataclasses.fields(MaskOptions))
+
+
+class MaskedBranch(Branch):
+    """Base of the branches that draw grid masks: ``self.mask`` is their :class:`MaskOptions`."""
+
+    def __init__(self, **mask_options):
+        self.mask = MaskOptions(**mask_options)
+
+    def validate(self, image_shape):
+        self.mask.validate(image_shape)
+
+    def get_config(self):
+        return {"name": self.name, **self.mask.as_dict()}
+
+
+def mixture_terms(mixture, name, switch_name):
+    """Terms of a `mixing.Mixture`: `name` (identity, λ) and, if `switch_name`, (switch_index, 1 − λ)."""
+    n = tf.shape(mixture.images)[0]
+    terms = [Term(name, tf.range(n, dtype=tf.int32), mixture.weights)]
+    if switch_name:
+        terms.append(Term(switch_name, tf.cast(mixture.switch_index, tf.int32), mixture.switch_weights))
+    return tuple(terms)
+
+
+def branch_class(name):
+    """The branch class registered as `name` (ValueError naming the known branches otherwise)."""
+    return registry.resolve(registry.BRANCHES, name, "branch")
+
+
+def branch_options(name):
+    """Names of the options branch `name` accepts, read from its ``__init__`` signature.
+
+    A ``**mask_options`` parameter stands for the :data:`MASK_OPTIONS`.
+    """
+    options = []
+    for param in inspect.signature(branch_class(name).__init__).parameters.values():
+        if param.name == "self":
+            continue
+        if param.kind is param.VAR_KEYWORD:
+            options += MASK_OPTIONS if param.name == "mask_options" else []
+        else:
+            options.append(param.name)
+    return tuple(options)
+
+
+def build_branch(name, **options):
+    """Builds a branch by name with its options (see each class).
+
+    `build_branch(**branch.get_config())` rebuilds an equal branch.
+
+    Raises:
+      ValueError: an unknown name, or an option the branch does not take (the message names
+        the ones it does).
+    """
+    allowed = branch_options(name)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"branch {name!r} takes no option {', '.join(map(repr, unknown))}; its options are: "
+                         f"{', '.join(allowed) if allowed else '(none)'}")
+    return branch_class(name)(**options)
+
+
+def concat_branch_outputs(outputs):
+    """Concatenates branch outputs computed on consecutive chunks of one batch.
+
+    Indices of chunk g are offset by the sizes of the chunks before it and stats are averaged,
+    so the result equals what the branch would give if each chunk were one replica's batch.
+    Used to build the single-device reference of a multi-replica step.
+
+    Args:
+      outputs: list of BranchOutput with the same structure.
+
+    Returns:
+      BranchOutput over the concatenated batch.
+    """
+    batches = []
+    for b in range(len(outputs[0].batches)):
+        chunks = [out.batches[b] for out in outputs]
+        offsets, total = [], 0
+        for chunk in chunks:
+            offsets.append(total)
+            total += tf.shape(chunk.images)[0]
+        terms = []
+        for t, term in enumerate(chunks[0].terms):
+            terms.append(Term(
+                term.name,
+                tf.concat([c.terms[t].index + off for c, off in zip(chunks, offsets)], 0),
+                tf.concat([c.terms[t].weights for c in chunks], 0)))
+        batches.append(QueryBatch(tf.concat([c.images for c in chunks], 0), tuple(terms)))
+    stats = {k: tf.reduce_mean(tf.stack([o.stats[k] for o in outputs])) for k in outputs[0].stats}
+    return BranchOutput(tuple(batches), stats)
