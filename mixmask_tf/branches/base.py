@@ -183,11 +183,9 @@ def branch_options(name):
     """
     options = []
     for param in inspect.signature(branch_class(name).__init__).parameters.values():
-        if param.name == "self":
-            continue
-        if param.kind is param.VAR_KEYWORD:
-            options += MASK_OPTIONS if param.name == "mask_options" else []
-        else:
+        if param.name == "mask_options" and param.kind is param.VAR_KEYWORD:
+            options += MASK_OPTIONS
+        elif param.name != "self" and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
             options.append(param.name)
     return tuple(options)
 
