@@ -9,13 +9,13 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from conftest import run_pretrain as _run
-from test_sources import _plant_bad_files, make_folder
+from image_folders import make_folder, plant_bad_files
 
 
 def test_image_folder_run_skips_unreadable_images_and_writes_logs_and_plots(tmp_path):
     root = str(tmp_path / "photos")
     make_folder(root, per_class=12)
-    _plant_bad_files(os.path.join(root, "train", "cat"))
+    plant_bad_files(os.path.join(root, "train", "cat"))
     model_dir = str(tmp_path / "run")
     done = _run("--dataset=folder", f"--data_dir={root}", "--image_size=16", "--augment=simclr", "--width=8",
                 "--framework=simclr", "--embedding_dim=16", "--batch_size=8", "--epochs=2", "--knn_k=5",

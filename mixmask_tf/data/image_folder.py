@@ -9,7 +9,7 @@ Layouts (the first that matches wins):
 
 Class folders are searched recursively (Tiny-ImageNet's ``train/<wnid>/images/*.JPEG`` works).
 Labels are the sorted class-folder names of the train split; a test split is labelled with the
-train split's classes. Files are decoded on the fly (:class:`mixmask_tf.data.FileSource`), so
+train split's classes. Files are decoded on the fly (:class:`mixmask_tf.FileSource`), so
 the folder never has to fit in memory. With ``verify=True`` every file is decoded once when the
 split is opened (in parallel, in tf.data); files that fail (corrupt, truncated, not an image,
 unreadable) are left out and listed in ``Source.skipped`` instead of stopping a run.
@@ -24,7 +24,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from mixmask_tf import data
+from mixmask_tf.data.info import DatasetInfo, DatasetNotFoundError
+from mixmask_tf.data.sources import FileSource, estimate_mean_std, read_image_file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 SPLIT_FOLDERS = {
@@ -46,7 +47,7 @@ def split_folder(root: str, split: str) -> str:
       DatasetNotFoundError: root missing, or no folder for the split.
     """
     if not os.path.isdir(root):
-        raise data.DatasetNotFoundError(f"image folder {root!r} does not exist")
+        raise DatasetNotFoundError(f"image folder {root!r} does not exist")
     names = SPLIT_FOLDERS.get(split, (split,))
     for name in names:
         candidate = os.path.join(root, name)
@@ -56,7 +57,7 @@ def split_folder(root: str, split: str) -> str:
                             for names_ in SPLIT_FOLDERS.values() for n in names_)
     if split == "train" and not has_split_folders:
         return root
-    raise data.DatasetNotFoundError(
+    raise DatasetNotFoundError(
         f"image folder {root!r} has no {split!r} split: expected a sub-folder named "
         f"{' or '.join(names)} (root/<split>/<class>/*.jpg)")
 
@@ -92,7 +93,7 @@ def scan(folder: str, class_names: Optional[Sequence[str]] = None
             class_files[entry] = files
     if not class_files:
         if not loose:
-            raise data.DatasetNotFoundError(
+            raise DatasetNotFoundError(
                 f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder!r}: expected "
                 f"{folder}/<class>/*.jpg (labelled) or {folder}/*.jpg (unlabeled)")
         return loose, np.full([len(loose)], -1, np.int64), (), False
@@ -126,7 +127,7 @@ def find_unreadable(paths: Sequence[str], channels: int = 3) -> List[Tuple[str, 
         return []
 
     def check(i, path):
-        image = data.read_image_file(path, channels)
+        image = read_image_file(path, channels)
         shape = tf.shape(image)
         tf.debugging.assert_positive(shape[0] * shape[1], message="empty image")
         return i
@@ -150,7 +151,7 @@ def find_unreadable(paths: Sequence[str], channels: int = 3) -> List[Tuple[str, 
 
 def open_folder(root: str, split: str = "train", image_size: Optional[int] = None,
                 channels: int = 3, limit: Optional[int] = None, verify: bool = True,
-                class_names: Optional[Sequence[str]] = None) -> "data.FileSource":
+                class_names: Optional[Sequence[str]] = None) -> FileSource:
     """Opens one split of an image folder as a streamed source.
 
     Args:
@@ -165,7 +166,7 @@ def open_folder(root: str, split: str = "train", image_size: Optional[int] = Non
       class_names: the train split's classes, to label a test split consistently.
 
     Returns:
-      data.FileSource with ``info.image_shape == (S, S, channels)``; mean/std measured on up
+      FileSource with ``info.image_shape == (S, S, channels)``; mean/std measured on up
       to 256 of its images.
 
     Raises:
@@ -191,15 +192,15 @@ def open_folder(root: str, split: str = "train", image_size: Optional[int] = Non
             logging.warning("%s: skipped %d unreadable image(s), e.g. %s (%s)", folder,
                             len(skipped), skipped[0][0], skipped[0][1])
     if not paths:
-        raise data.DatasetNotFoundError(f"{folder}: none of the images could be read "
+        raise DatasetNotFoundError(f"{folder}: none of the images could be read "
                                         f"({len(skipped)} skipped)")
     shape = (int(image_size), int(image_size), int(channels))
-    provisional = data.DatasetInfo("folder", shape, len(names), (0.5,) * channels,
+    provisional = DatasetInfo("folder", shape, len(names), (0.5,) * channels,
                                    (0.25,) * channels, names)
-    source = data.FileSource(paths, labels, provisional, labeled, "", skipped)
+    source = FileSource(paths, labels, provisional, labeled, "", skipped)
     sample = np.stack([x.numpy() for x, _ in source.stream(True, 0).take(256)])
-    mean, std = data.estimate_mean_std(sample)
-    source.info = data.DatasetInfo("folder", shape, len(names), mean, std, names)
+    mean, std = estimate_mean_std(sample)
+    source.info = DatasetInfo("folder", shape, len(names), mean, std, names)
     kind = f"{len(names)} classes" if labeled else "unlabeled"
     source.description = (f"folder {folder} ({split}): {len(paths)} images, {kind}, resized to "
                           f"{shape[0]}x{shape[1]}x{shape[2]}, streamed"

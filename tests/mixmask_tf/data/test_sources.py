@@ -9,29 +9,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from image_folders import make_folder, plant_bad_files, write_image
 from mixmask_tf import augment, data
-
-
-def _write_image(path, array):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    array = np.asarray(array, np.uint8)
-    encoded = tf.io.encode_png(array) if path.endswith(".png") else tf.io.encode_jpeg(array, quality=95)
-    tf.io.write_file(path, encoded)
-
-
-def make_folder(root, classes=("cat", "dog", "emu"), per_class=4, splits=("train", "test"), seed=0):
-    """root/<split>/<class>/img_<i>.{png,jpg}, sizes varying, class = a constant colour."""
-    rng = np.random.default_rng(seed)
-    colours = {c: rng.integers(0, 256, 3) for c in classes}
-    for split in splits:
-        for c in classes:
-            for i in range(per_class):
-                h, w = int(rng.integers(20, 40)), int(rng.integers(20, 40))
-                image = np.broadcast_to(colours[c], (h, w, 3)).copy()
-                ext = ".png" if i % 2 else ".jpg"
-                _write_image(os.path.join(root, split, c, f"img_{i}{ext}") if split else
-                             os.path.join(root, c, f"img_{i}{ext}"), image)
-    return colours
 
 
 # ----------------------------------------------------------------------------- conform_image
@@ -97,7 +76,7 @@ def test_folder_layouts_and_errors(tmp_path):
         data.open_source("folder", "test", data_dir=flat, image_size=8)
     unlabeled = str(tmp_path / "unlabeled")
     for i in range(3):
-        _write_image(os.path.join(unlabeled, f"{i}.png"), np.full((9, 9, 3), i * 50))
+        write_image(os.path.join(unlabeled, f"{i}.png"), np.full((9, 9, 3), i * 50))
     source = data.open_source("folder", "train", data_dir=unlabeled, image_size=8, channels=1)
     assert not source.labeled and source.info.image_shape == (8, 8, 1)
     assert [int(y) for _, y in source.stream(False, 0)] == [-1, -1, -1]
@@ -117,21 +96,12 @@ def test_folder_layouts_and_errors(tmp_path):
         data.open_source("folder", "test", data_dir=mismatch, image_size=8, class_names=names)
 
 
-def _plant_bad_files(folder):
-    good = np.full((12, 12, 3), 100, np.uint8)
-    jpeg = tf.io.encode_jpeg(good).numpy()
-    with open(os.path.join(folder, "truncated.jpg"), "wb") as f:
-        f.write(jpeg[: len(jpeg) // 2])
-    open(os.path.join(folder, "empty.png"), "wb").close()
-    with open(os.path.join(folder, "notes.png"), "w") as f:
-        f.write("this is not an image")
-    return 3
 
 
 def test_folder_unreadable_images_are_reported_and_skipped(tmp_path):
     root = str(tmp_path / "ds")
     make_folder(root)
-    bad = _plant_bad_files(os.path.join(root, "train", "dog"))
+    bad = plant_bad_files(os.path.join(root, "train", "dog"))
     source = data.open_source("folder", "train", data_dir=root, image_size=8)
     assert source.num_examples == 12 and len(source.skipped) == bad
     reasons = {os.path.basename(p): why for p, why in source.skipped}
