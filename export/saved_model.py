@@ -366,10 +366,15 @@ def main(argv):
     print(f"exported SavedModel to {path}")
 
 
-if __name__ == "__main__":
+def entry_point():
+    """The command (`python -m export.saved_model`, or the console script `mixmask-export`)."""
     from absl import app, flags
 
     flags.DEFINE_string("model_dir", None, "Model directory of a pretraining run.", required=True)
     flags.DEFINE_string("export_dir", None, "Base folder of the versioned export (default <model_dir>/export).")
     flags.DEFINE_integer("version", None, "Version number (default: next free number).")
     app.run(main)
+
+
+if __name__ == "__main__":
+    entry_point()

@@ -83,7 +83,7 @@ for path in json.loads(sys.stdin.read()):
         pretrain.validate_flags()
         if FLAGS.augment not in augment.PRESETS:
             raise ValueError(f"unknown --augment {FLAGS.augment!r}")
-        pretrain.build_branch()  # the branch options are valid (grid, ratio, probabilities)
+        pretrain.branch_flags.build_branch()  # the branch options are valid (grid, ratio, probabilities)
         out[path] = {"flags": {name: FLAGS[name].value for name in FLAGS
                                if isinstance(FLAGS[name].value, (str, int, float, bool, type(None)))}}
     except BaseException as e:  # absl's errors, UserError, SystemExit, ...

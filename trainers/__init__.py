@@ -1,5 +1,10 @@
 """Command-line entry points (the only code that parses flags).
 
+In a checkout this package is `trainers` (``python -m trainers.pretrain``); installed with pip it is
+`mixmask_tf.trainers` (and `export` is `mixmask_tf.export`), so that no generically named package
+lands in site-packages. Its modules import each other relatively, and reach `export` through
+:func:`export_module`, so the same files work under both names.
+
 Importing the package (which `python -m trainers.<command>` does first) sets the TensorFlow
 environment every command wants, before TensorFlow is imported: oneDNN kernels on (TF 2.21
 leaves them off on these AMD CPUs; turning them on made a graph-mode ResNet-18 step 1.7x
@@ -7,6 +12,7 @@ faster) and C++ start-up logging quiet. `train_step_threads()` (called by pretra
 benchmarks) adds the thread pools that suit the train step. A value the user set always wins.
 """
 
+import importlib
 import os
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
@@ -32,3 +38,10 @@ def train_step_threads():
     """
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "2")
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(max(1, cpu_cores() // 2)))
+
+
+def export_module(name):
+    """A module of the `export` package beside this one: `export.<name>` in a checkout,
+    `mixmask_tf.export.<name>` when installed."""
+    parent = __name__.rpartition(".")[0]
+    return importlib.import_module(f"{parent + '.' if parent else ''}export.{name}")

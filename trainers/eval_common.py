@@ -15,8 +15,8 @@ import time
 
 from absl import flags
 
-from trainers import data_flags
-from trainers.data_flags import UserError
+from .flag_groups import UserError
+from .flag_groups import data as data_flags
 
 FLAGS = flags.FLAGS
 

@@ -17,8 +17,9 @@ import time
 
 from absl import app, flags
 
-from trainers import data_flags, eval_common
-from trainers.data_flags import UserError
+from . import eval_common
+from .flag_groups import UserError
+from .flag_groups import data as data_flags
 
 FLAGS = flags.FLAGS
 
@@ -142,5 +143,10 @@ def _labels(source):
     return np.fromiter(ds.batch(4096).unbatch().as_numpy_iterator(), np.int64, count=source.num_examples)
 
 
-if __name__ == "__main__":
+def entry_point():
+    """The console script `mixmask-finetune`."""
     app.run(eval_common.main_wrapper("finetune", run))
+
+
+if __name__ == "__main__":
+    entry_point()

@@ -15,8 +15,8 @@ import time
 
 from absl import app, flags
 
-from trainers import eval_common
-from trainers.data_flags import UserError
+from . import eval_common
+from .flag_groups import UserError
 
 FLAGS = flags.FLAGS
 
@@ -48,5 +48,10 @@ def run():
           f"top-1 {result['top1']:.2f}%{top5}" + (f"  [{path}]" if path else ""), flush=True)
 
 
-if __name__ == "__main__":
+def entry_point():
+    """The console script `mixmask-knn-eval`."""
     app.run(eval_common.main_wrapper("knn_eval", run))
+
+
+if __name__ == "__main__":
+    entry_point()

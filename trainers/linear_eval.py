@@ -17,8 +17,8 @@ import time
 
 from absl import app, flags
 
-from trainers import eval_common
-from trainers.data_flags import UserError
+from . import eval_common
+from .flag_groups import UserError
 
 FLAGS = flags.FLAGS
 
@@ -97,5 +97,10 @@ def run():
           f"{top5}" + (f"  [{path}]" if path else ""), flush=True)
 
 
-if __name__ == "__main__":
+def entry_point():
+    """The console script `mixmask-linear-eval`."""
     app.run(eval_common.main_wrapper("linear_eval", run))
+
+
+if __name__ == "__main__":
+    entry_point()

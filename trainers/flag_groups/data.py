@@ -1,12 +1,14 @@
-"""Dataset flags shared by every command-line entry point, and opening their sources.
+"""Data flags: the dataset flags every command-line entry point shares, and opening their sources.
 
-Imported by `trainers.pretrain`, `trainers.knn_eval`, `trainers.linear_eval` and
-`trainers.finetune`, so that every command reads data the same way.
+Imported by `pretrain`, `knn_eval`, `linear_eval` and `finetune`, so that every command reads data
+the same way.
 """
 
 import os
 
 from absl import flags
+
+from . import UserError
 
 FLAGS = flags.FLAGS
 
@@ -25,10 +27,6 @@ flags.DEFINE_integer("channels", 0, "Convert images to 1 or 3 channels (0: keep 
 flags.DEFINE_boolean("verify_images", True, "Image folders: decode every file once at start and skip unreadable ones.")
 flags.DEFINE_integer("train_limit", None, "Use only the first N training images (smoke runs).")
 flags.DEFINE_integer("test_limit", None, "Use only the first N test images for kNN.")
-
-
-class UserError(Exception):
-    """A problem with the user's flags or data: printed without a traceback."""
 
 
 def parse_crop_scale(values):

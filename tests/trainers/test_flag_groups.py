@@ -1,0 +1,53 @@
+"""The pretraining flags: grouped by component, choices from the registries, parsed without TensorFlow."""
+
+import subprocess
+import sys
+
+from conftest import REPO_ROOT
+
+GROUPS = ("data", "augmentation", "model", "framework", "branch", "optimisation", "run")
+
+
+def _run(code):
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+
+
+def test_parsing_the_flags_imports_no_tensorflow_and_choices_are_the_registries():
+    out = _run("import sys\n"
+               "from absl import flags\n"
+               "import trainers.pretrain\n"
+               "from mixmask_tf import registry\n"
+               "flags.FLAGS(['pretrain', '--framework=byol', '--branch=erase', '--augment=simclr', '--backbone=resnet50'])\n"
+               "F = flags.FLAGS\n"
+               "assert sorted(F['framework'].parser.enum_values) == sorted(registry.FRAMEWORKS)\n"
+               "assert sorted(F['branch'].parser.enum_values) == sorted(registry.BRANCHES)\n"
+               "assert sorted(F['augment'].parser.enum_values) == sorted(registry.AUGMENT_PRESETS)\n"
+               "assert sorted(F['backbone'].parser.enum_values) == sorted(registry.BACKBONES)\n"
+               "print(F.framework, F.branch, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
+    assert out.stdout.split() == ["byol", "erase", "False", "False"]
+
+
+def test_helpfull_lists_each_group():
+    out = subprocess.run([sys.executable, "-m", "trainers.pretrain", "--helpfull"], cwd=REPO_ROOT,
+                         capture_output=True, text=True)
+    headings = [line.strip() for line in out.stdout.splitlines() if line.strip().startswith("trainers.")]
+    assert headings == [f"trainers.flag_groups.{group}:" for group in sorted(GROUPS)]
+    for flag in ("--dataset", "--augment", "--backbone", "--framework", "--branch", "--optimizer", "--model_dir"):
+        assert flag in out.stdout
+
+
+def test_every_branch_option_has_a_flag():
+    _run("from absl import flags\n"
+         "import trainers.pretrain\n"
+         "from trainers.flag_groups import branch\n"
+         "from mixmask_tf import branches, registry\n"
+         "flags.FLAGS(['pretrain'])\n"
+         "for name in registry.BRANCHES:\n"
+         "    flags.FLAGS.branch = name\n"
+         "    assert set(branches.branch_options(name)) <= set(branch.option_values()), name\n"
+         "    built = branch.build_branch()\n"
+         "    assert built.name == name\n"
+         "flags.FLAGS.branch = 'mixmask_unmix'\n"
+         "assert branch.build_branch().get_config()['permutation'] == 'random'\n"
+         "flags.FLAGS.same_permutation = True\n"
+         "assert branch.build_branch().get_config()['permutation'] == 'reverse'\n")

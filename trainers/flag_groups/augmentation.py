@@ -1,0 +1,40 @@
+"""Augmentation flags of pretraining: the two-view preset and its crop scale."""
+
+import dataclasses
+
+from absl import flags
+
+from mixmask_tf import registry
+
+from . import UserError
+from .data import parse_crop_scale
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_enum("augment", "fashion_mnist", list(registry.AUGMENT_PRESETS),
+                  "Augmentation preset named after its reference (byol: asymmetric views; cifar: no blur).")
+flags.DEFINE_list("crop_scale", None, "Override the preset's random-resized-crop area range of both views: 'a,b' "
+                 "with 0 < a <= b <= 1.")
+
+
+def crop_scale():
+    """--crop_scale as (a, b), or None for the preset's; raises UserError when malformed."""
+    return None if FLAGS.crop_scale is None else parse_crop_scale(FLAGS.crop_scale)
+
+
+def validate():
+    """Checks the augmentation flags; raises UserError."""
+    crop_scale()
+    if FLAGS.augment not in registry.AUGMENT_PRESETS:  # absl's enum has checked it already
+        raise UserError(f"unknown --augment {FLAGS.augment!r}")
+
+
+def two_view_augment(image_shape, mean, std):
+    """The TwoViewAugment of --augment (with --crop_scale) for images of `image_shape` (H, W, C)."""
+    from mixmask_tf import augment
+
+    view1, view2 = augment.preset_views(FLAGS.augment, image_shape[:2], image_shape[2])
+    scale = crop_scale()
+    if scale is not None:
+        view1, view2 = (dataclasses.replace(v, crop_scale=scale) for v in (view1, view2))
+    return augment.TwoViewAugment(view1, view2, mean, std)
