@@ -9,7 +9,7 @@ replica (or an unsynchronized layer), for [N, C] and [N, H, W, C] inputs, channe
 mask or renorm. Elsewhere (synchronized statistics over several replicas, inference, masks) it
 is Keras' own `call`, unchanged.
 
-Semantics kept exactly (tested against Keras' layer in tests/test_batchnorm.py): normalisation
+Semantics kept exactly (tested against Keras' layer in tests/mixmask_tf/test_batchnorm.py): normalisation
 by the biased batch variance with the layer's epsilon; moving statistics updated with the biased
 variance (Keras 3's rule: the fused kernel's Bessel-corrected variance is scaled back by
 (n − 1) / n); computation in float32 under mixed precision, output in the compute dtype.

@@ -15,7 +15,7 @@ The encoder is frozen and run in inference mode (BatchNorm uses its moving stati
 The optimizer is torch.optim.SGD's (v ← m·v + g + wd·w; w ← w − lr·v, or w − lr·(g + m·v) with
 Nesterov), the learning rate is set per epoch, and the batch order of epoch e is
 `np.random.default_rng([seed, e]).permutation(N)` (the last partial batch is kept), so a run is
-reproducible and `tests/test_linear_probe.py` replays it in NumPy.
+reproducible and `tests/mixmask_tf/test_linear_probe.py` replays it in NumPy.
 """
 
 import dataclasses

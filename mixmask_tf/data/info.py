@@ -45,7 +45,7 @@ class DatasetInfo:
 
 
 # Measured on the 60,000 train images of Debian's dataset-fashion-mnist (pixels / 255, over all
-# pixels): mean 0.286041, std 0.353024 (tests/test_data.py recomputes them).
+# pixels): mean 0.286041, std 0.353024 (tests/mixmask_tf/data/test_data.py recomputes them).
 FASHION_MNIST_INFO = DatasetInfo(
     name="fashion_mnist",
     image_shape=(28, 28, 1),
