@@ -34,7 +34,10 @@ import socket
 import sys
 import uuid
 
-if __name__ == "__main__":
+# Run as the command (`python -m export.saved_model`, or the console script `mixmask-export`, whose
+# wrapper imports this module as `mixmask_tf.export.saved_model`): quiet TensorFlow's C++ start-up
+# logging before TensorFlow is imported. Imported as a library, the environment is left alone.
+if __name__ == "__main__" or os.path.basename(sys.argv[0] if sys.argv else "") == "mixmask-export":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
