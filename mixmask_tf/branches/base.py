@@ -133,12 +133,17 @@ class MaskOptions:
                            tuple(float(r) for r in self.ratio_range) if self.ratio_range else None)
         object.__setattr__(self, "per_sample", bool(self.per_sample))
 
+    def check_image_size(self, image_size):
+        """Raises ValueError unless `image_size` is (H, W), positive ints, and the grid fits in it.
+
+        Only the image-size checks of ``masks.validate_mask_args`` (same messages); the other
+        fields were validated when this value was built.
+        """
+        masks_lib.validate_mask_args(self.grid_size, image_size=image_size)
+
     def validate(self, image_shape):
-        """Raises ValueError unless the grid fits images of `image_shape` (H, W, C)."""
-        height, width = image_hw(image_shape)
-        if self.grid_size > min(height, width):
-            raise ValueError(f"grid size {self.grid_size} is larger than the {height}x{width} image: "
-                             f"use a grid size of at most {min(height, width)}.")
+        """Raises ValueError unless images of `image_shape` (H, W, C) are static and the grid fits."""
+        self.check_image_size(image_hw(image_shape))
 
     def as_dict(self):
         """The options as keyword arguments (``masks.grid_masks`` / ``mixing.mixmask`` names)."""

@@ -38,7 +38,7 @@ class EraseBranch(MaskedBranch):
         height, width = images.shape[1], images.shape[2]
         if height is None or width is None:
             raise ValueError(f"images need a static height and width, got {images.shape}.")
-        self.mask.validate(images.shape[1:])
+        self.mask.check_image_size((height, width))
         sub = seeds.split_canonical(seed, 3)
         n = images.shape[0] if images.shape[0] is not None else tf.shape(images)[0]
         mask = self.mask

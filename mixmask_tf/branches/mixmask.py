@@ -29,6 +29,10 @@ class MixMaskBranch(MaskedBranch):
         self.switch = bool(switch)
         self.term_names = ("mix", "switch") if self.switch else ("mix",)
 
+    def validate(self, image_shape):
+        # As before the split: only the first two entries of the shape are read.
+        self.mask.check_image_size(tuple(image_shape[:2]))
+
     def __call__(self, images, seed):
         mixture = mixing.mixmask(images, seed, permutation=self.permutation, **self.mask.as_dict())
         terms = mixture_terms(mixture, "mix", "switch" if self.switch else None)

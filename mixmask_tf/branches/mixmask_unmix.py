@@ -39,8 +39,8 @@ class MixMaskUnMixBranch(Branch):
             raise ValueError(
                 f"same_permutation=True makes MixMask use the Un-Mix permutation 'reverse'; "
                 f"got permutation={permutation!r} as well.")
-        self.unmix = UnMixBranch(global_prob=global_prob, beta=beta, permutation="reverse")
         self.mixmask = MixMaskBranch(permutation=permutation, switch=switch, **mask_options)
+        self.unmix = UnMixBranch(global_prob=global_prob, beta=beta, permutation="reverse")
         self.term_names = self.mixmask.term_names + self.unmix.term_names
 
     @property
