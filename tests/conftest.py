@@ -7,6 +7,8 @@ done here, at collection time, before any test module runs a TF op.
 import os
 import sys
 
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -20,6 +22,20 @@ except RuntimeError:  # devices already initialised (e.g. a plugin imported TF f
     pass
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def two_cpu_strategy():
+    """One MirroredStrategy over the two logical CPUs, shared by every test of the process.
+
+    TensorFlow keys its collective ops by group and instance numbers that each strategy object
+    counts from the same start; a second strategy on the same devices in the same process reuses
+    them, and its first all-reduce of another shape fails ("Shape mismatch in the collective
+    instance 100"). One strategy per process keeps the keys unique.
+    """
+    devices = tf.config.list_logical_devices("CPU")
+    assert len(devices) >= 2, "conftest.py should split the CPU into 2 logical devices"
+    return tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
 
 
 def assert_replicas_agree(variables, atol=1e-6):

@@ -104,10 +104,8 @@ def _grouped(cls):
 
 
 @pytest.fixture(scope="module")
-def strategy():
-    devices = tf.config.list_logical_devices("CPU")
-    assert len(devices) >= 2, "conftest.py should split the CPU into 2 logical devices"
-    return tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+def strategy(two_cpu_strategy):
+    return two_cpu_strategy
 
 
 CASES = [(f, "mixmask", dict(grid_size=4)) for f in FRAMEWORK_NAMES] + [

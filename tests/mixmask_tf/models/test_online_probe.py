@@ -54,14 +54,13 @@ def _softmax_ce_sgd_step(features, labels, kernel, bias, lr):
 
 
 @pytest.mark.parametrize("replicas", [1, 2])
-def test_probe_step_matches_numpy_softmax_ce_sgd(replicas):
+def test_probe_step_matches_numpy_softmax_ce_sgd(replicas, two_cpu_strategy):
     """One probe step (1 device, or the same global batch split over 2 replicas) = NumPy SGD."""
     rng = np.random.default_rng(0)
     views = rng.normal(size=(8, 2) + SHAPE).astype(np.float32)
     labels = rng.integers(0, CLASSES, size=8).astype(np.int64)
     lr = 0.5
-    strategy = (tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")[:2]])
-                if replicas == 2 else tf.distribute.get_strategy())
+    strategy = two_cpu_strategy if replicas == 2 else tf.distribute.get_strategy()
     with strategy.scope():
         model = _trainer(CLASSES, keras.optimizers.SGD(lr), branch="none")
     kernel = rng.normal(size=model.probe.kernel.shape).astype(np.float32)
