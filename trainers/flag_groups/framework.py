@@ -31,7 +31,7 @@ def validate():
     elif f.symmetric:
         raise UserError("--symmetric applies to MoCo only (SimCLR, BYOL and SimSiam are symmetric already)")
     if f.temperature <= 0:
-        raise UserError("--temperature and --knn_t must be positive")
+        raise UserError(f"--temperature must be positive, got {f.temperature}")
     if not 0 <= f.moco_momentum < 1:
         raise UserError(f"--moco_momentum must be in [0, 1), got {f.moco_momentum}")
 

@@ -43,7 +43,7 @@ def validate():
     if f.knn_k <= 0:
         raise UserError(f"--knn_k must be positive, got {f.knn_k}")
     if f.knn_t <= 0:
-        raise UserError("--temperature and --knn_t must be positive")
+        raise UserError(f"--knn_t must be positive, got {f.knn_t}")
     if f.probe_learning_rate <= 0:
         raise UserError(f"--probe_learning_rate must be positive, got {f.probe_learning_rate}")
 
