@@ -1,55 +1,98 @@
-"""Atomic, resumable training checkpoints of a trainer and its optimizer.
+"""Training checkpoints that follow TensorFlow's multi-worker rules, and atomic run files.
 
-A checkpoint is one `.npz` file holding every model weight (encoders, momentum copies,
-queue and pointer, BatchNorm statistics), every optimizer variable (iterations, momenta) and
-the epoch count; with an online linear probe, also the probe's weights and its optimizer's
-variables. It is written to a temporary file in the same folder and renamed into
-place, so a crash or a kill leaves either the previous checkpoint or the new one, never a
-half-written file.
+A checkpoint is a `tf.train.Checkpoint` of every model weight (encoders, momentum copies,
+queue and pointer, BatchNorm statistics), every optimizer variable (iterations, momenta), with
+an online linear probe its weights and its optimizer's, and the progress (epoch, step within
+the epoch): the whole state, restored exactly. :class:`TrainingCheckpoint` writes them with a
+`tf.train.CheckpointManager`, which writes the shards under a temporary name, merges them and
+only then updates its `checkpoint` index file atomically, so a crash or a kill leaves the
+previous checkpoint or the new one, never a half-written one, and keeps the newest N. Every
+path goes through `tf.io.gfile`, so the run folder may be `gs://...` (tests use `ram://`).
+
+Under MultiWorkerMirroredStrategy every worker saves at the same time (saving may run
+collectives): the chief into the run folder, the others into a temporary folder of their own
+that they delete right after (TensorFlow's rule; ``TF_NOTES.md``).
+
+Runs written before this format (`checkpoints/ckpt-<epoch>.npz`) still resume: their newest
+`.npz` is restored when the folder holds no TensorFlow checkpoint, and the next save is in the
+new format.
 """
 
-import glob
+import io
 import json
 import os
 import re
 import tempfile
+import uuid
 
 import numpy as np
 
-CHECKPOINT_PATTERN = "ckpt-{epoch:05d}.npz"
-_CHECKPOINT_RE = re.compile(r"ckpt-(\d{5})\.npz$")
+CHECKPOINT_PREFIX = "ckpt"
+LEGACY_PATTERN = "ckpt-{epoch:05d}.npz"
+_LEGACY_RE = re.compile(r"ckpt-(\d{5})\.npz$")
 
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint was written by a model with different weights."""
 
 
-def _atomic_write(path, write_fn, suffix):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
+class NonFiniteStateError(ValueError):
+    """A weight or optimizer variable holds NaN or Inf: such a state is never saved."""
+
+
+def _gfile():
+    import tensorflow as tf
+
+    return tf.io.gfile
+
+
+def atomic_write_bytes(path, data):
+    """Writes a file atomically through `tf.io.gfile` (a temporary name in the folder, then a rename)."""
+    gfile = _gfile()
+    folder = os.path.dirname(path)
+    if folder:
+        gfile.makedirs(folder)
+    tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+    try:
+        with gfile.GFile(tmp, "wb") as f:
+            f.write(data)
+        gfile.rename(tmp, path, overwrite=True)
+    finally:
+        if gfile.exists(tmp):
+            gfile.remove(tmp)
+
+
+def atomic_write_text(path, text):
+    """Writes a text file atomically (temporary file + rename), local or through `tf.io.gfile`."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_text(path, default=None):
+    """A text file's content through `tf.io.gfile`, or `default` when it does not exist."""
+    gfile = _gfile()
+    if not gfile.exists(path):
+        return default
+    with gfile.GFile(path, "rb") as f:
+        return f.read().decode("utf-8")
+
+
+def atomic_save_file(path, write_fn, suffix):
+    """Writes `path` with `write_fn(local_path)` (a library that writes only local files, e.g.
+    Keras or matplotlib) into a local temporary file, then copies it into place atomically."""
+    fd, tmp = tempfile.mkstemp(suffix=suffix)
     os.close(fd)
     try:
         write_fn(tmp)
-        os.replace(tmp, path)
+        with open(tmp, "rb") as f:
+            atomic_write_bytes(path, f.read())
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
-def atomic_write_text(path, text):
-    """Writes a text file atomically (temporary file + rename)."""
-
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    _atomic_write(path, write, ".txt")
-
-
 def atomic_save_keras(model, path):
-    """Saves a Keras model to a `.keras` file atomically."""
-    _atomic_write(path, model.save, ".keras")
+    """Saves a Keras model to a `.keras` file atomically (any `tf.io.gfile` path)."""
+    atomic_save_file(path, model.save, ".keras")
 
 
 def normalized_name(path):
@@ -82,65 +125,168 @@ def state_variables(model):
     return variables, names
 
 
-def save(model, folder, epoch, keep=3):
-    """Writes `folder/ckpt-<epoch>.npz` atomically and keeps the newest `keep` checkpoints.
+def _key(i, name):
+    return f"{i:05d}:{name}"
+
+
+def _unescape(key):
+    """A checkpoint key's object name as it was given (TensorFlow escapes "/" as ".S", "." as "..")."""
+    out, i = [], 0
+    while i < len(key):
+        if key[i] == "." and i + 1 < len(key):
+            out.append("/" if key[i + 1] == "S" else key[i + 1])
+            i += 2
+        else:
+            out.append(key[i])
+            i += 1
+    return "".join(out)
+
+
+def is_legacy(path):
+    """Whether `path` is a checkpoint of the old `.npz` format."""
+    return bool(_LEGACY_RE.search(path))
+
+
+def read_checkpoint(path):
+    """The state a checkpoint holds, without a model.
+
+    Args:
+      path: a checkpoint prefix (".../ckpt-<step>") or a legacy ".npz" file.
+
+    Returns:
+      (names: list of the normalised variable names in `state_variables` order, arrays: list of
+      numpy arrays in that order, epoch: completed epochs, step: steps done in the next epoch).
+    """
+    if is_legacy(path):
+        with _gfile().GFile(path, "rb") as f:
+            data = np.load(io.BytesIO(f.read()))
+            names = json.loads(str(data["__names__"]))
+            return names, [data[f"v{i:05d}"] for i in range(len(names))], int(data["__epoch__"]), 0
+    from tensorflow.python.training import py_checkpoint_reader
+
+    reader = py_checkpoint_reader.NewCheckpointReader(path)
+    entries = {}
+    for full in reader.get_variable_to_shape_map():
+        if full.startswith("state/") and full.endswith("/.ATTRIBUTES/VARIABLE_VALUE"):
+            key = _unescape(full[len("state/"):-len("/.ATTRIBUTES/VARIABLE_VALUE")])
+            index, _, name = key.partition(":")
+            entries[int(index)] = (name, full)
+    order = sorted(entries)
+    epoch, step = (int(v) for v in reader.get_tensor("progress/.ATTRIBUTES/VARIABLE_VALUE"))
+    return ([entries[i][0] for i in order], [reader.get_tensor(entries[i][1]) for i in order], epoch, step)
+
+
+def _check_match(path, saved_names, saved_shapes, variables, names):
+    if saved_names != names:
+        differing = sorted(set(saved_names) ^ set(names))[:5]
+        raise CheckpointMismatchError(
+            f"{path} was written by a different model/optimizer configuration "
+            f"(first differing weights: {differing or 'the same names in another order'}); "
+            "use a new model_dir or the original flags")
+    for v, shape in zip(variables, saved_shapes):
+        if tuple(v.shape) != tuple(shape):
+            raise CheckpointMismatchError(f"{path}: weight {v.path} has shape {tuple(shape)}, model has {tuple(v.shape)}")
+
+
+def non_finite_variables(variables, names):
+    """Names of the variables holding NaN or Inf (floating variables only)."""
+    bad = []
+    for v, name in zip(variables, names):
+        value = np.asarray(v.numpy())
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            bad.append(name)
+    return bad
+
+
+class TrainingCheckpoint:
+    """Saves and restores a trainer's whole state in `directory`, keeping the newest `keep`.
 
     Args:
       model: a compiled trainer (its optimizer built).
-      folder: checkpoint folder.
-      epoch: number of completed epochs.
+      directory: the checkpoint folder (any `tf.io.gfile` path: local, gs://, ram://).
       keep: how many checkpoints to keep.
+      is_chief: whether this worker writes into `directory` (a single process always does).
+      worker_id: this worker's task index (names a non-chief worker's temporary folder).
 
-    Returns:
-      the checkpoint path.
+    A checkpoint is named `ckpt-<global step>`; its `progress` is (completed epochs, steps done
+    in the epoch after them): an end-of-epoch checkpoint has step 0, a preemption checkpoint
+    the step at which it stopped.
     """
-    variables, names = state_variables(model)
-    arrays = {f"v{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
-    arrays["__names__"] = np.array(json.dumps(names))
-    arrays["__epoch__"] = np.array(int(epoch))
-    path = os.path.join(folder, CHECKPOINT_PATTERN.format(epoch=epoch))
 
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+    def __init__(self, model, directory, keep=3, is_chief=True, worker_id=0):
+        import tensorflow as tf
 
-    _atomic_write(path, write, ".npz")
-    for old in list_checkpoints(folder)[:-keep]:
-        os.remove(old)
-    return path
+        self.model = model
+        self.directory = directory
+        self.keep = int(keep)
+        self.is_chief = bool(is_chief)
+        self.variables, self.names = state_variables(model)
+        with tf.init_scope():
+            self.progress = tf.Variable([0, 0], dtype=tf.int64, trainable=False, name="progress")
+        self._checkpoint = tf.train.Checkpoint(
+            state={_key(i, n): v for i, (n, v) in enumerate(zip(self.names, self.variables))},
+            progress=self.progress)
+        self._write_dir = directory if self.is_chief else os.path.join(directory, f".tmp-worker-{int(worker_id)}")
+        self._manager = tf.train.CheckpointManager(self._checkpoint, self._write_dir, max_to_keep=self.keep,
+                                                   checkpoint_name=CHECKPOINT_PREFIX)
+
+    def checkpoints(self):
+        """Paths of the checkpoints in `directory` (the chief's), oldest first; legacy `.npz` files
+        (only when there is no checkpoint of the current format)."""
+        import tensorflow as tf
+
+        state = tf.train.get_checkpoint_state(self.directory)
+        if state is not None and state.all_model_checkpoint_paths:
+            return [p if _gfile().exists(p + ".index") else os.path.join(self.directory, os.path.basename(p))
+                    for p in state.all_model_checkpoint_paths]
+        return list_legacy(self.directory)
+
+    def latest(self):
+        """The newest checkpoint path, or None."""
+        paths = self.checkpoints()
+        return paths[-1] if paths else None
+
+    def save(self, epoch, step=0):
+        """Saves the state after `epoch` completed epochs and `step` steps of the next one.
+
+        Every worker must call it at the same step. Returns the chief's checkpoint path (None
+        on other workers).
+
+        Raises:
+          NonFiniteStateError: a variable holds NaN or Inf (nothing is written).
+        """
+        bad = non_finite_variables(self.variables, self.names)
+        if bad:
+            raise NonFiniteStateError(f"not saving a non-finite state (NaN/Inf in {bad[:3]})")
+        self.progress.assign([int(epoch), int(step)])
+        number = int(self.model.optimizer.iterations.numpy())
+        path = self._manager.save(checkpoint_number=number)
+        if not self.is_chief:
+            _gfile().rmtree(self._write_dir)
+            return None
+        return path
+
+    def restore(self, path):
+        """Restores a checkpoint (or a legacy `.npz`) into the model; returns (epoch, step).
+
+        Raises:
+          CheckpointMismatchError: the model's weights differ in names or shapes.
+        """
+        names, arrays, epoch, step = read_checkpoint(path)
+        _check_match(path, names, [a.shape for a in arrays], self.variables, self.names)
+        if is_legacy(path):
+            for v, value in zip(self.variables, arrays):
+                v.assign(value)
+        else:
+            self._checkpoint.restore(path).assert_consumed()
+        self.progress.assign([epoch, step])
+        return epoch, step
 
 
-def list_checkpoints(folder):
-    """Checkpoint paths in `folder`, oldest first."""
-    paths = [p for p in glob.glob(os.path.join(folder, "ckpt-*.npz")) if _CHECKPOINT_RE.search(p)]
-    return sorted(paths, key=lambda p: int(_CHECKPOINT_RE.search(p).group(1)))
-
-
-def latest(folder):
-    """The newest checkpoint path in `folder`, or None."""
-    paths = list_checkpoints(folder)
-    return paths[-1] if paths else None
-
-
-def restore(model, path):
-    """Restores a checkpoint into a compiled trainer; returns the epoch count it holds.
-
-    Raises:
-      CheckpointMismatchError: the model's weights differ in names or shapes.
-    """
-    variables, names = state_variables(model)
-    with np.load(path) as data:
-        saved_names = json.loads(str(data["__names__"]))
-        if saved_names != names:
-            missing = sorted(set(saved_names) ^ set(names))[:5]
-            raise CheckpointMismatchError(
-                f"{path} was written by a different model/optimizer configuration "
-                f"(first differing weights: {missing}); use a new model_dir or the original flags")
-        values = [data[f"v{i:05d}"] for i in range(len(variables))]
-        epoch = int(data["__epoch__"])
-    for v, value in zip(variables, values):
-        if tuple(v.shape) != value.shape:
-            raise CheckpointMismatchError(f"{path}: weight {v.path} has shape {value.shape}, model has {tuple(v.shape)}")
-    for v, value in zip(variables, values):
-        v.assign(value)
-    return epoch
+def list_legacy(folder):
+    """Legacy checkpoint paths (`ckpt-<epoch>.npz`) in `folder`, oldest first."""
+    gfile = _gfile()
+    if not gfile.isdir(folder):
+        return []
+    paths = [os.path.join(folder, p) for p in gfile.listdir(folder) if _LEGACY_RE.search(p)]
+    return sorted(paths, key=lambda p: int(_LEGACY_RE.search(p).group(1)))

@@ -184,7 +184,8 @@ def rebuild_trainer(model_dir):
 
 
 def restore_backbone_from_checkpoint(model_dir, checkpoint_path):
-    """The backbone with the weights of one training checkpoint (`ckpt-<epoch>.npz`).
+    """The backbone with the weights of one training checkpoint (`ckpt-<step>` prefix, or a
+    legacy `ckpt-<epoch>.npz`); returns (backbone, completed epochs).
 
     Raises:
       EncoderLoadError: the checkpoint does not match the run's architecture.
@@ -194,18 +195,19 @@ def restore_backbone_from_checkpoint(model_dir, checkpoint_path):
     trainer = rebuild_trainer(model_dir)
     weights = list(trainer.weights)
     names = [checkpoint.normalized_name(v.path) for v in weights]
-    with np.load(checkpoint_path) as data:
-        saved = json.loads(str(data["__names__"]))
-        if saved[:len(names)] != names:
-            raise EncoderLoadError(f"{checkpoint_path} does not match the architecture in {model_dir}/config.json")
-        values = [data[f"v{i:05d}"] for i in range(len(weights))]
-        epoch = int(data["__epoch__"])
+    saved, values, epoch, _ = checkpoint.read_checkpoint(checkpoint_path)
+    if saved[:len(names)] != names:
+        raise EncoderLoadError(f"{checkpoint_path} does not match the architecture in {model_dir}/config.json")
     by_id = {id(v): value for v, value in zip(weights, values)}
     for v in trainer.backbone.weights:
         if id(v) not in by_id or tuple(v.shape) != by_id[id(v)].shape:
             raise EncoderLoadError(f"{checkpoint_path}: backbone weight {v.path} not found with shape {tuple(v.shape)}")
         v.assign(by_id[id(v)])
     return trainer.backbone, epoch
+
+
+def _checkpoint_exists(path):
+    return tf.io.gfile.exists(path if path.endswith(".npz") else path + ".index")
 
 
 def _from_run(model_dir, checkpoint_path=None):
@@ -217,9 +219,9 @@ def _from_run(model_dir, checkpoint_path=None):
                 else config.get("branch"), "dataset": config.get("dataset"), "backbone": config.get("backbone"),
                 "num_classes": config.get("num_classes"), "epochs": results.get("epochs_completed")}
     if checkpoint_path:
-        if not os.path.isfile(checkpoint_path):
+        if not _checkpoint_exists(checkpoint_path):
             candidate = os.path.join(model_dir, "checkpoints", checkpoint_path)
-            if not os.path.isfile(candidate):
+            if not _checkpoint_exists(candidate):
                 raise EncoderLoadError(f"checkpoint {checkpoint_path} not found (nor in {model_dir}/checkpoints)")
             checkpoint_path = candidate
         backbone, epoch = restore_backbone_from_checkpoint(model_dir, checkpoint_path)

@@ -10,7 +10,7 @@ Figures are drawn with ``matplotlib.figure.Figure`` on a ``FigureCanvasAgg`` (th
 backend, selected per figure): ``matplotlib.pyplot`` is never imported, so no global
 backend or figure state is touched and the functions are safe in threads and in processes
 without a display. Every PNG is written atomically: rendered to memory, written to a
-temporary file in the destination folder and renamed into place with ``os.replace``, so a
+temporary file in the destination folder and renamed into place (through ``tf.io.gfile``), so a
 reader (or a crash) sees the previous file or the new one, never a half-written one.
 
 Functions:
@@ -28,14 +28,13 @@ import io
 import json
 import math
 import numbers
-import os
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from mixmask_tf import checkpoint
 from mixmask_tf import masks as masks_lib
 from mixmask_tf import mixing
 from mixmask_tf import seeds
@@ -111,17 +110,9 @@ def to_display(x, mean=None, std=None):
 
 
 def _atomic_write_bytes(path, data, suffix):
-    """Writes ``data`` to ``path`` via a temporary file in the same folder + ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Writes ``data`` to ``path`` atomically (any ``tf.io.gfile`` path; see ``checkpoint.atomic_write_bytes``)."""
+    del suffix
+    checkpoint.atomic_write_bytes(path, data)
 
 
 def _save_figure_png(fig, path):
@@ -299,20 +290,20 @@ def load_metrics_jsonl(path):
     Returns:
       list of dicts.
     """
-    if not os.path.exists(path):
+    text = checkpoint.read_text(path)
+    if text is None:
         return []
     rows = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
 
 

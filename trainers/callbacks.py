@@ -3,6 +3,8 @@
 import json
 import math
 import os
+import signal
+import threading
 import time
 
 import keras
@@ -15,33 +17,147 @@ from mixmask_tf import knn
 from mixmask_tf import visualize
 
 
-class Checkpoint(keras.callbacks.Callback):
-    """After every epoch: the training state (atomic .npz) and the backbone (.keras).
+def interrupted(model):
+    """Whether training stopped in the middle of the current epoch on a stop request (its
+    epoch-end callbacks then record nothing: the rerun finishes and records that epoch)."""
+    return bool(getattr(model, "interrupted_epoch", False))
 
-    A non-finite loss stops training and is never checkpointed, so the last good
-    checkpoint survives.
+
+class EpochTensorBoard(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard callback, silent for an epoch interrupted by a stop request."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not interrupted(self.model):
+            super().on_epoch_end(epoch, logs)
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Turns SIGTERM (how clusters preempt a job) into a stop request at the next step.
+
+    Place it first in the callback list. While training, SIGTERM only sets a flag; before the
+    next step the model's stop request is raised (`SiameseTrainer.request_stop`), the step
+    reduces it over every worker, and all workers see ``stop_requested`` at the same step;
+    :class:`Checkpoint` then saves there and stops training. The key is removed from the logs
+    here, so that no other callback records it. The previous SIGTERM handler is restored when
+    training ends.
+
+    Attributes:
+      signalled: this process received SIGTERM.
+      requested: the cluster agreed to stop (any worker was signalled) at the last batch end.
     """
 
-    def __init__(self, model_dir, keep=3):
+    def __init__(self, signals=(signal.SIGTERM,)):
         super().__init__()
+        self.signals = tuple(signals)
+        self.signalled = False
+        self.requested = False
+        self._previous = {}
+        self._raised = False
+
+    def _handler(self, signum, frame):
+        self.signalled = True
+        logging.warning("received signal %d: saving a checkpoint at the next step, then stopping", signum)
+
+    def on_train_begin(self, logs=None):
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.signals:
+                self._previous[sig] = signal.signal(sig, self._handler)
+
+    def on_train_end(self, logs=None):
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.signalled and not self._raised:
+            self.model.request_stop()
+            self._raised = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        if logs is not None and "stop_requested" in logs:
+            self.requested = self.requested or float(np.asarray(logs.pop("stop_requested")).reshape(-1)[0]) > 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.pop("stop_requested", None)
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """Saves the whole training state after every epoch, and where a stop was requested.
+
+    Every worker calls it (under MultiWorkerMirroredStrategy all workers save together, see
+    `checkpoint.TrainingCheckpoint`); the chief also writes `backbone.keras` at epoch ends.
+    A non-finite loss stops training and is never checkpointed, so the last good checkpoint
+    survives (with steps_per_execution > 1 the logged loss is the epoch's running mean, so a
+    NaN at any step of an execution is seen at its end).
+
+    Args:
+      saver: a `checkpoint.TrainingCheckpoint`.
+      model_dir: the run folder (`backbone.keras` goes there).
+      steps_per_epoch: steps of a full epoch.
+      stop: the `StopOnSignal` callback whose agreed request ends training here (or None).
+      step_offset: steps of the first epoch already done before this `fit` (a resumed
+        mid-epoch checkpoint).
+      is_chief: whether this worker writes `backbone.keras`.
+
+    Attributes:
+      preempted: (epoch, step) of the checkpoint saved on a stop request, or None.
+    """
+
+    def __init__(self, saver, model_dir, steps_per_epoch, stop=None, step_offset=0, is_chief=True):
+        super().__init__()
+        self.saver = saver
         self.model_dir = model_dir
-        self.folder = os.path.join(model_dir, "checkpoints")
-        self.keep = keep
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.stop = stop
+        self.step_offset = int(step_offset)
+        self.is_chief = is_chief
+        self.preempted = None
+        self._epoch = 0
+        self._first_epoch = None
+        self._stop_at_epoch_end = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        if self._first_epoch is None:
+            self._first_epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
+        if loss is not None and not math.isfinite(float(np.asarray(loss).reshape(-1)[0])):
             logging.error("non-finite loss %s at batch %d: stopping without checkpointing", loss, batch)
             self.model.stop_training = True
             self.model.nan_stopped = True
+            return
+        if self.stop is None or not self.stop.requested or self.preempted or self._stop_at_epoch_end:
+            return
+        done = (self.step_offset if self._epoch == self._first_epoch else 0) + batch + 1
+        if done >= self.steps_per_epoch:
+            self._stop_at_epoch_end = True  # the end-of-epoch checkpoint comes next
+            return
+        path = self.saver.save(self._epoch, done)
+        self.preempted = (self._epoch, done)
+        self.model.stop_training = True
+        self.model.interrupted_epoch = True  # the epoch-end callbacks skip this unfinished epoch
+        logging.warning("stop requested: saved %s (epoch %d, step %d)", path, self._epoch, done)
+
+    def on_train_begin(self, logs=None):
+        self._first_epoch = None
 
     def on_epoch_end(self, epoch, logs=None):
-        loss = (logs or {}).get("loss")
-        if getattr(self.model, "nan_stopped", False) or (loss is not None and not math.isfinite(float(loss))):
+        if interrupted(self.model):
             return
-        path = checkpoint.save(self.model, self.folder, epoch + 1, keep=self.keep)
-        checkpoint.atomic_save_keras(self.model.backbone, os.path.join(self.model_dir, "backbone.keras"))
-        logging.info("saved %s", path)
+        loss = (logs or {}).get("loss")
+        if getattr(self.model, "nan_stopped", False) or (
+                loss is not None and not math.isfinite(float(np.asarray(loss).reshape(-1)[0]))):
+            return
+        path = self.saver.save(epoch + 1, 0)
+        if self.is_chief:
+            checkpoint.atomic_save_keras(self.model.backbone, os.path.join(self.model_dir, "backbone.keras"))
+            logging.info("saved %s", path)
+        if self._stop_at_epoch_end:
+            self.preempted = (epoch + 1, 0)
+            self.model.stop_training = True
 
 
 class KnnMonitor(keras.callbacks.Callback):
@@ -63,6 +179,8 @@ class KnnMonitor(keras.callbacks.Callback):
                                     self.num_classes, self.k, self.temperature)
 
     def on_epoch_end(self, epoch, logs=None):
+        if interrupted(self.model):
+            return
         done = epoch + 1
         if (self.every and done % self.every == 0) or done == self.epochs:
             start = time.time()
@@ -78,32 +196,52 @@ class KnnMonitor(keras.callbacks.Callback):
 def truncate_metrics_log(model_dir, epochs):
     """Drops rows after `epochs` from metrics.jsonl (rows of an epoch that a resume repeats)."""
     path = os.path.join(model_dir, "metrics.jsonl")
-    if not os.path.exists(path):
+    text = checkpoint.read_text(path)
+    if text is None:
         return
-    with open(path) as f:
-        rows = [line for line in f if line.strip() and json.loads(line).get("epoch", 0) <= epochs]
+    rows = [line + "\n" for line in text.splitlines() if line.strip() and _epoch_of(line) <= epochs]
     checkpoint.atomic_write_text(path, "".join(rows))
+
+
+def _epoch_of(line):
+    try:
+        return json.loads(line).get("epoch", 0)
+    except (json.JSONDecodeError, AttributeError):
+        return 1 << 30  # a half-written line: dropped
 
 
 class MetricsLog(keras.callbacks.Callback):
     """Appends each epoch's logs (losses, λ, kNN, online probe and its `val_` metrics, lr, time) to
-    `<model_dir>/metrics.jsonl`."""
+    `<model_dir>/metrics.jsonl` (rewritten atomically through `tf.io.gfile`, so a kill never
+    leaves half a line, and a gs:// run folder works).
+
+    Attributes:
+      note: extra keys for the next row only (e.g. ``{"resumed_at_step": s}`` for an epoch
+        that a resumed run finished: its means cover only the steps from s on).
+    """
 
     def __init__(self, model_dir):
         super().__init__()
         self.path = os.path.join(model_dir, "metrics.jsonl")
         self.start = None
+        self.note = {}
 
     def on_epoch_begin(self, epoch, logs=None):
         self.start = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
+        if interrupted(self.model):
+            return
         row = {"epoch": epoch + 1, "seconds": round(time.time() - self.start, 2)}
-        row.update({k: float(v) for k, v in (logs or {}).items()})
+        row.update({k: float(np.asarray(v).reshape(-1)[0]) for k, v in (logs or {}).items()})
         lr = self.model.optimizer.learning_rate
         row["learning_rate"] = float(lr.numpy() if hasattr(lr, "numpy") else lr)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        row.update(self.note)
+        self.note = {}
+        text = checkpoint.read_text(self.path, "")
+        if text and not text.endswith("\n"):
+            text += "\n"
+        checkpoint.atomic_write_text(self.path, text + json.dumps(row) + "\n")
 
 
 class PlotCurves(keras.callbacks.Callback):
@@ -121,6 +259,8 @@ class PlotCurves(keras.callbacks.Callback):
         self.path = os.path.join(model_dir, filename)
 
     def on_epoch_end(self, epoch, logs=None):
+        if interrupted(self.model):
+            return
         try:
             visualize.save_curves_png(self.path, visualize.load_metrics_jsonl(self.metrics_path),
                                       title=f"after epoch {epoch + 1}")
@@ -221,6 +361,8 @@ class MixedViewSummary(keras.callbacks.Callback):
         self._writer.flush()
 
     def on_epoch_end(self, epoch, logs=None):
+        if interrupted(self.model):
+            return
         if (epoch + 1) % self.every == 0:
             self.write(epoch)
 

@@ -22,8 +22,8 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_string("encoder", None, "What to evaluate: a pretraining --model_dir (its last epoch), an export "
                     "folder (newest version) or version folder <export_dir>/<n>, or a .keras backbone file.")
-flags.DEFINE_string("checkpoint", None, "With a model_dir: evaluate this checkpoint (ckpt-<epoch>.npz, a path or a "
-                    "file name in <model_dir>/checkpoints) instead of the last epoch.")
+flags.DEFINE_string("checkpoint", None, "With a model_dir: evaluate this checkpoint (ckpt-<step>, or a legacy ckpt-<epoch>.npz; a path "
+                    "or a name in <model_dir>/checkpoints) instead of the last epoch.")
 flags.DEFINE_string("output", None, "Results JSON (default <model_dir>/eval/<command>.json for a run; none otherwise).")
 flags.DEFINE_enum("control", "none", ["none", "random_init", "raw_pixels"],
                   "Evaluate a control instead of the encoder: the same architecture at random init (seed "

@@ -50,5 +50,7 @@ class EpochSummary(keras.callbacks.Callback):
         return "  ".join(parts)
 
     def on_epoch_end(self, epoch, logs=None):
+        if getattr(self.model, "interrupted_epoch", False):  # stopped mid-epoch: the rerun reports it
+            return
         seconds = time.time() - (self._start or time.time())
         print(self.format(epoch, self.epochs, seconds, logs or {}), file=self.stream or sys.stdout, flush=True)

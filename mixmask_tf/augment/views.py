@@ -118,22 +118,35 @@ def apply_view_params(images, params: Dict[str, tf.Tensor], config: ViewConfig) 
     return x
 
 
-def _augment(images, seed, config: ViewConfig) -> tf.Tensor:
-    """sample_view_params + apply_view_params for images [B, H, W, C] (H, W may be dynamic)."""
+def _augment(images, seed, config: ViewConfig, rows=None) -> tf.Tensor:
+    """sample_view_params + apply_view_params for images [B, H, W, C] (H, W may be dynamic).
+
+    ``rows=(offset, total)``: the images are rows [offset, offset + B) of a batch of ``total``;
+    the parameters are drawn for all ``total`` images and these rows' are applied, so the
+    result equals those rows of the whole batch's augmentation.
+    """
     shape = tf.shape(images)
     height = images.shape[1] if images.shape[1] is not None else shape[1]
     width = images.shape[2] if images.shape[2] is not None else shape[2]
-    params = sample_view_params(seed, shape[0], height, width, ops.static_channels(images), config)
+    if rows is None:
+        params = sample_view_params(seed, shape[0], height, width, ops.static_channels(images), config)
+    else:
+        offset, total = rows
+        params = sample_view_params(seed, total, height, width, ops.static_channels(images), config)
+        params = {k: v[offset:offset + shape[0]] for k, v in params.items()}
     return apply_view_params(images, params, config)
 
 
-def augment_batch(images, seed, config: ViewConfig) -> tf.Tensor:
-    """One augmented view of every image of a batch.
+def augment_batch(images, seed, config: ViewConfig, rows=None) -> tf.Tensor:
+    """One augmented view of every image of a batch (or of a slice of a larger batch).
 
     Args:
       images: uint8 [B, H, W, C] with static H, W, C (B may be dynamic).
       seed: int32/int64 tensor [2].
       config: the view's ViewConfig.
+      rows: None, or (offset, total): the images are rows [offset, offset + B) of a batch of
+        ``total`` images, and get exactly what those rows get when the whole batch is
+        augmented with ``seed`` (each input pipeline of a distributed run augments its share).
 
     Returns:
       float32 [B, config.size[0], config.size[1], C] in [0, 1] (not normalised).
@@ -145,7 +158,7 @@ def augment_batch(images, seed, config: ViewConfig) -> tf.Tensor:
     _, height, width, channels = images.shape
     if None in (height, width, channels):
         raise ValueError(f"augment_batch needs static image height, width and channels, got {images.shape}")
-    return _augment(images, seed, config)
+    return _augment(images, seed, config, rows)
 
 
 def augment_image(image, seed, config: ViewConfig) -> tf.Tensor:
@@ -162,7 +175,7 @@ def augment_image(image, seed, config: ViewConfig) -> tf.Tensor:
     return _augment(tf.convert_to_tensor(image)[None], seed, config)[0]
 
 
-def two_views(view1: ViewConfig, view2: ViewConfig, mean, std, images, seed) -> tf.Tensor:
+def two_views(view1: ViewConfig, view2: ViewConfig, mean, std, images, seed, rows=None) -> tf.Tensor:
     """Two independently augmented, normalised views of every image of a batch.
 
     Args:
@@ -170,13 +183,14 @@ def two_views(view1: ViewConfig, view2: ViewConfig, mean, std, images, seed) -> 
       mean, std: per-channel normalisation ([0, 1] pixel units).
       images: uint8 [B, H, W, C], static H, W, C.
       seed: int32/int64 tensor [2]; the views use two independent sub-seeds.
+      rows: None or (offset, total), as in :func:`augment_batch`.
 
     Returns:
       float32 [B, 2, H', W', C]: view 1 then view 2, normalised.
     """
     sub = seeds.split(seed, 2)
-    v1 = augment_batch(images, sub[0], view1)
-    v2 = augment_batch(images, sub[1], view2)
+    v1 = augment_batch(images, sub[0], view1, rows)
+    v2 = augment_batch(images, sub[1], view2, rows)
     return ops.normalize(tf.stack([v1, v2], axis=1), mean, std)
 
 
@@ -221,17 +235,19 @@ class TwoViewAugment:
             raise ValueError(f"mean/std have {len(self.mean)}/{len(self.std)} entries but the "
                              f"image has {channels} channels")
 
-    def batch(self, images_uint8, seed) -> tf.Tensor:
+    def batch(self, images_uint8, seed, rows=None) -> tf.Tensor:
         """Augments a batch at once.
 
         Args:
           images_uint8: uint8 [B, H, W, C], static H, W, C.
           seed: int32/int64 tensor [2].
+          rows: None, or (offset, total): the images are those rows of a batch of ``total``
+            and are augmented exactly as they are within it (see :func:`augment_batch`).
 
         Returns:
           float32 [B, 2, H', W', C]: view 1 then view 2 of every image, normalised.
         """
-        return two_views(self.view1, self.view2, self.mean, self.std, images_uint8, seed)
+        return two_views(self.view1, self.view2, self.mean, self.std, images_uint8, seed, rows)
 
     def __call__(self, image_uint8, seed) -> tf.Tensor:
         """Augments one image twice (a batch of one; H and W may be dynamic).

@@ -9,7 +9,7 @@ evaluation pipeline.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -30,7 +30,8 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
                           drop_remainder: bool = True, start_epoch: Optional[int] = None,
                           steps_per_epoch: Optional[int] = None,
                           shuffle_buffer: int = 10_000, with_labels: bool = False,
-                          vectorized: Optional[bool] = None) -> tf.data.Dataset:
+                          vectorized: Optional[bool] = None, shard: Optional[Tuple[int, int]] = None,
+                          start_step: int = 0) -> tf.data.Dataset:
     """Two-view pretraining pipeline: one float32 [B, 2, H', W', C] tensor per element.
 
     With ``with_labels=True`` each element is instead ``(views float32 [B, 2, H', W', C],
@@ -48,14 +49,23 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
     * ``start_epoch=e``: an infinite dataset of the epochs e, e + 1, ..., keyed by the epoch
       number and cut to exactly ``steps_per_epoch`` batches each; use it with
       ``fit(initial_epoch=e, steps_per_epoch=...)``: a run resumed at epoch e sees exactly
-      the batches an uninterrupted run would have seen (for indexable sources).
+      the batches an uninterrupted run would have seen (for indexable sources). With
+      ``start_step=s`` the first epoch starts at its batch s (a run resumed mid-epoch).
+
+    **Shards** (``shard=(index, count)``, one per input pipeline of a distributed run): the
+    pipeline yields rows [index·b, (index + 1)·b) of every global batch, b = B / count, and
+    reads, decodes and augments only those rows: the global batches are those of
+    ``shard=None``, bit for bit (the augmentation parameters of the whole batch are drawn from
+    its seed and each shard applies its rows'), whatever the number of workers. Streaming
+    sources read only their own files where tfds can split them, and augment with seeds
+    folded with the shard index.
 
     Streaming sources (large tfds splits) shuffle their files and a ``shuffle_buffer`` instead,
     and are exact only up to that order.
 
     Args:
       images: a Source, or uint8 [N, H, W, C] numpy array.
-      batch_size: B, examples per batch.
+      batch_size: B, examples per (global) batch.
       view_fn: callable (image uint8 [H, W, C], seed int64 [2]) -> float32 [2, H', W', C],
         e.g. an ``augment.TwoViewAugment``.
       seed: Python int seeding order and augmentation.
@@ -71,15 +81,17 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
         (``augment.TwoViewAugment.batch``: same recipe, ~100 ops per batch instead of ~80
         per image) instead of calling ``view_fn`` per image. None (default): when ``view_fn``
         has a ``batch`` method and the images have a static shape. True where that is not so
-        is an error.
+        is an error. With shards, ``view_fn.batch`` must take ``rows=(offset, total)``.
+      shard: None, or (index, count) with count dividing B: see above (needs drop_remainder).
+      start_step: with ``start_epoch``, the first epoch's first batch (0 <= s < steps).
 
     Returns:
-      tf.data.Dataset of float32 [B, 2, H', W', C] tensors (view 1 = query, view 2 = key),
-      or of (that, int64 [B]) pairs with ``with_labels``.
+      tf.data.Dataset of float32 [B / count, 2, H', W', C] tensors (view 1 = query, view 2 =
+      key), or of (that, int64 [B / count]) pairs with ``with_labels``.
 
     Raises:
-      ValueError: bad images, no complete batch with drop_remainder, or ``with_labels`` for
-        an unlabeled source (or plain arrays, which carry no labels).
+      ValueError: bad images, no complete batch with drop_remainder, ``with_labels`` for
+        an unlabeled source (or plain arrays, which carry no labels), a bad shard or start.
     """
     source = as_source(images)
     if with_labels and not source.labeled:
@@ -93,6 +105,17 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
     full = n // batch_size if drop_remainder else -(-n // batch_size)
     steps = full if steps_per_epoch is None else min(int(steps_per_epoch), full)
     seed = int(seed)
+    index, count = (0, 1) if shard is None else (int(shard[0]), int(shard[1]))
+    if count < 1 or not 0 <= index < count or batch_size % count:
+        raise ValueError(f"shard {shard} must be (index, count) with 0 <= index < count and count dividing "
+                         f"batch_size {batch_size}")
+    if count > 1 and not drop_remainder:
+        raise ValueError("shards need drop_remainder=True (every global batch splits evenly)")
+    local = batch_size // count
+    offset = index * local
+    start_step = int(start_step)
+    if start_step and (start_epoch is None or not 0 <= start_step < steps):
+        raise ValueError(f"start_step {start_step} needs start_epoch and must lie in [0, {steps})")
 
     def augment(position, example, key):
         example_seed = tf.random.experimental.stateless_fold_in(key, position)
@@ -106,37 +129,59 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
                              f"of a static shape (got {type(view_fn).__name__}, image shape {image_shape})")
         return possible if vectorized is None else bool(vectorized)
 
-    def augment_batches(key, batches):
+    def augment_batches(key, numbered, rows):
         def augment_batch(j, batch):
-            views = view_fn.batch(batch[0], tf.random.experimental.stateless_fold_in(key, j))
+            batch_seed = tf.random.experimental.stateless_fold_in(key, j)
+            views = view_fn.batch(batch[0], batch_seed, rows=rows) if rows else view_fn.batch(batch[0], batch_seed)
             return (views, tf.cast(batch[1], tf.int64)) if with_labels else views
 
-        return tf.data.Dataset.zip(tf.data.Dataset.range(steps), batches).map(
-            augment_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return numbered.map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-    def epoch(key):
-        key = tf.stack([tf.constant(seed, tf.int64), tf.cast(key, tf.int64)])
-        if callable(getattr(source, "load_batches", None)) and use_batches(tf.TensorShape(source.info.image_shape)):
-            # In-memory arrays: permute and gather whole batches of indices (no per-example op).
-            index_batches = tf.data.Dataset.range(n).batch(batch_size, drop_remainder=drop_remainder).take(steps)
-            if shuffle:
-                index_batches = index_batches.map(lambda i: permuted_index(i, key, n))
-            return augment_batches(key, source.load_batches(index_batches))
+    def first_step(epoch_key):
+        if not start_step:
+            return tf.constant(0, tf.int64)
+        return tf.where(tf.equal(epoch_key, int(start_epoch)), tf.constant(start_step, tf.int64), 0)
+
+    def epoch(epoch_key):
+        key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch_key, tf.int64)])
+        skip = first_step(epoch_key)
         if source.indexable:
-            indices = tf.data.Dataset.range(n)
+            # Batch j of the epoch holds positions [j·B, (j + 1)·B) of the permutation; this
+            # shard takes its rows of each.
+            positions = tf.data.Dataset.range(n).batch(batch_size, drop_remainder=drop_remainder).take(steps)
+            numbered = tf.data.Dataset.zip(tf.data.Dataset.range(steps), positions).skip(skip)
+            if count > 1:
+                numbered = numbered.map(lambda j, p: (j, p[offset:offset + local]))
             if shuffle:
-                indices = indices.map(lambda i: permuted_index(i, key, n))
-            examples = source.load(indices)
-        else:
-            examples = source.stream(shuffle, seed)
-            if shuffle:
-                examples = examples.shuffle(shuffle_buffer, seed=seed)
+                numbered = numbered.map(lambda j, p: (j, p, permuted_index(p, key, n)))
+            else:
+                numbered = numbered.map(lambda j, p: (j, p, p))
+            if callable(getattr(source, "load_batches", None)) and use_batches(tf.TensorShape(source.info.image_shape)):
+                # In-memory arrays: gather whole batches of indices (no per-example op).
+                loaded = source.load_batches(numbered.map(lambda j, p, i: i))
+                numbered = tf.data.Dataset.zip(numbered.map(lambda j, p, i: j), loaded)
+                return augment_batches(key, numbered, (offset, batch_size) if count > 1 else None)
+            examples = source.load(numbered.map(lambda j, p, i: i).unbatch())
+            if use_batches(examples.element_spec[0].shape):
+                batches = examples.batch(local, drop_remainder=drop_remainder)
+                numbered = tf.data.Dataset.zip(numbered.map(lambda j, p, i: j), batches)
+                return augment_batches(key, numbered, (offset, batch_size) if count > 1 else None)
+            views = tf.data.Dataset.zip(numbered.map(lambda j, p, i: p).unbatch(), examples).map(
+                lambda pos, ex: augment(pos, ex, key), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            return views.batch(local, drop_remainder=drop_remainder)
+        examples = source.stream(shuffle, seed, shard=shard if count > 1 else None)
+        if shuffle:
+            examples = examples.shuffle(shuffle_buffer, seed=seed + index)
+        if count > 1:  # another shard, other images: other seeds
+            key = tf.random.experimental.stateless_fold_in(key, index)
         if use_batches(examples.element_spec[0].shape):
-            return augment_batches(key, examples.batch(batch_size, drop_remainder=drop_remainder).take(steps))
+            batches = examples.batch(local, drop_remainder=drop_remainder).take(steps)
+            numbered = tf.data.Dataset.zip(tf.data.Dataset.range(steps), batches).skip(skip)
+            return augment_batches(key, numbered, None)
         views = tf.data.Dataset.zip(tf.data.Dataset.range(n), examples).map(
             lambda i, ex: augment(i, ex, key), num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True)
-        return views.batch(batch_size, drop_remainder=drop_remainder).take(steps)
+        return views.batch(local, drop_remainder=drop_remainder).take(steps).skip(skip)
 
     if start_epoch is None:
         keys = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).take(1)

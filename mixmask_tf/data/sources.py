@@ -139,13 +139,19 @@ class Source:
         """Maps a dataset of int64 indices to (image, label) examples (indexable sources)."""
         raise NotImplementedError
 
-    def stream(self, shuffle: bool, seed: int) -> tf.data.Dataset:
-        """All examples once, (image, label); shuffled (file order + buffer) if asked."""
+    def stream(self, shuffle: bool, seed: int, shard: Optional[Tuple[int, int]] = None) -> tf.data.Dataset:
+        """All examples once, (image, label); shuffled (file order + buffer) if asked.
+
+        ``shard=(index, count)``: only every count-th example from ``index`` on (an indexable
+        source loads only those).
+        """
         indices = tf.data.Dataset.range(self.num_examples)
         if shuffle:
             n = self.num_examples
             key = tf.constant([int(seed), 0], tf.int64)
             indices = indices.map(lambda i: permuted_index(i, key, n))
+        if shard is not None and shard[1] > 1:
+            indices = indices.shard(shard[1], shard[0])
         return self.load(indices)
 
 
@@ -244,8 +250,9 @@ class StreamSource(Source):
     """A stream that cannot be indexed (a large tfds split read from its shards).
 
     Args:
-      make: callable (shuffle: bool, seed: int) -> tf.data.Dataset of (uint8 image, int64
-        label), one pass.
+      make: callable (shuffle: bool, seed: int, shard: (index, count) or None) ->
+        tf.data.Dataset of (uint8 image, int64 label), one pass; with a shard, only that
+        shard's examples (read from its own files where the format allows).
       info, num_examples, labeled, description: as Source.
     """
 
@@ -255,8 +262,8 @@ class StreamSource(Source):
         self._make = make
         super().__init__(info, num_examples, labeled, description)
 
-    def stream(self, shuffle, seed):
-        return self._make(shuffle, seed)
+    def stream(self, shuffle, seed, shard=None):
+        return self._make(shuffle, seed, shard if shard is not None and shard[1] > 1 else None)
 
 
 def as_source(images_or_source, labels=None) -> Source:

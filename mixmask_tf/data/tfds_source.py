@@ -4,6 +4,7 @@ held in memory when they fit, streamed otherwise. Downloads only when asked to."
 from __future__ import annotations
 
 import numpy as np
+from absl import logging
 import tensorflow as tf
 
 from mixmask_tf.data.info import LOCAL_DATASETS, DatasetInfo, DatasetNotFoundError
@@ -32,9 +33,9 @@ def open_tfds(name, split, data_dir, limit, download, manual_dir, size, channels
     if download:
         config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
         builder.download_and_prepare(download_config=config)
-    read = lambda shuffle, seed: builder.as_dataset(  # noqa: E731
-        split=split, shuffle_files=shuffle,
-        read_config=tfds.ReadConfig(shuffle_seed=seed, shuffle_reshuffle_each_iteration=True))
+    def read(shuffle, seed, context=None):
+        return builder.as_dataset(split=split, shuffle_files=shuffle, read_config=tfds.ReadConfig(
+            shuffle_seed=seed, shuffle_reshuffle_each_iteration=True, input_context=context))
     try:
         raw = read(False, 0)
     except AssertionError as e:
@@ -70,10 +71,20 @@ def open_tfds(name, split, data_dir, limit, download, manual_dir, size, channels
         label = tf.cast(ex[label_key], tf.int64) if label_key else tf.constant(-1, tf.int64)
         return conform_image(image, out_size, out_channels), label
 
-    def make(shuffle, seed):
-        ds = read(shuffle, seed)
-        if limit is not None:
-            ds = ds.take(limit)
+    def make(shuffle, seed, shard=None):
+        ds = None
+        if shard is not None and limit is None:
+            # Each input pipeline reads only its own files (tfds shards by file).
+            try:
+                ds = read(shuffle, seed, tf.distribute.InputContext(shard[1], shard[0], 1))
+            except ValueError as e:  # fewer files than pipelines
+                logging.warning("tfds %s %s: %s; every pipeline reads all files and keeps its share", name, split, e)
+        if ds is None:
+            ds = read(shuffle, seed)
+            if limit is not None:
+                ds = ds.take(limit)
+            if shard is not None:
+                ds = ds.shard(shard[1], shard[0])
         return ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     n = int(raw.cardinality())

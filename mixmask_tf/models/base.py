@@ -123,6 +123,18 @@ def probe_logits_and_loss(probe, features, labels):
     return logits, tf.reduce_mean(per_example)
 
 
+def _for_keras_reduction(logs):
+    """Logs as Keras can reduce them across workers.
+
+    Under MultiWorkerMirroredStrategy Keras reduces each logged value with
+    ``strategy.reduce("MEAN", value, axis=0)``, which needs rank >= 1: scalars become [1]
+    (reduced back to scalars); elsewhere the logs are returned unchanged.
+    """
+    if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+    return logs
+
+
 def top_k_percent(logits, labels, k):
     """Per-example top-k hit in percent, float32 [N] of 0 or 100 (mean it for the accuracy).
 
@@ -181,6 +193,29 @@ class SiameseTrainer(keras.Model):
             self.probe_optimizer = probe_optimizer if probe_optimizer is not None else keras.optimizers.Adam(1e-3)
             names += ["probe_loss", "probe_top1"] + (["probe_top5"] if self.probe_classes >= 5 else [])
         self._trackers = {name: keras.metrics.Mean(name=name) for name in names}
+        # Stop requests (a preemption signal on any worker): off unless `watch_stop_requests`.
+        self.watch_stop_requests = False
+        self._stop_request = tf.Variable(0.0, trainable=False, name="stop_request",
+                                         aggregation=tf.VariableAggregation.NONE)
+
+    # ---- stop requests (preemption) -------------------------------------------------
+    def request_stop(self, value=True):
+        """Asks every worker to stop after its next step (this worker's local flag).
+
+        With ``watch_stop_requests = True`` (set before the first `fit`), every train step
+        reduces the flags of all replicas (a sum over the cluster) and reports
+        ``stop_requested`` = 1.0 on every worker as soon as one of them asked, at the same
+        step everywhere, so that all can save a checkpoint together (a save may run
+        collectives) and exit. Call it from the host (a callback or a signal's aftermath).
+        """
+        self._stop_request.assign(1.0 if value else 0.0)
+
+    def _stop_requested(self):
+        flag = tf.cast(self._stop_request, tf.float32)
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and num_replicas() > 1:
+            flag = ctx.all_reduce(tf.distribute.ReduceOp.SUM, flag)
+        return tf.cast(flag > 0, tf.float32)
 
     # ---- framework hooks -------------------------------------------------------------
     def online_variables(self):
@@ -224,6 +259,43 @@ class SiameseTrainer(keras.Model):
             self.optimizer.build(self.online_variables())
         if self.probe_optimizer is not None and not self.probe_optimizer.built:
             self.probe_optimizer.build(self.probe.trainable_variables)
+
+    def make_train_function(self, force=False):
+        """Keras' train function, except for ``steps_per_execution`` > 1: a plain unrolled loop.
+
+        Keras 3.15 runs several steps per call in a `tf.while_loop` over optionals, which fails
+        under MirroredStrategy on TensorFlow 2.21 ("You must feed a value for placeholder
+        tensor ... while/cond/Placeholder"), even for a one-layer model. This function runs
+        ``steps_per_execution`` steps one after the other in one `tf.function` (each step
+        XLA-compiled when ``jit_compile``), returning the last step's logs as Keras does. It
+        expects every execution to have its full number of batches: the pretraining CLI
+        keeps the steps per epoch a multiple of it and feeds an endless dataset.
+        """
+        if self.train_function is not None and not force:
+            return self.train_function
+        if self.steps_per_execution == 1:
+            return super().make_train_function(force=force)
+        from keras.src.backend.tensorflow.trainer import reduce_per_replica
+
+        strategy = self.distribute_strategy
+        steps = int(self.steps_per_execution)
+
+        def one_step(data):
+            return reduce_per_replica(strategy.run(self.train_step, args=(data,)), strategy, reduction="auto")
+
+        if not self.run_eagerly:
+            one_step = tf.function(one_step, reduce_retracing=True, jit_compile=bool(self.jit_compile))
+
+        def multi_step(iterator):
+            outputs = one_step(next(iterator))
+            for _ in range(steps - 1):
+                outputs = one_step(next(iterator))
+            return outputs
+
+        if not self.run_eagerly:
+            multi_step = tf.function(multi_step, reduce_retracing=True)
+        self.train_function = multi_step
+        return self.train_function
 
     def call(self, images, training=False):
         """Backbone features [N, F] of images [N, H, W, C] (what is exported for serving).
@@ -316,7 +388,10 @@ class SiameseTrainer(keras.Model):
             self._trackers[name].update_state(value)
         # Probe metrics only when this step trained the probe (never a meaningless 0).
         skip = {"probe_top5"} | ({"probe_loss", "probe_top1"} if not probe_logs else set())
-        return {m.name: m.result() for m in self.metrics if m.name not in skip}
+        logs = {m.name: m.result() for m in self.metrics if m.name not in skip}
+        if self.watch_stop_requests:
+            logs["stop_requested"] = self._stop_requested()
+        return _for_keras_reduction(logs)
 
     def test_step(self, data):
         """Probe metrics on clean labeled images (without a probe: `keras.Model.test_step`).

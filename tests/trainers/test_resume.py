@@ -1,5 +1,6 @@
-"""A pretraining run killed mid-epoch and restarted with the same command ends where an
-uninterrupted run ends: same step count, same epochs logged once, same weights and state."""
+"""A pretraining run killed mid-epoch (SIGKILL), or stopped by SIGTERM (a preemption), and restarted
+with the same command ends where an uninterrupted run ends: same step count, same epochs logged
+once, same weights and state."""
 
 import json
 import os
@@ -11,6 +12,7 @@ import time
 import numpy as np
 
 from conftest import REPO_ROOT
+from mixmask_tf import checkpoint
 
 ARGS = ["--dataset=synthetic", "--image_size=16", "--train_limit=512", "--test_limit=64", "--width=8",
         "--batch_size=32", "--queue_size=128", "--epochs=4", "--knn_every=0", "--random_init_knn=false",
@@ -40,34 +42,70 @@ def test_kill_mid_run_then_same_command_resumes_exactly(tmp_path):
     killed = str(tmp_path / "killed")
     proc = subprocess.Popen(_command(killed), cwd=REPO_ROOT, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    first_ckpt = os.path.join(killed, "checkpoints", "ckpt-00001.npz")
+    state_file = os.path.join(killed, "checkpoints", "checkpoint")
     deadline = time.time() + 240
-    while not os.path.exists(first_ckpt) and proc.poll() is None and time.time() < deadline:
+    while not os.path.exists(state_file) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be killed"
     time.sleep(0.3)  # into epoch 2
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    saved = sorted(os.listdir(os.path.join(killed, "checkpoints")))
-    assert saved and all(name.endswith(".npz") for name in saved), saved  # no partial files
-    assert len(saved) < 4, "the kill came too late to test anything"
+    saved = _checkpoints(killed)
+    assert 1 <= len(saved) < 4, f"the kill came too late to test anything: {saved}"
 
     out = _finish(killed)
     assert "resumed from" in out
     resumed_epoch = int(out.split("(epoch ")[1].split(",")[0])
     assert 1 <= resumed_epoch <= 3 and f"epochs {resumed_epoch + 1}..4" in out
+    _assert_same_end(reference, killed)
 
-    results = json.load(open(os.path.join(killed, "results.json")))
-    assert results["epochs_completed"] == 4 and results["steps_completed"] == 4 * STEPS
-    epochs = [json.loads(line)["epoch"] for line in open(os.path.join(killed, "metrics.jsonl"))]
-    assert epochs == [1, 2, 3, 4]  # the interrupted epoch is logged once, after it was redone
 
-    a = np.load(os.path.join(reference, "checkpoints", "ckpt-00004.npz"))
-    b = np.load(os.path.join(killed, "checkpoints", "ckpt-00004.npz"))
-    assert sorted(a.files) == sorted(b.files)
-    names = json.loads(str(a["__names__"]))
-    assert any("queue" in n for n in names) and "iteration" in names, names
-    np.testing.assert_array_equal(b["__names__"], a["__names__"])
-    for i, name in enumerate(names):
-        key = f"v{i:05d}"
-        np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=1e-6, err_msg=name)
+def _checkpoints(model_dir):
+    import tensorflow as tf
+
+    state = tf.train.get_checkpoint_state(os.path.join(model_dir, "checkpoints"))
+    return list(state.all_model_checkpoint_paths) if state else []
+
+
+def _assert_same_end(reference, run, epochs=4):
+    results = json.load(open(os.path.join(run, "results.json")))
+    assert results["epochs_completed"] == epochs and results["steps_completed"] == epochs * STEPS
+    logged = [json.loads(line)["epoch"] for line in open(os.path.join(run, "metrics.jsonl"))]
+    assert logged == list(range(1, epochs + 1))  # an interrupted epoch is logged once
+    names_a, a, epoch_a, step_a = checkpoint.read_checkpoint(_checkpoints(reference)[-1])
+    names_b, b, epoch_b, step_b = checkpoint.read_checkpoint(_checkpoints(run)[-1])
+    assert (epoch_a, step_a) == (epoch_b, step_b) == (epochs, 0)
+    assert names_a == names_b
+    assert any("queue" in n for n in names_a) and "iteration" in names_a, names_a
+    for name, x, y in zip(names_a, a, b):
+        np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_sigterm_mid_epoch_saves_then_the_rerun_loses_nothing(tmp_path):
+    """SIGTERM (a preemption) in the middle of epoch 2: a checkpoint at that step, exit 143, and the
+    rerun finishes the epoch from there, ending exactly where an uninterrupted run ends."""
+    reference = str(tmp_path / "reference")
+    _finish(reference)
+    run = str(tmp_path / "preempted")
+    proc = subprocess.Popen(_command(run) + ["--steps_per_execution=2"], cwd=REPO_ROOT, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stdout:  # epoch 1's summary line: epoch 2 has just begun
+        lines.append(line)
+        if line.startswith("epoch 1/4"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    out = "".join(lines) + proc.stdout.read()
+    assert proc.wait(timeout=120) == 143, out + proc.stderr.read()[-3000:]
+    assert "stopped on a termination signal: saved a checkpoint at epoch 1 + " in out, out
+    step = int(out.split("at epoch 1 + ")[1].split(" steps")[0])
+    assert 0 < step < STEPS and step % 2 == 0, step  # mid-epoch, on an execution boundary
+    assert [json.loads(line)["epoch"] for line in open(os.path.join(run, "metrics.jsonl"))] == [1]
+    _, _, epoch, saved_step = checkpoint.read_checkpoint(_checkpoints(run)[-1])
+    assert (epoch, saved_step) == (1, step)
+
+    out = _finish(run)
+    assert f"resumed from" in out and f"(epoch 1 + {step} steps, step {STEPS + step})" in out, out
+    _assert_same_end(reference, run)
+    rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+    assert rows[1]["resumed_at_step"] == step and "resumed_at_step" not in rows[2]

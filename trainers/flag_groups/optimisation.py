@@ -40,18 +40,22 @@ def validate():
 
 
 def build_optimizer(steps_per_epoch, model):
-    """The --optimizer with a cosine schedule (after --warmup_epochs of linear warm-up) over --epochs."""
+    """The --optimizer with a cosine schedule (after --warmup_epochs of linear warm-up) over --epochs, peaking
+    at --learning_rate (times --batch_size / --reference_batch_size under --scale_learning_rate)."""
     import keras
 
     from mixmask_tf import optimizers
 
+    from . import distribute
+
     total = FLAGS.epochs * steps_per_epoch
     warmup = FLAGS.warmup_epochs * steps_per_epoch
+    peak = distribute.learning_rate(FLAGS.batch_size)
     if warmup:
         schedule = keras.optimizers.schedules.CosineDecay(
-            0.0, decay_steps=max(total - warmup, 1), warmup_target=FLAGS.learning_rate, warmup_steps=warmup)
+            0.0, decay_steps=max(total - warmup, 1), warmup_target=peak, warmup_steps=warmup)
     else:
-        schedule = keras.optimizers.schedules.CosineDecay(FLAGS.learning_rate, decay_steps=max(total, 1))
+        schedule = keras.optimizers.schedules.CosineDecay(peak, decay_steps=max(total, 1))
     if FLAGS.optimizer == "lars":
         return optimizers.LARS(schedule, momentum=FLAGS.sgd_momentum, weight_decay=FLAGS.weight_decay,
                                eta=FLAGS.lars_eta, exclude=optimizers.excluded_variables(model))
