@@ -150,7 +150,8 @@ def run():
     if execution != FLAGS.steps_per_execution:
         say(f"steps per execution: {execution} (the largest divisor of the {steps} steps per epoch up to "
             f"--steps_per_execution={FLAGS.steps_per_execution})", flush=True)
-    name = "one device" if type(strategy).__name__ == "_DefaultDistributionStrategy" else type(strategy).__name__
+    name = {"_DefaultDistributionStrategy": "one device", "CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy"
+            }.get(type(strategy).__name__, type(strategy).__name__)
     say(f"strategy: {name}, {replicas} replica(s) on {worker.count} worker(s), global batch "
         f"{FLAGS.batch_size} ({per_replica} per replica), peak learning rate "
         f"{distribute_flags.learning_rate(FLAGS.batch_size):.6g}", flush=True)

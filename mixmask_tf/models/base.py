@@ -211,11 +211,10 @@ class SiameseTrainer(keras.Model):
         self._stop_request.assign(1.0 if value else 0.0)
 
     def _stop_requested(self):
-        flag = tf.cast(self._stop_request, tf.float32)
-        ctx = tf.distribute.get_replica_context()
-        if ctx is not None and num_replicas() > 1:
-            flag = ctx.all_reduce(tf.distribute.ReduceOp.SUM, flag)
-        return tf.cast(flag > 0, tf.float32)
+        # all_gather (as the MoCo keys): a replica-context all_reduce of this scalar fails under
+        # MultiWorkerMirroredStrategy on TF 2.21 ("destinations can not be empty").
+        flags = all_gather(tf.reshape(tf.cast(self._stop_request, tf.float32), [1]))
+        return tf.cast(tf.reduce_max(flags) > 0, tf.float32)
 
     # ---- framework hooks -------------------------------------------------------------
     def online_variables(self):
