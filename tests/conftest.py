@@ -64,3 +64,23 @@ def run_module(module, *args, timeout=300):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def write_legacy_npz(model, folder, epoch):
+    """A checkpoint of the format written before TensorFlow checkpoints (`ckpt-<epoch>.npz`),
+    as the old `checkpoint.save` wrote it, for the tests of its resume path."""
+    import json
+
+    import numpy as np
+
+    from mixmask_tf import checkpoint
+
+    variables, names = checkpoint.state_variables(model)
+    arrays = {f"v{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
+    arrays["__names__"] = np.array(json.dumps(names))
+    arrays["__epoch__"] = np.array(int(epoch))
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, checkpoint.LEGACY_PATTERN.format(epoch=epoch))
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    return path

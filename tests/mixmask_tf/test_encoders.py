@@ -31,7 +31,7 @@ def run_dir(tmp_path_factory):
     snapshots = []
     for epoch in (1, 2):
         _step(model, images)
-        checkpoint.save(model, os.path.join(folder, "checkpoints"), epoch)
+        checkpoint.TrainingCheckpoint(model, os.path.join(folder, "checkpoints")).save(epoch)
         model.backbone.save(os.path.join(folder, "backbone.keras"))
         snapshots.append([w.copy() for w in model.backbone.get_weights()])
     return folder, snapshots
@@ -48,7 +48,7 @@ def test_run_dir_and_each_checkpoint(run_dir):
     pixels = np.random.default_rng(0).integers(0, 256, (5, 16, 16, 1)).astype(np.uint8)
     last = encoders.load_encoder(folder)
     np.testing.assert_allclose(last(pixels), _features(epoch2, pixels), rtol=1e-5, atol=1e-5)
-    first = encoders.load_encoder(folder, checkpoint="ckpt-00001.npz")
+    first = encoders.load_encoder(folder, checkpoint="ckpt-1")
     assert first.metadata["epochs"] == 1
     np.testing.assert_allclose(first(pixels), _features(epoch1, pixels), rtol=1e-5, atol=1e-5)
     assert not np.allclose(first(pixels), last(pixels))
@@ -57,7 +57,7 @@ def test_run_dir_and_each_checkpoint(run_dir):
     with pytest.raises(ValueError, match=r"encoder expects images \[N, 16, 16, 1\]"):
         last(np.zeros((2, 28, 28, 1), np.uint8))
     with pytest.raises(encoders.EncoderLoadError, match="not found"):
-        encoders.load_encoder(folder, checkpoint="ckpt-00007.npz")
+        encoders.load_encoder(folder, checkpoint="ckpt-7")
     # A .keras file beside its run's config.json finds its normalisation.
     bare = encoders.load_encoder(os.path.join(folder, "backbone.keras"))
     np.testing.assert_allclose(bare(pixels), last(pixels), rtol=1e-6)

@@ -1,11 +1,11 @@
-"""The MoCo trainer: fit, state updates, checkpoints, and single-device vs 2-replica equivalence."""
+"""The MoCo trainer: fit, state updates, and single-device vs 2-replica equivalence."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import keras
 
-from mixmask_tf import backbones, branches, checkpoint, losses, mixing
+from mixmask_tf import backbones, branches, losses, mixing
 from mixmask_tf.models import MoCo, build_trainer
 
 SHAPE = (16, 16, 1)
@@ -81,33 +81,6 @@ def test_switch_identity_with_batchnorm_in_training_mode():
         switched_images = tf.gather(mix.images, mix.switch_index)
         q_switched = model.embed_query(switched_images, training=True)
         np.testing.assert_allclose(tf.gather(q, mix.switch_index).numpy(), q_switched.numpy(), atol=1e-5)
-
-
-def test_checkpoint_round_trip_and_mismatch(tmp_path):
-    model = _moco(_mixmask())
-    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
-    model.fit(tf.data.Dataset.from_tensor_slices(_batch(16)).batch(8), verbose=0)
-    path = checkpoint.save(model, str(tmp_path), epoch=3)
-    saved = [v.numpy().copy() for v in model.weights + model.optimizer.variables]
-    other = _moco(_mixmask(), seed=5)
-    other.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
-    assert checkpoint.restore(other, path) == 3
-    for a, b in zip(saved, other.weights + other.optimizer.variables):
-        np.testing.assert_array_equal(a, b.numpy())
-    assert checkpoint.latest(str(tmp_path)) == path
-    bigger = _moco(_mixmask(), embedding_dim=16)
-    bigger.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
-    with pytest.raises(checkpoint.CheckpointMismatchError):
-        checkpoint.restore(bigger, path)
-
-
-def test_checkpoint_keeps_newest(tmp_path):
-    model = _moco()
-    model.compile(optimizer="sgd")
-    for epoch in range(1, 6):
-        checkpoint.save(model, str(tmp_path), epoch, keep=2)
-    assert [p[-9:] for p in checkpoint.list_checkpoints(str(tmp_path))] == ["00004.npz", "00005.npz"]
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
 
 
 def test_build_trainer_errors():

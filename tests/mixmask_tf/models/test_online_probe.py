@@ -136,13 +136,13 @@ def test_probe_learns_separable_classes(trained):
 
 def test_checkpoint_round_trip_includes_the_probe(trained, tmp_path):
     _, probed, _, _, _ = trained
-    path = checkpoint.save(probed, str(tmp_path), epoch=2)
-    names = json.loads(str(np.load(path)["__names__"]))
+    path = checkpoint.TrainingCheckpoint(probed, str(tmp_path)).save(2)
+    names = checkpoint.read_checkpoint(path)[0]
     assert names[-8:-6] == ["probe/kernel", "probe/bias"]
     assert "probe_optimizer/iteration" in names and "probe_optimizer/probe_kernel_velocity" in names
     fresh = _trainer(CLASSES, keras.optimizers.Adam(1e-2))
     assert not np.array_equal(fresh.probe.kernel.numpy(), probed.probe.kernel.numpy())
-    assert checkpoint.restore(fresh, path) == 2
+    assert checkpoint.TrainingCheckpoint(fresh, str(tmp_path)).restore(path) == (2, 0)
     variables, _ = checkpoint.state_variables(probed)
     restored, _ = checkpoint.state_variables(fresh)
     for a, b in zip(variables, restored):
@@ -154,7 +154,7 @@ def test_checkpoint_round_trip_includes_the_probe(trained, tmp_path):
     assert len(plain_names) == len(plain.weights) + len(plain.optimizer.variables)
     assert not any(n.startswith("probe") for n in plain_names)
     with pytest.raises(checkpoint.CheckpointMismatchError, match="probe"):
-        checkpoint.restore(plain, path)
+        checkpoint.TrainingCheckpoint(plain, str(tmp_path)).restore(path)
 
 
 def _identity_views(image, seed):
@@ -205,7 +205,9 @@ def test_cli_online_probe_logs_and_checkpoints(tmp_path):
         assert 0 <= row["probe_top1"] <= 100 and 0 <= row["val_probe_top1"] <= 100 and row["probe_loss"] > 0
     results = json.load(open(os.path.join(model_dir, "results.json")))
     assert results["probe_top1"] == pytest.approx(rows[-1]["val_probe_top1"])
-    names = json.loads(str(np.load(os.path.join(model_dir, "checkpoints", "ckpt-00002.npz"))["__names__"]))
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    names, _, epoch, _ = checkpoint.read_checkpoint(latest)
+    assert epoch == 2
     assert "probe/kernel" in names and "probe_optimizer/iteration" in names
 
 
