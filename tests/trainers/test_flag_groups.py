@@ -51,3 +51,19 @@ def test_every_branch_option_has_a_flag():
          "assert branch.build_branch().get_config()['permutation'] == 'random'\n"
          "flags.FLAGS.same_permutation = True\n"
          "assert branch.build_branch().get_config()['permutation'] == 'reverse'\n")
+
+
+def test_cpu_tuning_only_without_an_accelerator(tmp_path, monkeypatch):
+    import trainers
+
+    monkeypatch.delenv("TPU_NAME", raising=False)
+    monkeypatch.delenv("TPU_ACCELERATOR_TYPE", raising=False)
+    assert not trainers.accelerator_present(str(tmp_path))
+    (tmp_path / "nvidia0").write_text("")
+    assert trainers.accelerator_present(str(tmp_path))
+    (tmp_path / "nvidia0").unlink()
+    (tmp_path / "accel0").write_text("")
+    assert trainers.accelerator_present(str(tmp_path))
+    (tmp_path / "accel0").unlink()
+    monkeypatch.setenv("TPU_NAME", "my-tpu")
+    assert trainers.accelerator_present(str(tmp_path))

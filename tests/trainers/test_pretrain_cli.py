@@ -97,3 +97,18 @@ def test_every_framework_from_the_cli(tmp_path, framework, branch, extra):
 def test_symmetric_outside_moco_is_an_error(tmp_path):
     result = _run("--flagfile=configs/smoke.cfg", f"--model_dir={tmp_path}", "--framework=simclr", "--symmetric")
     assert result.returncode == 2 and "--symmetric applies to MoCo only" in result.stderr
+
+
+def test_strategy_errors_are_one_clear_line(tmp_path):
+    from conftest import run_pretrain as run
+
+    common = ["--dataset=synthetic", "--image_size=16", "--train_limit=64", f"--model_dir={tmp_path}"]
+    cases = [(["--strategy=mirrored", "--cpu_devices=2", "--batch_size=33"], "does not divide over the 2 replicas"),
+             (["--strategy=multi_worker"], "needs TF_CONFIG"),
+             (["--strategy=tpu"], "--strategy=tpu: no TPU"),
+             (["--strategy=one_device", "--cpu_devices=2"], "--cpu_devices applies to"),
+             (["--tpu=my-tpu"], "--tpu needs --strategy=tpu")]
+    for flags_, message in cases:
+        done = run(*common, *flags_)
+        assert done.returncode == 2 and message in done.stderr, (flags_, done.stderr[-2000:])
+        assert "Traceback" not in done.stderr
