@@ -29,9 +29,9 @@ import datetime
 import json
 import os
 import re
-import shutil
 import socket
 import sys
+import tempfile
 import uuid
 
 # Run as the command (`python -m export.saved_model`, or the console script `mixmask-export`, whose
@@ -43,9 +43,13 @@ if __name__ == "__main__" or os.path.basename(sys.argv[0] if sys.argv else "") =
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from mixmask_tf import batchnorm  # noqa: F401  (registers the backbones' BatchNorm for load_model)
+from mixmask_tf import checkpoint
 from mixmask_tf import data
+
+gfile = tf.io.gfile
 
 SIGNATURE_INPUT = "images"
 SIGNATURE_BYTES_INPUT = "image_bytes"
@@ -69,15 +73,60 @@ def list_versions(export_dir):
     Hidden temporary folders (`.tmp-export-...`, left by an export that was killed) and any
     other names never count.
     """
-    if not os.path.isdir(export_dir):
+    if not gfile.isdir(export_dir):
         return []
-    return sorted(int(d) for d in os.listdir(export_dir)
-                  if _VERSION_RE.match(d) and os.path.isdir(os.path.join(export_dir, d)))
+    return sorted(int(d) for d in _listdir(export_dir)
+                  if _VERSION_RE.match(d) and gfile.isdir(os.path.join(export_dir, d)))
 
 
 def next_version(export_dir):
     """1 + the largest integer version folder in `export_dir` (1 when there is none)."""
     return max(list_versions(export_dir), default=0) + 1
+
+
+def _listdir(folder):
+    """Entry names of a folder (gs:// lists sub-folders with a trailing "/")."""
+    return [name.rstrip("/") for name in gfile.listdir(folder)]
+
+
+def _rmtree(folder):
+    try:
+        gfile.rmtree(folder)
+    except (OSError, tf.errors.OpError):
+        logging.warning("could not remove %s", folder)
+
+
+def _move_folder(tmp, final):
+    """Puts the finished export in place: a rename on a local disk (atomic); on object stores
+    (gs://, ram://), where a folder cannot be renamed, a copy of every file with `saved_model.pb`
+    last (TensorFlow Serving loads a version only once that file exists), then the temporary
+    folder is removed."""
+    if "://" not in tmp:
+        gfile.rename(tmp, final)
+        return
+    # (ram:// lists a folder "assets" as holding ".extra" when "assets.extra" exists: names that
+    # do not exist as files are skipped.)
+    files = [os.path.join(root, name)[len(tmp) + 1:] for root, _, names in gfile.walk(tmp) for name in names
+             if gfile.exists(os.path.join(root, name)) and not gfile.isdir(os.path.join(root, name))]
+    files.sort(key=lambda f: f == "saved_model.pb")
+    for rel in files:
+        target = os.path.join(final, rel)
+        gfile.makedirs(os.path.dirname(target))
+        gfile.copy(os.path.join(tmp, rel), target, overwrite=False)
+    _rmtree(tmp)
+
+
+def load_keras(path):
+    """`keras.models.load_model(path)` for any `tf.io.gfile` path (a remote file is copied locally first)."""
+    if "://" not in path:
+        return keras.models.load_model(path, compile=False)
+    fd, local = tempfile.mkstemp(suffix=".keras")
+    os.close(fd)
+    try:
+        gfile.copy(path, local, overwrite=True)
+        return keras.models.load_model(local, compile=False)
+    finally:
+        os.remove(local)
 
 
 def _pid_alive(pid):
@@ -100,13 +149,13 @@ def remove_stale_tmp(export_dir):
       the names of the removed folders.
     """
     removed = []
-    if not os.path.isdir(export_dir):
+    if not gfile.isdir(export_dir):
         return removed
     host = socket.gethostname()
-    for name in os.listdir(export_dir):
+    for name in _listdir(export_dir):
         match = _TMP_RE.match(name)
         if match and match["host"] == host and not _pid_alive(int(match["pid"])):
-            shutil.rmtree(os.path.join(export_dir, name), ignore_errors=True)
+            _rmtree(os.path.join(export_dir, name))
             removed.append(name)
     return removed
 
@@ -188,7 +237,7 @@ def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None
         version = int(version)
         if version < 0:
             raise ValueError(f"version must be >= 0, got {version}")
-        if os.path.exists(os.path.join(export_dir, str(version))):
+        if gfile.exists(os.path.join(export_dir, str(version))):
             raise FileExistsError(f"export version {os.path.join(export_dir, str(version))} already exists; "
                                   f"pick another --version")
     embedding_dim = int(backbone.output_shape[-1])
@@ -253,32 +302,31 @@ def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None
             "tensorflow_version": tf.__version__,
             "keras_version": keras.__version__}
 
-    os.makedirs(export_dir, exist_ok=True)
+    gfile.makedirs(export_dir)
     remove_stale_tmp(export_dir)
     tmp = os.path.join(export_dir, f"{_TMP_PREFIX}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         archive.write_out(tmp, verbose=False)
         extra = os.path.join(tmp, "assets.extra")
-        os.makedirs(extra, exist_ok=True)
-        backbone.save(os.path.join(extra, "backbone.keras"))
-        with open(os.path.join(extra, "export.json"), "w") as f:
-            json.dump(card, f, indent=2)
+        gfile.makedirs(extra)
+        checkpoint.atomic_save_keras(backbone, os.path.join(extra, "backbone.keras"))
+        checkpoint.atomic_write_text(os.path.join(extra, "export.json"), json.dumps(card, indent=2))
         number = next_version(export_dir) if version is None else version
         while True:
             final = os.path.join(export_dir, str(number))
-            if not os.path.exists(final):
+            if not gfile.exists(final):
                 try:
-                    os.rename(tmp, final)
+                    _move_folder(tmp, final)
                     break
-                except OSError:
-                    if not os.path.exists(final):
+                except (OSError, tf.errors.OpError):
+                    if not gfile.exists(final) or "://" in final:
                         raise
             if version is not None:
                 raise FileExistsError(f"export version {final} already exists; pick another --version")
             number += 1  # another export took that number meanwhile
     finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+        if gfile.exists(tmp):
+            _rmtree(tmp)
     return final
 
 
@@ -294,15 +342,14 @@ def _evaluations(model_dir, results):
     """
     found = {}
     folder = os.path.join(model_dir, "eval")
-    if not os.path.isdir(folder):
+    if not gfile.isdir(folder):
         return found
-    for name in sorted(os.listdir(folder)):
+    for name in sorted(_listdir(folder)):
         if not name.endswith(".json"):
             continue
         try:
-            with open(os.path.join(folder, name)) as f:
-                entry = json.load(f)
-        except (OSError, ValueError):
+            entry = json.loads(checkpoint.read_text(os.path.join(folder, name)))
+        except (OSError, ValueError, tf.errors.OpError):
             continue
         encoder = entry.get("encoder") or {}
         if entry.get("checkpoint") or entry.get("control", "none") != "none" or encoder.get("source") != "run":
@@ -330,17 +377,15 @@ def export_from_model_dir(model_dir, export_dir, version=None):
     config_path = os.path.join(model_dir, "config.json")
     backbone_path = os.path.join(model_dir, "backbone.keras")
     for path in (config_path, backbone_path):
-        if not os.path.exists(path):
+        if not gfile.exists(path):
             raise FileNotFoundError(
                 f"{path} not found: is {model_dir} the --model_dir of a pretraining run that finished an epoch?")
-    with open(config_path) as f:
-        config = json.load(f)
-    backbone = keras.models.load_model(backbone_path, compile=False)
+    config = json.loads(checkpoint.read_text(config_path))
+    backbone = load_keras(backbone_path)
     results = {}
     results_path = os.path.join(model_dir, "results.json")
-    if os.path.exists(results_path):
-        with open(results_path) as f:
-            results = json.load(f)
+    if gfile.exists(results_path):
+        results = json.loads(checkpoint.read_text(results_path))
     if config.get("image_shape") and list(config["image_shape"]) != list(backbone.input_shape[1:]):
         raise ValueError(f"{backbone_path} takes {backbone.input_shape[1:]} images but {config_path} says "
                          f"image_shape {config['image_shape']}")
@@ -349,7 +394,7 @@ def export_from_model_dir(model_dir, export_dir, version=None):
                 "epochs": results.get("epochs_completed"), "knn_top1": results.get("knn_top1"),
                 "knn_top1_random_init": results.get("knn_top1_random_init"),
                 "knn_k": results.get("knn_k"), "knn_t": results.get("knn_t"),
-                "model_dir": os.path.abspath(model_dir), "evaluations": _evaluations(model_dir, results)}
+                "model_dir": model_dir if "://" in model_dir else os.path.abspath(model_dir), "evaluations": _evaluations(model_dir, results)}
     return export_backbone(backbone, export_dir, config["mean"], config["std"], version=version, metadata=metadata)
 
 

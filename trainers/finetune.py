@@ -11,6 +11,10 @@ momentum 0.9, lr 0.001 on the backbone and 1 / 0.1 / 0.01 on the classifier for 
 (Table 6), 20 epochs, random resized crop + flip. Reports top-1 / top-5 on the test split,
 writes `<model_dir>/eval/finetune-<pct>.json` (with the subset's per-class counts and a
 fingerprint of its indices) and, with --save_model, the fine-tuned classifier as `.keras`.
+
+`--strategy` (`mirrored` for several GPUs, `--cpu_devices` on a CPU, `tpu`) trains over several
+replicas with --batch_size as the global batch; multi-worker fine-tuning is not offered (Keras'
+multi-worker `fit` cannot take (images, labels) batches).
 """
 
 import time
@@ -20,6 +24,7 @@ from absl import app, flags
 from . import eval_common
 from .flag_groups import UserError
 from .flag_groups import data as data_flags
+from .flag_groups import distribute as distribute_flags
 
 FLAGS = flags.FLAGS
 
@@ -46,7 +51,7 @@ def _optimizer(lr, steps):
     return keras.optimizers.SGD(schedule, momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay or None)
 
 
-def train_dataset(source, subset, encoder, seed, crop_scale):
+def train_dataset(source, subset, encoder, seed, crop_scale, drop_remainder=False):
     """Repeated, shuffled (per epoch, from the seed), augmented, normalised batches of the subset."""
     import numpy as np
     import tensorflow as tf
@@ -70,15 +75,26 @@ def train_dataset(source, subset, encoder, seed, crop_scale):
     indices = indices.shuffle(len(subset), seed=seed, reshuffle_each_iteration=True).repeat()
     ds = tf.data.Dataset.zip((source.load(indices), tf.data.Dataset.range(np.iinfo(np.int64).max)))
     ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(FLAGS.batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
+    return ds.batch(FLAGS.batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
 def run():
+    distribute_flags.validate()
+    if FLAGS.strategy == "multi_worker":
+        raise UserError("--strategy=multi_worker is for pretraining; fine-tune on one machine (--strategy=mirrored "
+                        "uses all its GPUs)")
+    strategy = distribute_flags.build_strategy()  # before any other TensorFlow work
+
     import keras
     import numpy as np
+    import tensorflow as tf
 
-    from mixmask_tf import augment, checkpoint, data, finetune
+    from mixmask_tf import augment, checkpoint, data, distribute, finetune
 
+    try:
+        distribute.check_global_batch(FLAGS.batch_size, strategy.num_replicas_in_sync)
+    except distribute.StrategyError as e:
+        raise UserError(str(e)) from e
     if not 0 < FLAGS.label_fraction <= 1:
         raise UserError(f"--label_fraction must be in (0, 1], got {FLAGS.label_fraction}")
     if FLAGS.epochs < 1 or FLAGS.batch_size < 1 or FLAGS.backbone_lr < 0:
@@ -100,13 +116,18 @@ def run():
           f"(seed {FLAGS.subset_seed}): {min(counts.values())}-{max(counts.values())} per class", flush=True)
     steps = -(-len(subset) // FLAGS.batch_size)
     keras.utils.set_random_seed(FLAGS.seed)
-    model = finetune.FineTuner(encoder.trainable_backbone(), int(train.info.num_classes))
-    model.compile(backbone_optimizer=_optimizer(FLAGS.backbone_lr, steps * FLAGS.epochs),
-                  head_optimizer=_optimizer(classifier_lr, steps * FLAGS.epochs))
+    with strategy.scope():
+        model = finetune.FineTuner(encoder.trainable_backbone(), int(train.info.num_classes))
+        model.compile(backbone_optimizer=_optimizer(FLAGS.backbone_lr, steps * FLAGS.epochs),
+                      head_optimizer=_optimizer(classifier_lr, steps * FLAGS.epochs))
+    replicas = strategy.num_replicas_in_sync
     print(f"fine-tuning {FLAGS.epochs} epochs x {steps} steps, lr backbone {FLAGS.backbone_lr:g} / classifier "
-          f"{classifier_lr:g}", flush=True)
+          f"{classifier_lr:g}" + (f", {replicas} replicas ({type(strategy).__name__})" if replicas > 1 else ""),
+          flush=True)
     start = time.time()
-    history = model.fit(train_dataset(train, subset, encoder, FLAGS.seed, crop_scale), epochs=FLAGS.epochs,
+    tpu = isinstance(strategy, tf.distribute.TPUStrategy)  # static batch shapes
+    history = model.fit(train_dataset(train, subset, encoder, FLAGS.seed, crop_scale, drop_remainder=tpu),
+                        epochs=FLAGS.epochs,
                         steps_per_epoch=steps, verbose=2 if FLAGS.epochs <= 50 else 0, shuffle=False)
 
     def preprocess(image):

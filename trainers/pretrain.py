@@ -146,7 +146,7 @@ def run():
     steps = train_source.num_examples // FLAGS.batch_size
     if FLAGS.steps_per_epoch:
         steps = min(steps, FLAGS.steps_per_epoch)
-    execution = distribute_flags.steps_per_execution(steps)
+    execution = run_flags.steps_per_execution(steps)
     if execution != FLAGS.steps_per_execution:
         say(f"steps per execution: {execution} (the largest divisor of the {steps} steps per epoch up to "
             f"--steps_per_execution={FLAGS.steps_per_execution})", flush=True)
@@ -154,7 +154,7 @@ def run():
             }.get(type(strategy).__name__, type(strategy).__name__)
     say(f"strategy: {name}, {replicas} replica(s) on {worker.count} worker(s), global batch "
         f"{FLAGS.batch_size} ({per_replica} per replica), peak learning rate "
-        f"{distribute_flags.learning_rate(FLAGS.batch_size):.6g}", flush=True)
+        f"{optimisation_flags.learning_rate(FLAGS.batch_size):.6g}", flush=True)
 
     def preprocess(image):
         return augment.eval_preprocess(image, info.mean, info.std)

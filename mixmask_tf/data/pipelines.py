@@ -145,6 +145,19 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
     def epoch(epoch_key):
         key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch_key, tf.int64)])
         skip = first_step(epoch_key)
+        if source.indexable and count == 1 and not callable(getattr(source, "load_batches", None)):
+            # Files: load the permuted indices in order and batch what decodes (an unreadable file is
+            # dropped and the next one takes its place).
+            indices = tf.data.Dataset.range(n)
+            if shuffle:
+                indices = indices.map(lambda i: permuted_index(i, key, n))
+            examples = source.load(indices)
+            if use_batches(examples.element_spec[0].shape):
+                batches = examples.batch(local, drop_remainder=drop_remainder).take(steps)
+                return augment_batches(key, tf.data.Dataset.zip(tf.data.Dataset.range(steps), batches).skip(skip), None)
+            views = tf.data.Dataset.zip(tf.data.Dataset.range(n), examples).map(
+                lambda i, ex: augment(i, ex, key), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            return views.batch(local, drop_remainder=drop_remainder).take(steps).skip(skip)
         if source.indexable:
             # Batch j of the epoch holds positions [j·B, (j + 1)·B) of the permutation; this
             # shard takes its rows of each.

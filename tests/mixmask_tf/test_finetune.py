@@ -69,3 +69,34 @@ def test_evaluate_scores_top1_top5():
     scores = np.array([[0.1, 0.9, 0, 0, 0, 0], [0.5, 0.4, 0.3, 0.2, 0.1, 0.0]])
     assert finetune.evaluate_scores(scores, [1, 5]) == {"top1": 50.0, "top5": 50.0}
     assert finetune.evaluate_scores(scores, [0, 4]) == {"top1": 0.0, "top5": 100.0}
+
+
+def test_two_replicas_equal_one_device(two_cpu_strategy):
+    """FineTuner under MirroredStrategy (2 logical CPUs, synchronized BatchNorm) on the same global batch
+    takes the same steps as on one device (the weights are copied: initial draws differ under a scope)."""
+    import tensorflow as tf
+
+    from conftest import assert_replicas_agree
+    from mixmask_tf import backbones
+
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(32, 8, 8, 3)).astype("float32")
+    labels = rng.integers(0, 3, 32)
+
+    def build():
+        model = finetune.FineTuner(backbones.small_convnet((8, 8, 3), width=4), 3)
+        model.compile(backbone_optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+                      head_optimizer=keras.optimizers.SGD(0.5, momentum=0.9))
+        return model
+
+    single = build()
+    with two_cpu_strategy.scope():
+        mirrored = build()
+    mirrored.set_weights(single.get_weights())
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)  # 4 steps of a global batch of 8
+    single_loss = single.fit(dataset, verbose=0).history["loss"]
+    mirrored_loss = mirrored.fit(dataset, verbose=0).history["loss"]
+    np.testing.assert_allclose(mirrored_loss, single_loss, rtol=1e-4)
+    for w, a, b in zip(single.weights, single.get_weights(), mirrored.get_weights()):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=2e-5, err_msg=w.path)
+    assert_replicas_agree(mirrored.weights)

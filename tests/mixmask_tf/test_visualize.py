@@ -125,7 +125,7 @@ def test_png_is_replaced_atomically(tmp_path, monkeypatch):
     def fail(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(visualize.os, "replace", fail)
+    monkeypatch.setattr(tf.io.gfile, "rename", lambda src, dst, overwrite=False: fail(src, dst))
     with pytest.raises(OSError, match="disk full"):
         visualize.save_curves_png(str(path), [{"epoch": 1, "loss": 1.0}])
     assert path.read_bytes() == b"previous"

@@ -5,7 +5,7 @@ import sys
 
 from conftest import REPO_ROOT
 
-GROUPS = ("data", "augmentation", "model", "framework", "branch", "optimisation", "run")
+GROUPS = ("data", "augmentation", "model", "framework", "branch", "optimisation", "run", "distribute")
 
 
 def _run(code):
@@ -67,3 +67,20 @@ def test_cpu_tuning_only_without_an_accelerator(tmp_path, monkeypatch):
     (tmp_path / "accel0").unlink()
     monkeypatch.setenv("TPU_NAME", "my-tpu")
     assert trainers.accelerator_present(str(tmp_path))
+
+
+def test_distribute_flag_errors():
+    _run("from absl import flags\n"
+         "import trainers.pretrain\n"
+         "from trainers.flag_groups import UserError, distribute\n"
+         "for argv, message in [(['--strategy=one_device', '--cpu_devices=2'], '--cpu_devices applies to'),\n"
+         "                      (['--tpu=my-tpu'], '--tpu needs --strategy=tpu'),\n"
+         "                      ]:\n"
+         "    flags.FLAGS.unparse_flags()\n"
+         "    flags.FLAGS(['pretrain', *argv])\n"
+         "    try:\n"
+         "        distribute.validate()\n"
+         "    except UserError as e:\n"
+         "        assert message in str(e), (argv, e)\n"
+         "    else:\n"
+         "        raise AssertionError(argv)\n")

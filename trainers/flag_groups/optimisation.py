@@ -22,6 +22,10 @@ flags.DEFINE_integer("epochs", 10, "Training epochs.")
 flags.DEFINE_integer("batch_size", 256, "Global batch size.")
 flags.DEFINE_integer("warmup_epochs", 0, "Linear warm-up epochs before the cosine schedule.")
 flags.DEFINE_integer("steps_per_epoch", None, "Limit steps per epoch (smoke runs).")
+flags.DEFINE_boolean("scale_learning_rate", False, "Linear scaling rule: the learning rate is --learning_rate x "
+                     "--batch_size / --reference_batch_size (Goyal et al. 2017). Off: --learning_rate is used as is.")
+flags.DEFINE_integer("reference_batch_size", 256, "The batch size --learning_rate is meant for under "
+                     "--scale_learning_rate.")
 
 
 def validate():
@@ -32,6 +36,8 @@ def validate():
             raise UserError(f"--{name} must be positive, got {getattr(f, name)}")
     if f.learning_rate <= 0:
         raise UserError(f"--learning_rate must be positive, got {f.learning_rate}")
+    if f.reference_batch_size < 1:
+        raise UserError(f"--reference_batch_size must be >= 1, got {f.reference_batch_size}")
     if f.warmup_epochs < 0 or f.warmup_epochs >= f.epochs:
         if f.warmup_epochs != 0:
             raise UserError(f"--warmup_epochs ({f.warmup_epochs}) must be in [0, --epochs)")
@@ -46,11 +52,9 @@ def build_optimizer(steps_per_epoch, model):
 
     from mixmask_tf import optimizers
 
-    from . import distribute
-
     total = FLAGS.epochs * steps_per_epoch
     warmup = FLAGS.warmup_epochs * steps_per_epoch
-    peak = distribute.learning_rate(FLAGS.batch_size)
+    peak = learning_rate(FLAGS.batch_size)
     if warmup:
         schedule = keras.optimizers.schedules.CosineDecay(
             0.0, decay_steps=max(total - warmup, 1), warmup_target=peak, warmup_steps=warmup)
@@ -67,3 +71,10 @@ def build_optimizer(steps_per_epoch, model):
     else:
         optimizer = keras.optimizers.Adam(schedule, weight_decay=FLAGS.weight_decay or None)
     return optimizers.with_decay_exclusions(optimizer, model) if FLAGS.exclude_norm_and_bias_from_decay else optimizer
+
+
+def learning_rate(global_batch):
+    """The peak learning rate: --learning_rate, linearly scaled under --scale_learning_rate."""
+    if FLAGS.scale_learning_rate:
+        return FLAGS.learning_rate * global_batch / FLAGS.reference_batch_size
+    return FLAGS.learning_rate

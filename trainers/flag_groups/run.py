@@ -11,6 +11,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Output directory (checkpoints, logs, export). Resumes if it holds a run.")
 flags.DEFINE_integer("seed", 0, "Base seed of data order, augmentation, masks and initialisation.")
 flags.DEFINE_boolean("jit_compile", False, "Compile the train step with XLA.")
+flags.DEFINE_integer("steps_per_execution", 1, "Train steps per compiled call (fewer host round trips; TPUs want "
+                     "tens). Lowered to the largest divisor of the steps per epoch, so that epochs, checkpoints "
+                     "and the NaN check stay on step boundaries.")
+flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in <model_dir>/checkpoints (the newest N).")
 flags.DEFINE_enum("mixed_precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"],
                   "Keras dtype policy of every layer: float32, or float16 / bfloat16 compute with float32 "
                   "weights (mixed_float16 adds dynamic loss scaling; losses and BatchNorm stay float32). "
@@ -46,6 +50,10 @@ def validate():
         raise UserError(f"--knn_t must be positive, got {f.knn_t}")
     if f.probe_learning_rate <= 0:
         raise UserError(f"--probe_learning_rate must be positive, got {f.probe_learning_rate}")
+    if f.steps_per_execution < 1:
+        raise UserError(f"--steps_per_execution must be >= 1, got {f.steps_per_execution}")
+    if f.keep_checkpoints < 1:
+        raise UserError(f"--keep_checkpoints must be >= 1, got {f.keep_checkpoints}")
 
 
 def probe_epochs(every, epochs):
@@ -58,3 +66,9 @@ def verbosity():
     if FLAGS.verbose >= 0:
         return FLAGS.verbose
     return 1 if sys.stdout.isatty() else 0
+
+
+def steps_per_execution(steps_per_epoch):
+    """--steps_per_execution lowered to the largest divisor of `steps_per_epoch` (at least 1)."""
+    wanted = min(FLAGS.steps_per_execution, steps_per_epoch)
+    return max(d for d in range(1, wanted + 1) if steps_per_epoch % d == 0)
