@@ -5,6 +5,7 @@ import math
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from mixmask_tf import backbones, checkpoint
@@ -29,10 +30,11 @@ class _DivergingMoCo(MoCo):
         return loss + poison, targets, extras
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+@pytest.mark.parametrize("steps_per_execution", [1, 2])
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, steps_per_execution):
     keras.utils.set_random_seed(0)
     model = _DivergingMoCo(backbones.small_convnet((8, 8, 1), width=2), embedding_dim=4, queue_size=16)
-    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), steps_per_execution=steps_per_execution)
     data = np.random.default_rng(0).normal(size=(16, 2, 8, 8, 1)).astype(np.float32)
     saver = checkpoint.TrainingCheckpoint(model, str(tmp_path / "checkpoints"))
     ckpt = callbacks.Checkpoint(saver, str(tmp_path), steps_per_epoch=4)
