@@ -119,7 +119,7 @@ def _local_gpus():
 
 
 def make_strategy(kind: str = "auto", tpu: Optional[str] = None, cpu_devices: int = 0,
-                  environ: Optional[dict] = None, communication_timeout: Optional[float] = None):
+                  environ: Optional[dict] = None):
     """The `tf.distribute` strategy of `kind`.
 
     Args:
@@ -134,9 +134,8 @@ def make_strategy(kind: str = "auto", tpu: Optional[str] = None, cpu_devices: in
       tpu: see "tpu".
       cpu_devices: N > 1 splits the CPU into N logical devices first (no GPU only; with
         "mirrored" these are its replicas; 0 or 1: no split).
-      environ: where TF_CONFIG is read (default `os.environ`).
-      communication_timeout: multi_worker: seconds a collective may wait for another worker
-        before failing (None: TensorFlow's default, wait forever).
+      environ: where TF_CONFIG is read (default `os.environ`). A lost worker needs no timeout:
+        the others' next collective fails within seconds (tests/trainers/test_multi_worker.py).
 
     Raises:
       StrategyError: an unknown kind, a bad TF_CONFIG, no TPU, or cpu_devices with GPUs.
@@ -153,9 +152,7 @@ def make_strategy(kind: str = "auto", tpu: Optional[str] = None, cpu_devices: in
         split_cpu(cpu_devices)
     if kind == "multi_worker":
         parse_tf_config(environ.get("TF_CONFIG"))
-        options = tf.distribute.experimental.CommunicationOptions(
-            timeout_seconds=communication_timeout) if communication_timeout else None
-        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if kind == "tpu":
         try:
             resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "local")

@@ -109,18 +109,12 @@ def to_display(x, mean=None, std=None):
     return np.clip(x, 0.0, 1.0).astype(np.float32)
 
 
-def _atomic_write_bytes(path, data, suffix):
-    """Writes ``data`` to ``path`` atomically (any ``tf.io.gfile`` path; see ``checkpoint.atomic_write_bytes``)."""
-    del suffix
-    checkpoint.atomic_write_bytes(path, data)
-
-
 def _save_figure_png(fig, path):
     """Renders ``fig`` with Agg into memory, then writes it to ``path`` atomically."""
     canvas = FigureCanvasAgg(fig)
     buffer = io.BytesIO()
     canvas.print_png(buffer)
-    _atomic_write_bytes(path, buffer.getvalue(), ".png")
+    checkpoint.atomic_write_bytes(path, buffer.getvalue())
 
 
 # ----------------------------------------------------------------------------- mask montage

@@ -96,8 +96,8 @@ class Checkpoint(keras.callbacks.Callback):
       model_dir: the run folder (`backbone.keras` goes there).
       steps_per_epoch: steps of a full epoch.
       stop: the `StopOnSignal` callback whose agreed request ends training here (or None).
-      step_offset: steps of the first epoch already done before this `fit` (a resumed
-        mid-epoch checkpoint).
+      step_offset: steps of the epoch already done before this `fit` (a resumed mid-epoch
+        checkpoint; that `fit` then runs only the rest of that one epoch).
       is_chief: whether this worker writes `backbone.keras`.
 
     Attributes:
@@ -114,13 +114,10 @@ class Checkpoint(keras.callbacks.Callback):
         self.is_chief = is_chief
         self.preempted = None
         self._epoch = 0
-        self._first_epoch = None
         self._stop_at_epoch_end = False
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
-        if self._first_epoch is None:
-            self._first_epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
@@ -131,7 +128,7 @@ class Checkpoint(keras.callbacks.Callback):
             return
         if self.stop is None or not self.stop.requested or self.preempted or self._stop_at_epoch_end:
             return
-        done = (self.step_offset if self._epoch == self._first_epoch else 0) + batch + 1
+        done = self.step_offset + batch + 1
         if done >= self.steps_per_epoch:
             self._stop_at_epoch_end = True  # the end-of-epoch checkpoint comes next
             return
@@ -140,9 +137,6 @@ class Checkpoint(keras.callbacks.Callback):
         self.model.stop_training = True
         self.model.interrupted_epoch = True  # the epoch-end callbacks skip this unfinished epoch
         logging.warning("stop requested: saved %s (epoch %d, step %d)", path, self._epoch, done)
-
-    def on_train_begin(self, logs=None):
-        self._first_epoch = None
 
     def on_epoch_end(self, epoch, logs=None):
         if interrupted(self.model):

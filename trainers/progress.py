@@ -5,6 +5,8 @@ import time
 
 import keras
 
+from .callbacks import interrupted
+
 
 class EpochSummary(keras.callbacks.Callback):
     """Prints one line per epoch: every loss term, λ, learning rate, kNN, probe and the time.
@@ -50,7 +52,7 @@ class EpochSummary(keras.callbacks.Callback):
         return "  ".join(parts)
 
     def on_epoch_end(self, epoch, logs=None):
-        if getattr(self.model, "interrupted_epoch", False):  # stopped mid-epoch: the rerun reports it
+        if interrupted(self.model):  # stopped mid-epoch: the rerun reports that epoch
             return
         seconds = time.time() - (self._start or time.time())
         print(self.format(epoch, self.epochs, seconds, logs or {}), file=self.stream or sys.stdout, flush=True)

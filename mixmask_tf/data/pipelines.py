@@ -137,6 +137,15 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
 
         return numbered.map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
+    def views_in_order(examples, key, skip):
+        """Augmented batches of an example stream: batch j is its examples [j·b, (j + 1)·b)."""
+        if use_batches(examples.element_spec[0].shape):
+            batches = examples.batch(local, drop_remainder=drop_remainder).take(steps)
+            return augment_batches(key, tf.data.Dataset.zip(tf.data.Dataset.range(steps), batches).skip(skip), None)
+        views = tf.data.Dataset.zip(tf.data.Dataset.range(n), examples).map(
+            lambda i, ex: augment(i, ex, key), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return views.batch(local, drop_remainder=drop_remainder).take(steps).skip(skip)
+
     def first_step(epoch_key):
         if not start_step:
             return tf.constant(0, tf.int64)
@@ -151,13 +160,7 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
             indices = tf.data.Dataset.range(n)
             if shuffle:
                 indices = indices.map(lambda i: permuted_index(i, key, n))
-            examples = source.load(indices)
-            if use_batches(examples.element_spec[0].shape):
-                batches = examples.batch(local, drop_remainder=drop_remainder).take(steps)
-                return augment_batches(key, tf.data.Dataset.zip(tf.data.Dataset.range(steps), batches).skip(skip), None)
-            views = tf.data.Dataset.zip(tf.data.Dataset.range(n), examples).map(
-                lambda i, ex: augment(i, ex, key), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            return views.batch(local, drop_remainder=drop_remainder).take(steps).skip(skip)
+            return views_in_order(source.load(indices), key, skip)
         if source.indexable:
             # Batch j of the epoch holds positions [j·B, (j + 1)·B) of the permutation; this
             # shard takes its rows of each.
@@ -187,14 +190,7 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
             examples = examples.shuffle(shuffle_buffer, seed=seed + index)
         if count > 1:  # another shard, other images: other seeds
             key = tf.random.experimental.stateless_fold_in(key, index)
-        if use_batches(examples.element_spec[0].shape):
-            batches = examples.batch(local, drop_remainder=drop_remainder).take(steps)
-            numbered = tf.data.Dataset.zip(tf.data.Dataset.range(steps), batches).skip(skip)
-            return augment_batches(key, numbered, None)
-        views = tf.data.Dataset.zip(tf.data.Dataset.range(n), examples).map(
-            lambda i, ex: augment(i, ex, key), num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True)
-        return views.batch(local, drop_remainder=drop_remainder).take(steps).skip(skip)
+        return views_in_order(examples, key, skip)
 
     if start_epoch is None:
         keys = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).take(1)
