@@ -30,7 +30,7 @@ trainers.train_step_threads()  # and the package's oneDNN / logging defaults, be
 
 from absl import app, flags
 
-flags.DEFINE_list("backbones", ["small_convnet"], "Backbones: small_convnet, resnet18_cifar, resnet50.")
+flags.DEFINE_list("backbones", ["small_convnet"], "Backbones: small_convnet, resnet18_cifar, resnet50, resnet50_keras.")
 flags.DEFINE_list("frameworks", ["mocov2", "simclr", "byol", "simsiam"], "Frameworks.")
 flags.DEFINE_list("branches", ["none", "mixmask", "unmix", "mixmask_unmix", "erase"], "Branches.")
 flags.DEFINE_list("jit", ["false"], "XLA settings (true/false).")

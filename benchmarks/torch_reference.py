@@ -319,8 +319,8 @@ def blocked_grid_masks(num, grid_size, target, min_block_cells=4, min_aspect=BEI
 
 
 def nearest_indices(cells, pixels):
-    """Source cell of every pixel for a half-pixel-centre nearest resize (mixmask_tf.masks)."""
-    return [((2 * p + 1) * cells) // (2 * pixels) for p in range(pixels)]
+    """Source cell of every pixel, floor(p * cells / pixels) (mixmask_tf.masks; F.interpolate "nearest")."""
+    return [(p * cells) // pixels for p in range(pixels)]
 
 
 def inverse_permutation(perm):
@@ -534,14 +534,9 @@ def parse_args(argv=None):
 
 
 def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    from benchmarks.matmul_ceiling import cpu_model  # imports no framework: safe in the torch venv
+
+    return cpu_model()
 
 
 def machine_info(args):

@@ -8,7 +8,7 @@ model card `export.json`. A version is written into a hidden temporary folder
 (`<export_dir>/.tmp-export-<host>-<pid>-<hex>`) and renamed into place, so a half-written
 version is never visible to a model server; only folders named by digits count as versions.
 
-Signatures (both `tensorflow/serving/predict`, tag `serve`):
+Signatures (all `tensorflow/serving/predict`, tag `serve`):
 
 * `serving_default`: input `images`, uint8 [N, H', W', C] (any N, any H' x W', C = the training
   channel count). Images at the training resolution H x W go straight through; any other size
@@ -19,12 +19,22 @@ Signatures (both `tensorflow/serving/predict`, tag `serve`):
   sizes. Each is decoded in the graph (`tf.io.decode_image(channels=C,
   expand_animations=False)`, as the training pipeline reads image files), conformed to H x W,
   then handled as `serving_default`.
+* `tflite` (:data:`TFLITE`): input `pixels`, float32 [N, H, W, C]: pixel values in [0, 255]
+  (uint8 images cast to float32) at exactly the training size, N >= 1. No resize, no decoding,
+  float32 throughout: built from TensorFlow Lite builtin ops only, for
+  `python -m export.tflite` (`tf.lite.TFLiteConverter` cannot convert the other two: their
+  antialiased resize is `ScaleAndTranslate`, and they use float64 arithmetic and `EnsureShape`).
+  The shape is declared, not checked when called: the loaded TF signature and TF Lite's
+  signature runner (which resizes its input to whatever it gets) both run other sizes, and a
+  global-pooling backbone then returns an embedding without an error. Send exactly [N, H, W, C].
 
-Both output `embedding`, float32 [N, F] (backbone features; L2-normalise them for cosine
+All output `embedding`, float32 [N, F] (backbone features; L2-normalise them for cosine
 search). Scaling to [0, 1] and the dataset's mean/std normalisation happen inside the graph:
-`(images / 255 - mean) / std`, then `backbone(x, training=False)`.
+`(images / 255 - mean) / std` in float32, then `backbone(x, training=False)`; on the same
+pixels the three signatures compute the same embedding.
 """
 
+import contextlib
 import datetime
 import json
 import os
@@ -56,11 +66,15 @@ SIGNATURE_BYTES_INPUT = "image_bytes"
 SIGNATURE_OUTPUT = "embedding"
 SERVING_DEFAULT = "serving_default"
 SERVE_BYTES = "serve_bytes"
+# The signature for TensorFlow Lite (`python -m export.tflite`): float32 pixels at the training size.
+TFLITE = "tflite"
+SIGNATURE_TFLITE_INPUT = "pixels"
 PREDICT_METHOD = "tensorflow/serving/predict"
-RESIZE_RULE = ("images whose height x width is not the training H x W are scaled by "
-               "max(H / height, W / width) (for square training images: the shorter side becomes H), "
-               "bilinear with antialiasing (tf.image.resize), rounded and clipped to uint8, "
-               "then the centre H x W window is cropped; the same rule as mixmask_tf.data.conform_image")
+RESIZE_RULE = ("images are scaled by max(H / height, W / width) / crop_ratio (for square training images: the "
+               "shorter side becomes H / crop_ratio), bilinear with antialiasing (tf.image.resize), rounded and "
+               "clipped to uint8, then the centre H x W window is cropped; the same rule as "
+               "mixmask_tf.data.conform_image, i.e. the evaluation transform. With crop_ratio 1, images already at "
+               "H x W are used as they are")
 
 _VERSION_RE = re.compile(r"^[0-9]+$")
 _TMP_PREFIX = ".tmp-export-"
@@ -160,19 +174,23 @@ def remove_stale_tmp(export_dir):
     return removed
 
 
-def conform_batch(images, height, width):
-    """Brings a batch of images to `height` x `width` by the training-data rule, in the graph.
+def conform_batch(images, height, width, crop_ratio=1.0):
+    """Brings a batch of images to `height` x `width` by the evaluation rule, in the graph.
 
     The batched, graph-mode form of `mixmask_tf.data.conform_image` (size only; the channel count
-    must already be right). A batch at `height` x `width` is returned unchanged; otherwise every
-    image is scaled by `s = max(height / h, width / w)` to `max(height, round(h * s))` x
-    `max(width, round(w * s))` (bilinear, antialias), rounded and clipped to uint8, and the
-    centre `height` x `width` window is cropped (for square targets this is "resize the shorter
-    side, then centre-crop", exactly `conform_image`).
+    must already be right). Every image is scaled by `s = max(height / h, width / w) /
+    crop_ratio` to `max(height, round(h * s))` x `max(width, round(w * s))` (bilinear,
+    antialias), rounded and clipped to uint8, and the centre `height` x `width` window is cropped
+    (for square targets: "resize the shorter side to height / crop_ratio, then centre-crop",
+    exactly `conform_image`). With crop_ratio 1 a batch already at `height` x `width` is
+    returned unchanged.
 
     Args:
       images: uint8 [N, h, w, C] (N, h, w may be dynamic; C static; h, w >= 1).
       height, width: the output size (Python ints).
+      crop_ratio: the centre crop's share of the resized shorter side, in (0, 1] (the run's
+        evaluation crop ratio: 0.875 for image folders and streamed tfds splits by default, 1
+        for in-memory datasets).
 
     Returns:
       uint8 [N, height, width, C].
@@ -182,11 +200,15 @@ def conform_batch(images, height, width):
     shape = tf.shape(images)
     h, w = shape[1], shape[2]
 
+    crop_ratio = data.check_crop_ratio(crop_ratio)
+
     def resize():
         check = tf.debugging.assert_positive(tf.minimum(h, w), message="images must be at least 1 x 1 pixels")
         with tf.control_dependencies([check]):
-            return data.resize_cover_crop(images, height, width)
+            return data.resize_cover_crop(images, height, width, crop_ratio)
 
+    if crop_ratio < 1.0:
+        return tf.ensure_shape(resize(), [None, height, width, channels])
     if images.shape[1] == height and images.shape[2] == width:
         return images
     same = tf.logical_and(tf.equal(h, height), tf.equal(w, width))
@@ -198,11 +220,36 @@ def _spec(dtype, shape):
     return {"dtype": dtype, "shape": list(shape)}
 
 
-def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None):
+def _layers(layer):
+    """`layer` and every layer nested in it."""
+    yield layer
+    for inner in getattr(layer, "layers", None) or []:
+        yield from _layers(inner)
+
+
+@contextlib.contextmanager
+def _float32_compute(model):
+    """Within: every layer of `model` computes in float32 (what is traced inside uses the same
+    variables, float32 under the mixed policies). A backbone trained with `mixed_bfloat16` or
+    `mixed_float16` otherwise traces bfloat16/float16 convolutions, which are not TF Lite
+    builtins. The layers' own dtype policies are restored on exit."""
+    changed = [(layer, layer.dtype_policy) for layer in _layers(model)
+               if layer.dtype_policy.compute_dtype != "float32"]
+    try:
+        for layer, _ in changed:
+            layer.dtype_policy = "float32"
+        yield
+    finally:
+        for layer, policy in changed:
+            layer.dtype_policy = policy
+
+
+def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None, crop_ratio=1.0):
     """Writes `backbone` as the SavedModel `<export_dir>/<version>/`, atomically.
 
     Signatures (see the module docstring): `serving_default` (`images` uint8 [N, H', W', C] ->
-    `embedding` float32 [N, F]) and `serve_bytes` (`image_bytes` string [N] -> `embedding`).
+    `embedding` float32 [N, F]), `serve_bytes` (`image_bytes` string [N] -> `embedding`) and
+    `tflite` (`pixels` float32 [N, H, W, C] in [0, 255] -> `embedding`; TF Lite builtin ops only).
     The version is first written to a hidden `.tmp-export-...` folder, then renamed; temporary
     folders of dead exports on this host are removed first.
 
@@ -214,6 +261,8 @@ def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None
       version: integer version; None = the next free number.
       metadata: dict merged into the model card `assets.extra/export.json` (the keys the exporter
         computes -- signatures, shapes, normalisation, versions -- take precedence).
+      crop_ratio: the evaluation centre-crop ratio the serving signatures resize with (see
+        :func:`conform_batch`; recorded in the model card).
 
     Returns:
       the path of the written version folder.
@@ -240,15 +289,21 @@ def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None
         if gfile.exists(os.path.join(export_dir, str(version))):
             raise FileExistsError(f"export version {os.path.join(export_dir, str(version))} already exists; "
                                   f"pick another --version")
+    crop_ratio = data.check_crop_ratio(crop_ratio)
     embedding_dim = int(backbone.output_shape[-1])
     mean_t = tf.constant(mean, tf.float32)
     std_t = tf.constant(std, tf.float32)
 
+    def features(pixels):
+        """float32 pixel values [N, H, W, C] in [0, 255] -> float32 [N, F] (float32 ops only)."""
+        x = (pixels / 255.0 - mean_t) / std_t
+        return tf.cast(backbone(x, training=False), tf.float32)
+
     def embed(images):
         """uint8 [N, H, W, C] -> float32 [N, F]; an empty batch gives [0, F]."""
-        x = (tf.cast(images, tf.float32) / 255.0 - mean_t) / std_t
-        return tf.cond(tf.shape(x)[0] > 0,
-                       lambda: tf.cast(backbone(x, training=False), tf.float32),
+        pixels = tf.cast(images, tf.float32)
+        return tf.cond(tf.shape(pixels)[0] > 0,
+                       lambda: features(pixels),
                        lambda: tf.zeros([0, embedding_dim], tf.float32))
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, channels], tf.uint8,
@@ -257,12 +312,12 @@ def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None
         # A signature's input shape is not enforced when it is called: check rank and channels
         # ("Shape of tensor images [2,28,28,3] is not compatible with expected shape [?,?,?,1]").
         images = tf.ensure_shape(images, [None, None, None, channels], name=SIGNATURE_INPUT)
-        return {SIGNATURE_OUTPUT: embed(conform_batch(images, height, width))}
+        return {SIGNATURE_OUTPUT: embed(conform_batch(images, height, width, crop_ratio))}
 
     def decode(encoded):
         image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
         image.set_shape([None, None, channels])
-        return conform_batch(image[tf.newaxis], height, width)[0]
+        return conform_batch(image[tf.newaxis], height, width, crop_ratio)[0]
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SIGNATURE_BYTES_INPUT)])
     def serve_bytes(image_bytes):
@@ -271,10 +326,22 @@ def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None
                            fn_output_signature=tf.TensorSpec([height, width, channels], tf.uint8))
         return {SIGNATURE_OUTPUT: embed(images)}
 
+    # For TensorFlow Lite: TFLite builtin ops only (no EnsureShape, no resize, no float64, no
+    # tf.cond), float32 compute even for a mixed-precision backbone. The input shape is declared
+    # only: both converters fold shape checks against it.
+    @tf.function(input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32,
+                                                name=SIGNATURE_TFLITE_INPUT)])
+    def tflite(pixels):
+        return {SIGNATURE_OUTPUT: features(pixels)}
+
+    with _float32_compute(backbone):
+        tflite.get_concrete_function()  # traced here, in float32, and kept
+
     archive = keras.export.ExportArchive()
     archive.track(backbone)
     archive.add_endpoint(SERVING_DEFAULT, serving_default)
     archive.add_endpoint(SERVE_BYTES, serve_bytes)
+    archive.add_endpoint(TFLITE, tflite)
 
     output = _spec("float32", [None, embedding_dim])
     card = {"framework": None, "branch": None, "dataset": None, "epochs": None,
@@ -294,10 +361,18 @@ def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None
                                   **_spec("string", [None]),
                                   "content": f"one encoded JPEG/PNG/GIF/BMP image per element, any size, "
                                              f"decoded to {channels} channel(s)"}},
-                              "outputs": {SIGNATURE_OUTPUT: output}}},
+                              "outputs": {SIGNATURE_OUTPUT: output}},
+                TFLITE: {"method": PREDICT_METHOD,
+                         "inputs": {SIGNATURE_TFLITE_INPUT: {
+                             **_spec("float32", [None, height, width, channels]),
+                             "content": f"pixel values in [0, 255] (uint8 images cast to float32) at exactly "
+                                        f"{height} x {width} x {channels}, no resize; N >= 1 (TF Lite cannot run an empty batch)"}},
+                         "outputs": {SIGNATURE_OUTPUT: output},
+                         "convert": "python -m export.tflite --saved_model=<this version folder> "
+                                    "--output=model.tflite (TF Lite builtin ops only)"}},
             "normalization": {"mean": mean, "std": std, "formula": "(uint8 / 255 - mean) / std"},
             "resize": {"rule": RESIZE_RULE, "method": "bilinear", "antialias": True,
-                       "target": [height, width]},
+                       "target": [height, width], "crop_ratio": crop_ratio},
             "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "tensorflow_version": tf.__version__,
             "keras_version": keras.__version__}
@@ -330,7 +405,7 @@ def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None
     return final
 
 
-_EVAL_KEYS = ("knn_top1", "knn_top5", "linear_top1", "linear_top5", "finetune_top1", "finetune_top5",
+_EVAL_KEYS = ("knn_feature", "knn_top1", "knn_top5", "linear_top1", "linear_top5", "finetune_top1", "finetune_top5",
               "probe_top1", "probe_top5", "protocol", "label_fraction", "k", "temperature")
 
 
@@ -393,9 +468,11 @@ def export_from_model_dir(model_dir, export_dir, version=None):
                 "dataset": config.get("dataset"), "backbone": config.get("backbone") or backbone.name,
                 "epochs": results.get("epochs_completed"), "knn_top1": results.get("knn_top1"),
                 "knn_top1_random_init": results.get("knn_top1_random_init"),
+                "knn_feature": results.get("knn_feature", "backbone"),
                 "knn_k": results.get("knn_k"), "knn_t": results.get("knn_t"),
                 "model_dir": model_dir if "://" in model_dir else os.path.abspath(model_dir), "evaluations": _evaluations(model_dir, results)}
-    return export_backbone(backbone, export_dir, config["mean"], config["std"], version=version, metadata=metadata)
+    return export_backbone(backbone, export_dir, config["mean"], config["std"], version=version, metadata=metadata,
+                           crop_ratio=config.get("eval_crop_ratio", 1.0))
 
 
 def main(argv):

@@ -117,8 +117,12 @@ def _synchronize_batchnorm(model):
     return keras.models.clone_model(model, clone_function=clone)
 
 
-def resnet50(input_shape, name="resnet50"):
+def resnet50_keras(input_shape, name="resnet50_keras"):
     """ResNet-50 from `keras.applications` (weights=None: nothing is downloaded).
+
+    Keras' layout, not torchvision's: the stride of a downsampling bottleneck sits in its first
+    1×1 conv (ResNet v1), convolutions have biases, BatchNorm momentum 0.99 (PyTorch 0.01) and
+    epsilon 1.001e-5; 23,587,712 weights (23,534,592 trainable). See `resnet50` for the papers'.
 
     Returns:
       keras.Model images [N, H, W, C] -> features [N, 2048], BatchNorm synchronized.
@@ -128,6 +132,95 @@ def resnet50(input_shape, name="resnet50"):
     )
     model = _synchronize_batchnorm(base)
     return keras.Model(model.inputs, model.outputs, name=name)
+
+
+# torchvision's BatchNorm2d: PyTorch momentum 0.1 is Keras momentum 0.9 (the weight of the old
+# moving statistic), epsilon 1e-5.
+_TORCH_BN = {"momentum": 0.9, "epsilon": 1e-5}
+
+
+def _torch_bn(name):
+    return batch_norm(name, **_TORCH_BN)
+
+
+def _torch_conv(filters, kernel_size, stride, name):
+    """A bias-free conv with torchvision's init: kaiming normal, mode fan_out, ReLU gain.
+
+    padding="valid": the callers pad explicitly where torchvision pads (Keras' "same" pads
+    asymmetrically, bottom/right first, when the stride is 2).
+    """
+    return layers.Conv2D(
+        filters, kernel_size, strides=stride, padding="valid", use_bias=False,
+        kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal"),
+        name=name)
+
+
+def _torch_bottleneck(x, width, stride, name):
+    """torchvision's Bottleneck (v1.5): 1×1 → 3×3 with the stride → 1×1 (4·width), + shortcut."""
+    out_channels = 4 * width
+    y = _torch_conv(width, 1, 1, f"{name}_conv1")(x)
+    y = _torch_bn(f"{name}_bn1")(y)
+    y = layers.ReLU(name=f"{name}_relu1")(y)
+    y = layers.ZeroPadding2D(1, name=f"{name}_pad2")(y)
+    y = _torch_conv(width, 3, stride, f"{name}_conv2")(y)
+    y = _torch_bn(f"{name}_bn2")(y)
+    y = layers.ReLU(name=f"{name}_relu2")(y)
+    y = _torch_conv(out_channels, 1, 1, f"{name}_conv3")(y)
+    y = _torch_bn(f"{name}_bn3")(y)
+    shortcut = x
+    if stride != 1 or x.shape[-1] != out_channels:
+        shortcut = _torch_conv(out_channels, 1, stride, f"{name}_downsample_conv")(x)
+        shortcut = _torch_bn(f"{name}_downsample_bn")(shortcut)
+    y = layers.Add(name=f"{name}_add")([y, shortcut])
+    return layers.ReLU(name=f"{name}_out")(y)
+
+
+def resnet50(input_shape, name="resnet50"):
+    """ResNet-50 in torchvision's layout (`torchvision.models.resnet50`, the MoCo v2 / MixMask one).
+
+    Layout (torchvision's, padding as torchvision's, explicit):
+      conv1 7×7/2 (64, pad 3) → bn1 → relu → maxpool 3×3/2 (pad 1): [N, H/4, W/4, 64];
+      layer1-layer4: [3, 4, 6, 3] bottlenecks of width 64/128/256/512, expansion 4, i.e.
+      [N, H/4, W/4, 256], [N, H/8, W/8, 512], [N, H/16, W/16, 1024], [N, H/32, W/32, 2048]
+      (sizes rounded up); each bottleneck is 1×1 conv, BN, ReLU, 3×3 conv carrying the stride
+      (ResNet v1.5; the first block of layer2-layer4 has stride 2), pad 1, BN, ReLU, 1×1 conv, BN,
+      plus the shortcut (1×1 conv with the stride + BN where the shape changes), then ReLU;
+      global average pooling → [N, 2048].
+    No convolution has a bias. BatchNorm: the project's synchronized `BatchNorm`, momentum 0.9
+    and epsilon 1e-5 in Keras terms (PyTorch momentum 0.1), gamma 1, beta 0 (torchvision's
+    default, zero_init_residual=False). Conv kernels: kaiming normal, fan_out, ReLU gain.
+    23,508,032 trainable weights (torchvision's 25,557,032 without its 2048×1000 + 1000 fc), plus
+    53,120 BatchNorm moving statistics (non-trainable; torchvision's running-stat buffers).
+    Layer names follow torchvision's modules with "_" for ".": `conv1`, `bn1`,
+    `layer1_0_conv1`, `layer2_0_downsample_conv` (torchvision `layer2.0.downsample.0`), ...
+
+    Args:
+      input_shape: (H, W, C), e.g. (224, 224, 3); any H, W >= 1.
+
+    Returns:
+      keras.Model images [N, H, W, C] -> features [N, 2048].
+
+    Raises:
+      ValueError: input_shape not (H, W, C) with positive sizes.
+    """
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or any(d is not None and int(d) < 1 for d in input_shape):
+        raise ValueError(f"resnet50 input_shape must be (H, W, C) with positive sizes, got {input_shape}")
+    inputs = keras.Input(shape=input_shape, name="images")
+    x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
+    x = _torch_conv(64, 7, 2, "conv1")(x)
+    x = _torch_bn("bn1")(x)
+    x = layers.ReLU(name="relu")(x)
+    # torchvision's max-pool pads with -inf; after the ReLU every input is >= 0, so padding with
+    # zeros gives the same maxima (every 3×3 window holds at least one real pixel).
+    x = layers.ZeroPadding2D(1, name="maxpool_pad")(x)
+    x = layers.MaxPooling2D(3, strides=2, padding="valid", name="maxpool")(x)
+    for stage, (width, blocks) in enumerate(zip([64, 128, 256, 512], [3, 4, 6, 3]), start=1):
+        for block in range(blocks):
+            stride = 2 if (block == 0 and stage > 1) else 1
+            x = _torch_bottleneck(x, width, stride, name=f"layer{stage}_{block}")
+    x = layers.GlobalAveragePooling2D(name="avgpool")(x)
+    return keras.Model(inputs, x, name=name)
 
 
 def build_backbone(name, input_shape, **kwargs):

@@ -7,6 +7,12 @@ encoder's business: a Keras backbone normalises with the run's mean/std; an expo
 does it in its graph. So the same evaluation code measures a training run and the artefact that
 is served, and the two can be compared number for number.
 
+Features (`feature=`): "backbone" (default) is the pooled backbone output, what every evaluator and
+the export use. "head" is the query encoder's output including its projection head, as the MoCo
+CIFAR demo and Un-Mix's CIFAR code (whose kNN numbers the MixMask paper's CIFAR-100 / Tiny-ImageNet
+MoCo numbers build on) score in their kNN monitor: see `head_model` for which head each framework
+uses. A head lives in a run's training checkpoints only; an export or a `.keras` file has none.
+
 Sources (`load_encoder`):
   * a pretraining `--model_dir`: its `backbone.keras` (the last completed epoch) and the
     normalisation in `config.json`; with `checkpoint=` a given `checkpoints/ckpt-<epoch>.npz`
@@ -29,6 +35,52 @@ from mixmask_tf import batchnorm  # noqa: F401  (registers the backbones' BatchN
 
 class EncoderLoadError(ValueError):
     """The path is not something an encoder can be loaded from."""
+
+
+# What an evaluator can score: the pooled backbone output, or the query encoder's head output.
+FEATURES = ("backbone", "head")
+
+
+def head_model(trainer):
+    """The trainer's query-side encoder up to and including its projection head (a Keras model
+    normalised images [N, H, W, C] -> [N, D], sharing the trainer's weights).
+
+    * MoCo: `query_encoder` = backbone + the head whose L2-normalised output is the query q of the
+      InfoNCE loss (the 128-d `encoder_q` output that the MoCo CIFAR demo's kNN monitor scores);
+    * SimCLR, SimSiam: `encoder` = backbone + projector (z);
+    * BYOL: `online_encoder` = backbone + projector (z), not the predictor: the predictor only
+      predicts the target's projection, and the W-MSE code's "eval head" option, the nearest
+      reference, also scores backbone + projector.
+
+    Raises:
+      ValueError: a trainer of another kind.
+    """
+    from mixmask_tf import models
+
+    for cls, attribute in ((models.MoCo, "query_encoder"), (models.BYOL, "online_encoder"),
+                           (models.SimSiam, "encoder"), (models.SimCLR, "encoder")):
+        if isinstance(trainer, cls):
+            return getattr(trainer, attribute)
+    raise ValueError(f"no projection head known for a {type(trainer).__name__} trainer")
+
+
+def feature_model(trainer, feature="backbone"):
+    """The Keras model (normalised images -> features) that kNN scores for `feature`.
+
+    Args:
+      trainer: a `models.SiameseTrainer`.
+      feature: "backbone" (`trainer.backbone`, pooled features [N, F]) or "head" (`head_model`,
+        [N, D]; the kNN L2-normalises features, so the head output and the normalised embedding
+        of the loss give the same cosine neighbours).
+
+    Raises:
+      ValueError: an unknown feature.
+    """
+    if feature == "backbone":
+        return trainer.backbone
+    if feature == "head":
+        return head_model(trainer)
+    raise ValueError(f"feature must be one of {', '.join(FEATURES)}, got {feature!r}")
 
 
 class Encoder:
@@ -95,7 +147,8 @@ def raw_pixels(image):
 
 
 def from_keras(backbone, mean, std, metadata=None):
-    """Wraps a Keras backbone (normalised float images -> features) as an Encoder."""
+    """Wraps a Keras model (normalised float images -> features: a backbone, or a backbone with its
+    projection head, `feature_model`) as an Encoder."""
     mean_t = tf.constant(np.asarray(mean, np.float32))
     std_t = tf.constant(np.asarray(std, np.float32))
 
@@ -183,9 +236,12 @@ def rebuild_trainer(model_dir):
                                 **options)
 
 
-def restore_backbone_from_checkpoint(model_dir, checkpoint_path):
-    """The backbone with the weights of one training checkpoint (`ckpt-<step>` prefix, or a
-    legacy `ckpt-<epoch>.npz`); returns (backbone, completed epochs).
+def restore_trainer_from_checkpoint(model_dir, checkpoint_path):
+    """The run's trainer (`rebuild_trainer`) with every weight of one training checkpoint
+    (`ckpt-<step>` prefix, or a legacy `ckpt-<epoch>.npz`): backbone, heads, momentum copies, queue.
+
+    Returns:
+      (trainer, completed epochs, steps done in the next epoch).
 
     Raises:
       EncoderLoadError: the checkpoint does not match the run's architecture.
@@ -195,40 +251,87 @@ def restore_backbone_from_checkpoint(model_dir, checkpoint_path):
     trainer = rebuild_trainer(model_dir)
     weights = list(trainer.weights)
     names = [checkpoint.normalized_name(v.path) for v in weights]
-    saved, values, epoch, _ = checkpoint.read_checkpoint(checkpoint_path)
+    saved, values, epoch, step = checkpoint.read_checkpoint(checkpoint_path)
     if saved[:len(names)] != names:
         raise EncoderLoadError(f"{checkpoint_path} does not match the architecture in {model_dir}/config.json")
-    by_id = {id(v): value for v, value in zip(weights, values)}
-    for v in trainer.backbone.weights:
-        if id(v) not in by_id or tuple(v.shape) != by_id[id(v)].shape:
-            raise EncoderLoadError(f"{checkpoint_path}: backbone weight {v.path} not found with shape {tuple(v.shape)}")
-        v.assign(by_id[id(v)])
+    for v, value in zip(weights, values):
+        if tuple(v.shape) != value.shape:
+            raise EncoderLoadError(f"{checkpoint_path}: weight {v.path} has shape {value.shape}, "
+                                   f"the run's architecture {tuple(v.shape)}")
+        v.assign(value)
+    return trainer, epoch, step
+
+
+def restore_backbone_from_checkpoint(model_dir, checkpoint_path):
+    """The backbone with the weights of one training checkpoint (`ckpt-<step>` prefix, or a
+    legacy `ckpt-<epoch>.npz`); returns (backbone, completed epochs).
+
+    Raises:
+      EncoderLoadError: the checkpoint does not match the run's architecture.
+    """
+    trainer, epoch, _ = restore_trainer_from_checkpoint(model_dir, checkpoint_path)
     return trainer.backbone, epoch
+
+
+def last_epoch_checkpoint(model_dir):
+    """The path of the newest end-of-epoch training checkpoint of a run (progress step 0; a
+    preemption checkpoint in the middle of an epoch is skipped): the epoch `backbone.keras` holds.
+
+    Raises:
+      EncoderLoadError: the run has no end-of-epoch checkpoint.
+    """
+    from mixmask_tf import checkpoint
+
+    folder = os.path.join(model_dir, "checkpoints")
+    state = tf.train.get_checkpoint_state(folder) if tf.io.gfile.isdir(folder) else None
+    if state is not None and state.all_model_checkpoint_paths:
+        paths = [p if tf.io.gfile.exists(p + ".index") else os.path.join(folder, os.path.basename(p))
+                 for p in state.all_model_checkpoint_paths]
+    else:
+        paths = checkpoint.list_legacy(folder)
+    for path in reversed(paths):
+        if checkpoint.is_legacy(path) or checkpoint.read_checkpoint(path)[3] == 0:
+            return path
+    raise EncoderLoadError(f"{model_dir} has no end-of-epoch training checkpoint in {folder}: the projection "
+                           "head is saved there only")
 
 
 def _checkpoint_exists(path):
     return tf.io.gfile.exists(path if path.endswith(".npz") else path + ".index")
 
 
-def _from_run(model_dir, checkpoint_path=None):
+def _from_run(model_dir, checkpoint_path=None, feature="backbone"):
+    if feature not in FEATURES:
+        raise ValueError(f"feature must be one of {', '.join(FEATURES)}, got {feature!r}")
     config = _read_json(os.path.join(model_dir, "config.json"))
     results_path = os.path.join(model_dir, "results.json")
     results = _read_json(results_path) if os.path.exists(results_path) else {}
     metadata = {"source": "run", "path": os.path.abspath(model_dir), "framework": config.get("framework"),
                 "branch": (config.get("branch") or {}).get("name") if isinstance(config.get("branch"), dict)
                 else config.get("branch"), "dataset": config.get("dataset"), "backbone": config.get("backbone"),
-                "num_classes": config.get("num_classes"), "epochs": results.get("epochs_completed")}
+                "num_classes": config.get("num_classes"), "epochs": results.get("epochs_completed"),
+                "feature": feature}
+    by_default = not checkpoint_path
     if checkpoint_path:
         if not _checkpoint_exists(checkpoint_path):
             candidate = os.path.join(model_dir, "checkpoints", checkpoint_path)
             if not _checkpoint_exists(candidate):
                 raise EncoderLoadError(f"checkpoint {checkpoint_path} not found (nor in {model_dir}/checkpoints)")
             checkpoint_path = candidate
-        backbone, epoch = restore_backbone_from_checkpoint(model_dir, checkpoint_path)
-        metadata.update({"checkpoint": os.path.abspath(checkpoint_path), "epochs": epoch})
-    else:
+    elif feature == "head":
+        # The head is in the training checkpoints only: the one of backbone.keras's epoch.
+        checkpoint_path = last_epoch_checkpoint(model_dir)
+    if not checkpoint_path:
         backbone = keras.models.load_model(os.path.join(model_dir, "backbone.keras"), compile=False)
-    return from_keras(backbone, config["mean"], config["std"], metadata)
+        return from_keras(backbone, config["mean"], config["std"], metadata)
+    trainer, epoch, _ = restore_trainer_from_checkpoint(model_dir, checkpoint_path)
+    if by_default:  # the last epoch is what backbone.keras holds: check that the checkpoint is that epoch
+        saved = keras.models.load_model(os.path.join(model_dir, "backbone.keras"), compile=False)
+        if not all(np.array_equal(a, b) for a, b in zip(saved.get_weights(), trainer.backbone.get_weights())):
+            raise EncoderLoadError(f"{model_dir}: the newest end-of-epoch checkpoint {checkpoint_path} does not "
+                                   "hold the weights of backbone.keras; name the checkpoint to evaluate")
+    metadata.update({"checkpoint": os.path.abspath(checkpoint_path), "epochs": epoch})
+    return from_keras(feature_model(trainer, feature), config["mean"], config["std"], metadata)
 
 
 def _from_saved_model(path):
@@ -262,27 +365,40 @@ def _from_saved_model(path):
         return keras.models.load_model(keras_path, compile=False)
 
     metadata = {"source": "saved_model", "path": os.path.abspath(path),
-                **{k: card.get(k) for k in ("framework", "branch", "dataset", "backbone", "epochs", "knn_top1")}}
+                **{k: card.get(k) for k in ("framework", "branch", "dataset", "backbone", "epochs", "knn_top1")},
+                "feature": "backbone"}
     return Encoder(fn, shape, embedding_dim, normalization.get("mean", (0.0,) * shape[-1]),
                    normalization.get("std", (1.0,) * shape[-1]), metadata, kind="saved_model",
                    backbone_loader=backbone)
 
 
 def load_encoder(path, checkpoint: Optional[str] = None, mean: Optional[Sequence[float]] = None,
-                 std: Optional[Sequence[float]] = None) -> Encoder:
+                 std: Optional[Sequence[float]] = None, feature: str = "backbone") -> Encoder:
     """Loads an Encoder from a run folder, a checkpoint, an export or a `.keras` file.
 
     Args:
       path: a pretraining model_dir, an export base folder or version folder, or a `.keras` file.
-      checkpoint: with a model_dir: a `ckpt-<epoch>.npz` path or file name (default: the last epoch's
-        `backbone.keras`).
+      checkpoint: with a model_dir: a `ckpt-<step>` prefix or legacy `ckpt-<epoch>.npz`, a path or a
+        name in `<model_dir>/checkpoints` (default: the last epoch's `backbone.keras`).
       mean, std: normalisation for a bare `.keras` file (ignored otherwise).
+      feature: "backbone" (default) or "head" (`feature_model`): the query encoder's output with its
+        projection head, restored from a run's training checkpoint (`checkpoint`, or by default the
+        newest end-of-epoch one, checked to be the epoch of `backbone.keras`). The encoder's
+        `metadata["feature"]` says which.
 
     Raises:
-      EncoderLoadError: nothing loadable at `path`.
+      EncoderLoadError: nothing loadable at `path`, or feature "head" of something without a head
+        (an export, a `.keras` file).
+      ValueError: an unknown feature.
     """
+    if feature not in FEATURES:
+        raise ValueError(f"feature must be one of {', '.join(FEATURES)}, got {feature!r}")
     if not os.path.exists(path):
         raise EncoderLoadError(f"{path} does not exist")
+    if feature == "head" and not is_run_dir(path):
+        raise EncoderLoadError(f"{path} holds no projection head: the head output is available from the "
+                               "model_dir of a pretraining run only (its training checkpoints); an export or "
+                               "a .keras file holds the backbone alone")
     if path.endswith(".keras") and os.path.isfile(path):
         if mean is None or std is None:
             folder = os.path.dirname(os.path.abspath(path))
@@ -292,9 +408,10 @@ def load_encoder(path, checkpoint: Optional[str] = None, mean: Optional[Sequence
             else:
                 raise EncoderLoadError(f"{path}: give the normalisation mean and std of its training data")
         backbone = keras.models.load_model(path, compile=False)
-        return from_keras(backbone, mean, std, {"source": "keras", "path": os.path.abspath(path)})
+        return from_keras(backbone, mean, std, {"source": "keras", "path": os.path.abspath(path),
+                                                "feature": "backbone"})
     if is_run_dir(path):
-        return _from_run(path, checkpoint)
+        return _from_run(path, checkpoint, feature)
     if checkpoint:
         raise EncoderLoadError(f"--checkpoint needs the model_dir of a pretraining run; {path} is not one")
     if is_saved_model(path):
@@ -311,10 +428,11 @@ def run_data_flags(model_dir):
 
     Returns:
       dict flag name -> string value for dataset, data_dir, manual_dir, train_split, test_split,
-      image_size and channels.
+      image_size, channels and eval_crop_ratio.
     """
     path = os.path.join(model_dir, "flags.cfg")
-    wanted = {"dataset", "data_dir", "manual_dir", "train_split", "test_split", "image_size", "channels"}
+    wanted = {"dataset", "data_dir", "manual_dir", "train_split", "test_split", "image_size", "channels",
+              "eval_crop_ratio"}
     found = {}
     if not os.path.exists(path):
         return found

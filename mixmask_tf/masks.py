@@ -1,8 +1,18 @@
 """Grid masks for MixMask: blocked (BEiT block-wise) and discrete, in pure TensorFlow.
 
 A mask is a ``G x G`` grid of 0/1 cells (``G`` = grid size), upsampled by nearest
-neighbour to the image size. A cell value of 1 keeps the image's own pixels in the
+neighbour to the image size (pixel ``p`` of ``H`` takes cell ``floor(p * G / H)``, the
+rule of the reference code's ``torch.nn.functional.interpolate(mode="nearest")``; see
+:func:`upsample_masks`). A cell value of 1 keeps the image's own pixels in the
 mixture, 0 takes the partner image's pixels (see :mod:`mixmask_tf.mixing`).
+
+**Direction of the ratio** (as in the reference code, where it is ``--mask_lam``): the
+two mask types read it in opposite directions. A *blocked* mask sets
+``floor(ratio * G**2)`` cells to 1 (at most; see :func:`blocked_grid_mask`), so the
+image keeps ``λ ≈ ratio`` of its own pixels; a *discrete* mask sets each cell to 1 with
+probability ``1 - ratio``, so ``λ ≈ 1 - ratio``. At the default 0.5 both give
+``λ ≈ 0.5``, and ratio ``r`` and ``1 - r`` are equivalent under the two-term
+(λ, 1 − λ) loss.
 
 Everything here is a pure function built from TensorFlow ops only and runs inside
 ``tf.function(jit_compile=True)`` (XLA): shapes are static (``grid_size``, ``height``,
@@ -306,7 +316,10 @@ def blocked_grid_mask(seed, grid_size, ratio, min_block_cells=None, min_aspect=_
 
     Returns:
       float32 tensor [G, G] with values in {0, 1}; 1 marks a block cell (a cell
-      that keeps the image's own pixels in MixMask).
+      that keeps the image's own pixels in MixMask). So ``ratio`` is the fraction of
+      cells that *keep* the image: ``λ ≈ ratio`` (never above
+      ``floor(ratio * G**2) / G**2`` of the cells), the opposite direction of
+      :func:`discrete_grid_mask`.
     """
     if min_block_cells is None:
         min_block_cells = default_min_block_cells(grid_size)
@@ -369,6 +382,11 @@ def discrete_grid_mask(seed, grid_size, ratio):
     all-1 grids are redrawn (up to 100 times); if still degenerate, one random cell
     is flipped, so the result is never all-0 or all-1 and the loop always ends.
 
+    Direction: ``ratio`` is the expected fraction of cells set to 0 (taken from the
+    partner image), so the image keeps ``λ ≈ 1 - ratio`` of its own pixels, the
+    opposite of :func:`blocked_grid_mask` (``λ ≈ ratio``); the redraw of degenerate
+    grids moves λ slightly towards 0.5 on small grids.
+
     Args:
       seed: int32/int64 tensor of shape [2].
       grid_size: Python int ``G >= 2``.
@@ -388,7 +406,9 @@ def grid_masks(seed, num_masks, grid_size, mask_type="blocked", ratio=0.5, ratio
 
     ``num_masks = 1`` is the per-batch mode (one mask shared by the batch, as in the
     reference code), ``num_masks = N`` the per-sample mode [ours]. With a
-    ``ratio_range`` each mask draws its own ratio. The ratio and mask sub-seeds are
+    ``ratio_range`` each mask draws its own ratio. The fraction of ones (λ, the part
+    that keeps the image) is ``≈ ratio`` for ``"blocked"`` and ``≈ 1 - ratio`` for
+    ``"discrete"`` masks (module docstring). The ratio and mask sub-seeds are
     split from ``seed``, so ``grid_masks(seed, 1, ...)`` is not the same draw as
     :func:`blocked_grid_mask` with the same seed (same distribution).
 
@@ -425,21 +445,34 @@ def grid_masks(seed, num_masks, grid_size, mask_type="blocked", ratio=0.5, ratio
 
 
 def _nearest_indices(cells, pixels):
-    """Source cell of every output pixel for a half-pixel-centre nearest resize."""
-    # Pixel p has its centre at (p + 0.5) / pixels of the extent; it takes the cell
-    # that contains that point: floor((p + 0.5) * cells / pixels), in exact integers.
-    return [((2 * p + 1) * cells) // (2 * pixels) for p in range(pixels)]
+    """Source cell of every output pixel: ``floor(p * cells / pixels)`` for pixel ``p``.
+
+    The rule of ``torch.nn.functional.interpolate(mode="nearest")`` (the reference
+    code's upsampling), evaluated in exact integer arithmetic.
+    """
+    return [(p * cells) // pixels for p in range(pixels)]
 
 
 def upsample_masks(masks, height, width):
     """Nearest-neighbour upsampling of grid masks to the image size.
 
-    Pixel ``(y, x)`` takes cell ``(floor((y + 0.5) * Gh / height),
-    floor((x + 0.5) * Gw / width))``: the cell containing the pixel's centre (the
-    rule of ``tf.image.resize(method="nearest")``, computed here in exact integer
-    arithmetic). ``height`` and ``width`` need not be multiples of the grid size,
-    so cells may cover unequal numbers of pixels; measure λ with
-    :func:`mask_fraction` on the result.
+    Pixel ``(y, x)`` takes cell ``(floor(y * Gh / height), floor(x * Gw / width))``:
+    the rule of the MixMask reference code, which upsamples with
+    ``torch.nn.functional.interpolate(mode="nearest")`` (PyTorch's legacy "nearest",
+    ``floor(dst_index * in / out)``; equivalently
+    ``tf.compat.v1.image.resize_nearest_neighbor`` without half-pixel centres). It is
+    computed here in exact integer arithmetic. PyTorch evaluates the product in
+    float32, which at a few sizes where ``p * G / H`` is exactly an integer gives
+    that pixel to the cell below (e.g. ``G = 2, H = 82``, pixel 41); no such pixel
+    exists at the paper's sizes (``G = 2`` at 32, 4 at 64, 8 at 224) or whenever
+    ``H / G`` is a power of two. When ``G`` divides the size, every cell covers
+    ``size / G`` pixels, the same as with half-pixel centres
+    (``tf.image.resize(method="nearest")``); otherwise the two rules differ at some
+    cell borders (here cell ``c`` covers pixels ``ceil(c * H / G)`` to
+    ``ceil((c + 1) * H / G) - 1``; e.g. ``G = 3, H = 28``: 10, 9, 9 pixels, where
+    half-pixel centres give 9, 10, 9). ``height`` and ``width`` need not be multiples
+    of the grid size, so cells may cover unequal numbers of pixels; measure λ with
+    :func:`mask_fraction` on the result (as the reference code does).
 
     Args:
       masks: float tensor [M, Gh, Gw] (static ``Gh``, ``Gw``).

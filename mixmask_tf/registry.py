@@ -35,7 +35,8 @@ BRANCHES = {
 BACKBONES = {
     "small_convnet": "mixmask_tf.backbones:small_convnet",
     "resnet18_cifar": "mixmask_tf.backbones:resnet18_cifar",
-    "resnet50": "mixmask_tf.backbones:resnet50",
+    "resnet50": "mixmask_tf.backbones:resnet50",  # torchvision's layout (the papers')
+    "resnet50_keras": "mixmask_tf.backbones:resnet50_keras",  # keras.applications.ResNet50
 }
 
 # Augmentation preset name -> ``fn(size, channels) -> (view1, view2)`` ViewConfigs.

@@ -13,6 +13,7 @@ import tensorflow as tf
 from absl import logging
 
 from mixmask_tf import checkpoint
+from mixmask_tf import encoders
 from mixmask_tf import knn
 from mixmask_tf import visualize
 
@@ -155,10 +156,18 @@ class Checkpoint(keras.callbacks.Callback):
 
 
 class KnnMonitor(keras.callbacks.Callback):
-    """Weighted kNN top-1 of the backbone every `every` epochs (and after the last one)."""
+    """Weighted kNN top-1 every `every` epochs (and after the last one).
 
-    def __init__(self, train_dataset, test_dataset, num_classes, every, epochs, k=200, temperature=0.1):
+    `feature` is what is scored (`encoders.feature_model`): "backbone" (the pooled backbone output)
+    or "head" (the query encoder's output with its projection head, as the MoCo CIFAR demo's
+    monitor).
+    """
+
+    def __init__(self, train_dataset, test_dataset, num_classes, every, epochs, k=200, temperature=0.1,
+                 feature="backbone"):
         super().__init__()
+        if feature not in encoders.FEATURES:
+            raise ValueError(f"feature must be one of {', '.join(encoders.FEATURES)}, got {feature!r}")
         self.train_dataset = train_dataset
         self.test_dataset = test_dataset
         self.num_classes = num_classes
@@ -166,11 +175,12 @@ class KnnMonitor(keras.callbacks.Callback):
         self.epochs = epochs
         self.k = k
         self.temperature = temperature
+        self.feature = feature
         self.last = None
 
     def evaluate(self):
-        return knn.evaluate_encoder(self.model.backbone, self.train_dataset, self.test_dataset,
-                                    self.num_classes, self.k, self.temperature)
+        return knn.evaluate_encoder(encoders.feature_model(self.model, self.feature), self.train_dataset,
+                                    self.test_dataset, self.num_classes, self.k, self.temperature)
 
     def on_epoch_end(self, epoch, logs=None):
         if interrupted(self.model):
@@ -183,8 +193,8 @@ class KnnMonitor(keras.callbacks.Callback):
                 logs["knn_top1"] = self.last
             if logs is not None:
                 logs["knn_seconds"] = round(time.time() - start, 2)
-            logging.info("epoch %d: kNN top-1 %.2f%% (k=%d, T=%s, %.1fs)", done, self.last, self.k,
-                         self.temperature, time.time() - start)
+            logging.info("epoch %d: kNN top-1 %.2f%% (%s features, k=%d, T=%s, %.1fs)", done, self.last,
+                         self.feature, self.k, self.temperature, time.time() - start)
 
 
 def truncate_metrics_log(model_dir, epochs):
@@ -209,14 +219,20 @@ class MetricsLog(keras.callbacks.Callback):
     `<model_dir>/metrics.jsonl` (rewritten atomically through `tf.io.gfile`, so a kill never
     leaves half a line, and a gs:// run folder works).
 
+    Args:
+      model_dir: the run folder.
+      knn_feature: written as "knn_feature" into every row that holds a `knn_top1` (which feature
+        the kNN monitor scored: "backbone" or "head"), or None.
+
     Attributes:
       note: extra keys for the next row only (e.g. ``{"resumed_at_step": s}`` for an epoch
         that a resumed run finished: its means cover only the steps from s on).
     """
 
-    def __init__(self, model_dir):
+    def __init__(self, model_dir, knn_feature=None):
         super().__init__()
         self.path = os.path.join(model_dir, "metrics.jsonl")
+        self.knn_feature = knn_feature
         self.start = None
         self.note = {}
 
@@ -230,6 +246,8 @@ class MetricsLog(keras.callbacks.Callback):
         row.update({k: float(np.asarray(v).reshape(-1)[0]) for k, v in (logs or {}).items()})
         lr = self.model.optimizer.learning_rate
         row["learning_rate"] = float(lr.numpy() if hasattr(lr, "numpy") else lr)
+        if self.knn_feature is not None and "knn_top1" in row:
+            row["knn_feature"] = self.knn_feature
         row.update(self.note)
         self.note = {}
         text = checkpoint.read_text(self.path, "")

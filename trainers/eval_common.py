@@ -32,19 +32,26 @@ flags.DEFINE_integer("control_seed", 0, "Seed of the random-init control.")
 flags.DEFINE_integer("eval_batch_size", 512, "Images per batch when computing features.")
 
 # Dataset flags a run's flags.cfg may supply when the user did not set them.
-_RUN_DATA_FLAGS = ("dataset", "data_dir", "manual_dir", "train_split", "test_split")
+_RUN_DATA_FLAGS = ("dataset", "data_dir", "manual_dir", "train_split", "test_split", "eval_crop_ratio")
 
 
-def load_encoder():
-    """The Encoder named by --encoder / --checkpoint; adjusts the dataset flags to it."""
+def load_encoder(feature="backbone"):
+    """The Encoder named by --encoder / --checkpoint; adjusts the dataset flags to it.
+
+    Args:
+      feature: "backbone", or "head" (`--feature=head` of knn_eval: the query encoder's output with
+        its projection head; a pretraining run only, see `mixmask_tf.encoders.load_encoder`).
+    """
     from mixmask_tf import encoders
 
     if not FLAGS.encoder:
         raise UserError("--encoder is required (a pretraining model_dir, an export folder or a .keras file)")
+    if feature != "backbone" and FLAGS.control == "raw_pixels":
+        raise UserError(f"--feature={feature}: the raw_pixels control has no {feature}")
     try:
-        encoder = encoders.load_encoder(FLAGS.encoder, checkpoint=FLAGS.checkpoint)
+        encoder = encoders.load_encoder(FLAGS.encoder, checkpoint=FLAGS.checkpoint, feature=feature)
     except encoders.EncoderLoadError as e:
-        raise UserError(str(e)) from e
+        raise UserError(f"--feature={feature}: {e}" if feature != "backbone" else str(e)) from e
     defaults = {}
     if encoders.is_run_dir(FLAGS.encoder):
         defaults = encoders.run_data_flags(FLAGS.encoder)
@@ -99,25 +106,30 @@ def features(encoder, source, normalize=False, cache_tag=None):
 
 
 def describe(encoder):
+    m = encoder.metadata
+    head = " of the head output" if m.get("feature") == "head" else ""
     if FLAGS.control != "none":
         return f"control: {FLAGS.control} ({'x'.join(map(str, encoder.image_shape))} input, " \
-               f"{encoder.embedding_dim} features)"
-    m = encoder.metadata
+               f"{encoder.embedding_dim} features{head})"
     parts = [f"{m.get('framework') or '?'} + {m.get('branch') or '?'}"] if m.get("framework") else []
     if m.get("epochs") is not None:
         parts.append(f"{m['epochs']} epochs")
     return f"encoder: {m.get('path', FLAGS.encoder)} ({encoder.kind}{', ' + ', '.join(parts) if parts else ''}; " \
-           f"input {'x'.join(map(str, encoder.image_shape))}, features {encoder.embedding_dim})"
+           f"input {'x'.join(map(str, encoder.image_shape))}, features {encoder.embedding_dim}{head})"
 
 
-def write_results(command, results):
-    """Writes the results JSON (atomically) where --output says, and returns its path or None."""
+def write_results(command, results, feature="backbone"):
+    """Writes the results JSON (atomically) where --output says, and returns its path or None.
+
+    The default file of a run is `<model_dir>/eval/<command>[-<checkpoint>][-<control>][-head].json`.
+    """
     from mixmask_tf import checkpoint, encoders
 
     path = FLAGS.output
     if path is None and encoders.is_run_dir(FLAGS.encoder):
         suffix = f"-{os.path.splitext(os.path.basename(FLAGS.checkpoint))[0]}" if FLAGS.checkpoint else ""
         suffix += f"-{FLAGS.control}" if FLAGS.control != "none" else ""
+        suffix += f"-{feature}" if feature != "backbone" else ""
         path = os.path.join(FLAGS.encoder, "eval", f"{command}{suffix}.json")
     if path is None:
         return None

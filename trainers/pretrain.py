@@ -72,7 +72,7 @@ def build_trainer(image_shape, steps_per_epoch, num_classes=0):
                                 **framework_flags.framework_options(steps_per_epoch))
 
 
-def write_run_files(model_dir, info, image_shape, two_views):
+def write_run_files(model_dir, info, image_shape, two_views, eval_crop_ratio=1.0):
     from mixmask_tf import checkpoint
 
     checkpoint.atomic_write_text(os.path.join(model_dir, "flags.cfg"), FLAGS.flags_into_string())
@@ -83,6 +83,7 @@ def write_run_files(model_dir, info, image_shape, two_views):
               "dataset": FLAGS.dataset, "image_shape": list(image_shape), "num_classes": info.num_classes,
               "mean": list(info.mean), "std": list(info.std), "epochs": FLAGS.epochs,
               "batch_size": FLAGS.batch_size, "seed": FLAGS.seed, "mixed_precision": FLAGS.mixed_precision,
+              "eval_crop_ratio": eval_crop_ratio,
               "augment": {"preset": FLAGS.augment, "view1": dataclasses.asdict(two_views.view1),
                           "view2": dataclasses.asdict(two_views.view2)}}
     if FLAGS.online_probe:
@@ -105,7 +106,7 @@ def run():
     import keras
     import tensorflow as tf
 
-    from mixmask_tf import augment, checkpoint, data, distribute, knn, visualize
+    from mixmask_tf import augment, checkpoint, data, distribute, encoders, knn, visualize
 
     from . import callbacks, progress
 
@@ -170,7 +171,7 @@ def run():
         model.compile(optimizer=optimisation_flags.build_optimizer(steps, model), jit_compile=FLAGS.jit_compile,
                       steps_per_execution=execution)
     if chief:
-        write_run_files(model_dir, info, image_shape, two_views)
+        write_run_files(model_dir, info, image_shape, two_views, train_source.crop_ratio)
     saver = checkpoint.TrainingCheckpoint(model, os.path.join(model_dir, "checkpoints"), keep=FLAGS.keep_checkpoints,
                                           is_chief=chief, worker_id=worker.task_id or 0)
     results_path = os.path.join(model_dir, "results.json")
@@ -188,9 +189,12 @@ def run():
     if bank_ds is not None and FLAGS.random_init_knn and "knn_top1_random_init" not in results and not last:
         # The honest control: the same architecture, same initialisation, no training.
         results["knn_top1_random_init"] = knn.evaluate_encoder(
-            model.backbone, bank_ds, test_ds, info.num_classes, FLAGS.knn_k, FLAGS.knn_t)
+            encoders.feature_model(model, FLAGS.knn_feature), bank_ds, test_ds, info.num_classes, FLAGS.knn_k,
+            FLAGS.knn_t)
+        results["knn_feature_random_init"] = FLAGS.knn_feature
         checkpoint.atomic_write_text(results_path, json.dumps(results, indent=2))
-        print(f"random init: kNN top-1 {results['knn_top1_random_init']:.2f}%", flush=True)
+        print(f"random init: kNN top-1 {results['knn_top1_random_init']:.2f}%"
+              + (f" (kNN of the {FLAGS.knn_feature} output)" if FLAGS.knn_feature != "backbone" else ""), flush=True)
 
     def make_shard(index, count, start_epoch, first_step):
         # Epoch e's batches depend on (seed, e) only, and each worker builds its rows of every global
@@ -213,8 +217,9 @@ def run():
                                             grid_size=FLAGS.grid_size, ratio=FLAGS.mask_ratio, mean=info.mean,
                                             std=info.std)
         monitor = callbacks.KnnMonitor(bank_ds, test_ds, info.num_classes, FLAGS.knn_every, FLAGS.epochs,
-                                       FLAGS.knn_k, FLAGS.knn_t) if bank_ds is not None else None
-        metrics_log = callbacks.MetricsLog(model_dir)
+                                       FLAGS.knn_k, FLAGS.knn_t, feature=FLAGS.knn_feature
+                                       ) if bank_ds is not None else None
+        metrics_log = callbacks.MetricsLog(model_dir, knn_feature=FLAGS.knn_feature if monitor is not None else None)
         # Order matters: the callbacks that add to `logs` (kNN, learning rate) come before the ones that
         # record them (metrics.jsonl, TensorBoard), and the checkpoint comes last.
         fit_callbacks += [c for c in (monitor, callbacks.LearningRateLogger(), progress.EpochSummary(FLAGS.epochs),
@@ -275,10 +280,15 @@ def run():
     if monitor is not None:
         if monitor.last is None:
             monitor.last = monitor.evaluate()
-        results.update({"knn_top1": monitor.last, "knn_k": FLAGS.knn_k, "knn_t": FLAGS.knn_t})
+        results.update({"knn_top1": monitor.last, "knn_k": FLAGS.knn_k, "knn_t": FLAGS.knn_t,
+                        "knn_feature": FLAGS.knn_feature})
         summary = f"kNN top-1 on {FLAGS.dataset} {FLAGS.test_split}: pretrained {results['knn_top1']:.2f}%"
         if "knn_top1_random_init" in results:
             summary += f" | random init (same architecture) {results['knn_top1_random_init']:.2f}%"
+            if results.get("knn_feature_random_init", "backbone") != FLAGS.knn_feature:
+                summary += f" of the {results.get('knn_feature_random_init', 'backbone')} output"
+        if FLAGS.knn_feature != "backbone":
+            summary += f" (kNN of the {FLAGS.knn_feature} output)"
     if "probe_top1" in results and FLAGS.online_probe:
         summary += f" | online linear probe top-1 {results['probe_top1']:.2f}%"
     checkpoint.atomic_write_text(results_path, json.dumps(results, indent=2))

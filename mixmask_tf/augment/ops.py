@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from mixmask_tf import seeds
 
-__all__ = ["to_float", "normalize", "static_channels", "grayscale", "sample_crop_boxes", "resized_crop", "flip",
+__all__ = ["to_float", "normalize", "static_channels", "grayscale", "sample_crop_boxes", "resized_crop", "decode_resized_crop", "flip",
            "to_grayscale", "adjust_brightness", "adjust_contrast", "adjust_saturation",
            "adjust_hue", "color_jitter", "JITTER_OPS", "blur_radius", "gaussian_kernel",
            "gaussian_blur", "solarize"]
@@ -113,8 +113,9 @@ def sample_crop_boxes(seed, batch, height, width, scale=(0.08, 1.0), ratio=(3 / 
     Args:
       seed: int32/int64 tensor [2].
       batch: B, boxes to draw (int or int32 scalar tensor).
-      height: int or int32 scalar tensor, image height (the same for the B images).
-      width: int or int32 scalar tensor, image width.
+      height: int or int32 tensor, image height: a scalar (the same for the B images) or [B]
+        (one per image, for images of different sizes).
+      width: int or int32 tensor, image width: a scalar or [B].
       scale: (min, max) fraction of the image area.
       ratio: (min, max) aspect ratio width / height.
       attempts: number of candidate boxes (torchvision uses 10).
@@ -128,12 +129,15 @@ def sample_crop_boxes(seed, batch, height, width, scale=(0.08, 1.0), ratio=(3 / 
     w_f = tf.cast(width, tf.float32)
     sub = seeds.split(seed, 3)
 
-    target_area = h_f * w_f * seeds.uniform(sub[0], [batch, attempts], scale[0], scale[1])
+    # [1, 1] or [B, 1]: broadcast against the [B, attempts] candidates.
+    area = tf.reshape(h_f * w_f, [-1, 1])
+    target_area = area * seeds.uniform(sub[0], [batch, attempts], scale[0], scale[1])
     log_ratio = seeds.uniform(sub[1], [batch, attempts], math.log(ratio[0]), math.log(ratio[1]))
     aspect = tf.exp(log_ratio)
     cand_w = tf.cast(tf.round(tf.sqrt(target_area * aspect)), tf.int32)
     cand_h = tf.cast(tf.round(tf.sqrt(target_area / aspect)), tf.int32)
-    valid = (cand_w > 0) & (cand_w <= width) & (cand_h > 0) & (cand_h <= height)
+    valid = ((cand_w > 0) & (cand_w <= tf.reshape(width, [-1, 1])) & (cand_h > 0)
+             & (cand_h <= tf.reshape(height, [-1, 1])))
     any_valid = tf.reduce_any(valid, axis=1)
     first = tf.argmax(tf.cast(valid, tf.int32), axis=1, output_type=tf.int32)
 
@@ -201,6 +205,50 @@ def resized_crop(images, top, left, crop_h, crop_w, size) -> tf.Tensor:
 
     top_row, bottom_row = cols(rows0), cols(rows1)
     return top_row + (bottom_row - top_row) * wy[:, :, None, None]
+
+
+def decode_resized_crop(contents, top, left, crop_h, crop_w, size, channels: int) -> tf.Tensor:
+    """Decodes box b of encoded image b and resizes it to ``size``: the full-image random resized crop.
+
+    JPEG files decode only the box (``tf.image.decode_and_crop_jpeg``: the rest of the image is
+    never decompressed to pixels); other formats (PNG, BMP, GIF: first frame) decode whole and
+    are sliced. The window is resized bilinearly with antialiasing (``tf.image.resize``, what
+    torchvision's ``RandomResizedCrop`` does on PIL images: a downscale averages over the
+    source pixels, an upscale is plain bilinear with half-pixel centres), not rounded to uint8.
+
+    Args:
+      contents: string [B], encoded images (the files' bytes).
+      top, left, crop_h, crop_w: int32 [B], boxes inside the images (from
+        :func:`sample_crop_boxes` with the images' own sizes).
+      size: (out_h, out_w).
+      channels: 1 or 3 (static): colour conversion as ``tf.io.decode_image(channels=...)``.
+
+    Returns:
+      float32 [B, out_h, out_w, channels] in [0, 1].
+
+    Raises (when run) on a corrupt file or a box outside its image.
+    """
+    out_h, out_w = int(size[0]), int(size[1])
+
+    def one(args):
+        data, y, x, h, w = args
+        box = tf.stack([y, x, h, w])
+
+        def jpeg():
+            return tf.image.decode_and_crop_jpeg(data, box, channels=channels)
+
+        def other():
+            image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+            return tf.slice(image, tf.stack([y, x, 0]), tf.stack([h, w, channels]))
+
+        window = tf.cond(tf.io.is_jpeg(data), jpeg, other)
+        window = tf.ensure_shape(window, [None, None, channels])
+        resized = tf.image.resize(tf.cast(window, tf.float32) / 255.0, [out_h, out_w],
+                                  method="bilinear", antialias=True)
+        return tf.clip_by_value(resized, 0.0, 1.0)
+
+    return tf.map_fn(one, (contents, top, left, crop_h, crop_w),
+                     fn_output_signature=tf.TensorSpec([out_h, out_w, channels], tf.float32))
 
 
 def flip(images, apply) -> tf.Tensor:
@@ -276,20 +324,30 @@ def color_jitter(images, apply, order_keys, factors: Dict[str, Optional[tf.Tenso
            and (channels == 3 or name in ("brightness", "contrast"))]
     if not ops:
         return images
-    out = images
-    if len(ops) == 1:
-        out = _ADJUST[ops[0][1]](out, factors[ops[0][1]])
-    else:
-        # position[b, k]: the active op image b applies k-th (increasing order key).
+
+    def jitter(out, keys, per_op):
+        if len(ops) == 1:
+            return _ADJUST[ops[0][1]](out, per_op[0])
+        # position[b, k]: the active op image b applies k-th (increasing order key). Each step
+        # runs every op only on the images that apply it at that step (partition, adjust,
+        # stitch): one op per image and step, however many ops are active.
         ids = tf.constant([i for i, _ in ops], tf.int32)
-        position = tf.argsort(tf.gather(order_keys, ids, axis=1), axis=1)
+        position = tf.argsort(tf.gather(keys, ids, axis=1), axis=1)
+        rows = tf.range(tf.shape(out)[0])
         for k in range(len(ops)):
-            candidates = [_ADJUST[name](out, factors[name]) for _, name in ops]
-            chosen = candidates[0]
-            for j in range(1, len(ops)):
-                chosen = tf.where(_per_image(position[:, k] == j), candidates[j], chosen)
-            out = chosen
-    return tf.where(_per_image(apply), out, images)
+            which = position[:, k]
+            parts = tf.dynamic_partition(out, which, len(ops))
+            where = tf.dynamic_partition(rows, which, len(ops))
+            done = [_ADJUST[name](parts[j], tf.dynamic_partition(per_op[j], which, len(ops))[j])
+                    for j, (_, name) in enumerate(ops)]
+            out = tf.reshape(tf.dynamic_stitch(where, done), tf.shape(out))
+        return out
+
+    # Only the images that are jittered are computed.
+    chosen = tf.where(apply)[:, 0]
+    jittered = jitter(tf.gather(images, chosen), tf.gather(order_keys, chosen),
+                      [tf.gather(factors[name], chosen) for _, name in ops])
+    return tf.tensor_scatter_nd_update(images, chosen[:, None], jittered)
 
 
 # ----------------------------------------------------------------------------- blur, solarize
@@ -321,11 +379,24 @@ def gaussian_blur(images, sigma, radius: int) -> tf.Tensor:
     """
     if radius <= 0:
         return images
+    images = tf.convert_to_tensor(images, tf.float32)
     kernel = gaussian_kernel(sigma, radius)  # [B, 2r + 1]
-    height, width = images.shape[1], images.shape[2]
-    padded = tf.pad(images, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
-    rows = sum(_per_image(kernel[:, k]) * padded[:, k:k + height] for k in range(2 * radius + 1))
-    return sum(_per_image(kernel[:, k]) * rows[:, :, k:k + width] for k in range(2 * radius + 1))
+    channels = static_channels(images)
+    shape = tf.shape(images)
+    batch, height, width = shape[0], shape[1], shape[2]
+
+    def blur():
+        padded = tf.pad(images, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
+        # Each image's channels become channels of one image, so one depthwise convolution applies
+        # every image's own kernel: [1, H + 2r, W + 2r, B·C], taps [2r + 1, B·C] (image-major).
+        stacked = tf.reshape(tf.transpose(padded, [1, 2, 0, 3]), [1, height + 2 * radius, width + 2 * radius, -1])
+        taps = tf.reshape(tf.repeat(tf.transpose(kernel), channels, axis=1), [2 * radius + 1, -1])
+        x = tf.nn.depthwise_conv2d(stacked, taps[:, None, :, None], [1, 1, 1, 1], "VALID")
+        x = tf.nn.depthwise_conv2d(x, taps[None, :, :, None], [1, 1, 1, 1], "VALID")
+        return tf.transpose(tf.reshape(x, [height, width, batch, channels]), [2, 0, 1, 3])
+
+    # An empty batch (no image of the batch is blurred) has nothing to pad.
+    return tf.ensure_shape(tf.cond(batch > 0, blur, lambda: images), images.shape)
 
 
 def solarize(images, apply, threshold: float = 0.5) -> tf.Tensor:

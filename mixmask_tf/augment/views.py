@@ -26,7 +26,7 @@ from mixmask_tf import seeds
 from mixmask_tf.augment import ops
 from mixmask_tf.augment.presets import SizeLike, ViewConfig, as_size, preset_views
 
-__all__ = ["sample_view_params", "apply_view_params", "augment_batch", "augment_image",
+__all__ = ["sample_view_params", "apply_view_params", "augment_encoded", "augment_batch", "augment_image",
            "two_views", "TwoViewAugment", "eval_preprocess"]
 
 
@@ -80,20 +80,24 @@ def sample_view_params(seed, batch, height, width, channels: int,
     }
 
 
-def apply_view_params(images, params: Dict[str, tf.Tensor], config: ViewConfig) -> tf.Tensor:
+def apply_view_params(images, params: Dict[str, tf.Tensor], config: ViewConfig,
+                      crop: bool = True) -> tf.Tensor:
     """Applies one view's augmentation with the given parameters (see sample_view_params).
 
     Args:
       images: uint8 (or float in [0, 1]) [B, H, W, C], C in {1, 3} and static.
       params: dict from :func:`sample_view_params` for this batch.
       config: the view's ViewConfig.
+      crop: apply the random resized crop; False when the images are the crops already
+        (decoded from files by :func:`augment_encoded`, then [B, *config.size, C]).
 
     Returns:
       float32 [B, config.size[0], config.size[1], C] in [0, 1] (not normalised).
     """
     x = ops.to_float(images)
     channels = int(x.shape[-1])
-    x = ops.resized_crop(x, params["top"], params["left"], params["crop_h"], params["crop_w"], config.size)
+    if crop:
+        x = ops.resized_crop(x, params["top"], params["left"], params["crop_h"], params["crop_w"], config.size)
     x = ops.flip(x, params["flip"])
 
     def grayscale(v):
@@ -112,7 +116,9 @@ def apply_view_params(images, params: Dict[str, tf.Tensor], config: ViewConfig) 
         x = grayscale(x)
     radius = ops.blur_radius(config.size[0], 0.1)
     if config.blur_p > 0 and radius > 0:
-        x = tf.where(tf.reshape(params["blur"], [-1, 1, 1, 1]), ops.gaussian_blur(x, params["sigma"], radius), x)
+        chosen = tf.where(params["blur"])[:, 0]  # only the images that are blurred are computed
+        blurred = ops.gaussian_blur(tf.gather(x, chosen), tf.gather(params["sigma"], chosen), radius)
+        x = tf.tensor_scatter_nd_update(x, chosen[:, None], blurred)
     if config.solarize_p > 0:
         x = ops.solarize(x, params["solarize"], 0.5)
     return x
@@ -135,6 +141,44 @@ def _augment(images, seed, config: ViewConfig, rows=None) -> tf.Tensor:
         params = sample_view_params(seed, total, height, width, ops.static_channels(images), config)
         params = {k: v[offset:offset + shape[0]] for k, v in params.items()}
     return apply_view_params(images, params, config)
+
+
+def augment_encoded(contents, sizes, seed, config: ViewConfig, channels: int, rows=None) -> tf.Tensor:
+    """One augmented view of a batch of encoded images, the crop drawn on each full image.
+
+    The crop box of image b is drawn with torchvision's sampling on its own (height, width) (the
+    same draws :func:`augment_batch` makes), only that window is decoded
+    (:func:`ops.decode_resized_crop`: ``decode_and_crop_jpeg`` for JPEG) and resized to
+    ``config.size``; the other ops follow as in :func:`augment_batch`. Images of any size mix in
+    one batch.
+
+    Args:
+      contents: string [B], the encoded files (JPEG, PNG, BMP, GIF).
+      sizes: int32 [B, 2], each image's (height, width) (e.g. from the file header).
+      seed: int32/int64 tensor [2].
+      config: the view's ViewConfig.
+      channels: 1 or 3, the channels to decode to.
+      rows: None, or (offset, total): these are rows [offset, offset + B) of a batch of
+        ``total`` and get what those rows get in the whole batch.
+
+    Returns:
+      float32 [B, config.size[0], config.size[1], channels] in [0, 1] (not normalised).
+    """
+    contents = tf.convert_to_tensor(contents)
+    sizes = tf.cast(sizes, tf.int32)
+    b = tf.shape(contents)[0]
+    heights, widths = sizes[:, 0], sizes[:, 1]
+    if rows is None:
+        params = sample_view_params(seed, b, heights, widths, channels, config)
+    else:
+        offset, total = rows
+        pad = [[offset, total - offset - b]]  # other rows' sizes do not change these rows' draws
+        params = sample_view_params(seed, total, tf.pad(heights, pad, constant_values=1),
+                                    tf.pad(widths, pad, constant_values=1), channels, config)
+        params = {k: v[offset:offset + b] for k, v in params.items()}
+    crops = ops.decode_resized_crop(contents, params["top"], params["left"], params["crop_h"],
+                                    params["crop_w"], config.size, channels)
+    return apply_view_params(crops, params, config, crop=False)
 
 
 def augment_batch(images, seed, config: ViewConfig, rows=None) -> tf.Tensor:
@@ -248,6 +292,26 @@ class TwoViewAugment:
           float32 [B, 2, H', W', C]: view 1 then view 2 of every image, normalised.
         """
         return two_views(self.view1, self.view2, self.mean, self.std, images_uint8, seed, rows)
+
+    def batch_encoded(self, contents, sizes, seed, channels: int, rows=None) -> tf.Tensor:
+        """Augments a batch of encoded images, each view's crop drawn on the full image.
+
+        Args:
+          contents: string [B], encoded images (JPEG, PNG, BMP, GIF).
+          sizes: int32 [B, 2], each image's (height, width).
+          seed: int32/int64 tensor [2]; the views use the sub-seeds :meth:`batch` uses.
+          channels: 1 or 3.
+          rows: None or (offset, total), as in :meth:`batch`.
+
+        Returns:
+          float32 [B, 2, H', W', channels]: view 1 then view 2 (see :func:`augment_encoded`),
+          normalised.
+        """
+        self._check_channels(channels)
+        sub = seeds.split(seed, 2)
+        v1 = augment_encoded(contents, sizes, sub[0], self.view1, channels, rows)
+        v2 = augment_encoded(contents, sizes, sub[1], self.view2, channels, rows)
+        return ops.normalize(tf.stack([v1, v2], axis=1), self.mean, self.std)
 
     def __call__(self, image_uint8, seed) -> tf.Tensor:
         """Augments one image twice (a batch of one; H and W may be dynamic).

@@ -6,7 +6,10 @@ batch's embeddings and how much each sample counts:
 
     loss_term = mean_i( weights[i] · L(embed(batch)[index[i]], target_i) )
 
-where target_i is the framework's clean target of image i (MoCo: its key). The MixMask
+where target_i is the framework's clean target of image i (MoCo: its key). Whether a term's
+gradient also reaches the target is the framework's, not the branch's (MoCo, BYOL, SimSiam:
+no, their targets are momentum / stop-gradient embeddings; SimCLR: yes, see
+`mixmask_tf.models.simclr`). The MixMask
 branch yields one mixed batch with two terms: "mix" (index = identity, weights = λ_i) and
 "switch" (index = the switch indices, weights = 1 − λ of the switch mixture), so the switch
 embeddings cost no second forward pass (ALGORITHMS.md section 2).
@@ -105,9 +108,12 @@ class MaskOptions:
     """The grid-mask options every masked branch shares, validated once when built.
 
     Attributes:
-      grid_size: G, the mask is a G×G grid upsampled to the image (nearest).
+      grid_size: G, the mask is a G×G grid upsampled to the image (nearest: pixel p of H
+        takes cell floor(p·G/H), as the reference code's `F.interpolate(mode="nearest")`).
       mask_type: "blocked" (BEiT block-wise) or "discrete".
-      ratio: constant mask ratio in (0, 1); ignored when `ratio_range` is given.
+      ratio: constant mask ratio in (0, 1); ignored when `ratio_range` is given. Its direction
+        depends on `mask_type` (as in the reference code): blocked masks keep λ ≈ ratio of each
+        image's own pixels, discrete masks λ ≈ 1 − ratio (`mixmask_tf.masks`).
       ratio_range: (a, b) to draw the ratio from U(a, b) per mask, or None.
       per_sample: False (default, as the reference code): one mask for the whole batch;
         True: each image its own mask and λ_i [ours].

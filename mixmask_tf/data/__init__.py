@@ -45,6 +45,7 @@ from mixmask_tf.data.sources import (
     StreamSource,
     array_source,
     as_source,
+    check_crop_ratio,
     conform_image,
     estimate_mean_std,
     read_image_file,
@@ -56,7 +57,7 @@ __all__ = [
     "DatasetNotFoundError", "CorruptDatasetError", "FASHION_MNIST_DIR", "FASHION_MNIST_CLASS_NAMES",
     "FASHION_MNIST_INFO", "KNOWN_STATS", "DatasetInfo", "read_idx", "load_fashion_mnist", "synthetic_dataset",
     "synthetic_info", "DATASETS", "LOCAL_DATASETS", "register_dataset", "load_dataset", "MNIST_NPZ", "MNIST_INFO",
-    "load_mnist", "make_pretrain_dataset", "make_eval_dataset", "resize_cover_crop", "conform_image",
+    "load_mnist", "make_pretrain_dataset", "make_eval_dataset", "check_crop_ratio", "resize_cover_crop", "conform_image",
     "estimate_mean_std", "Source", "ArraySource", "FileSource", "StreamSource", "as_source", "array_source",
     "read_image_file", "open_tfds", "image_folder", "open_source",
 ]
@@ -67,7 +68,7 @@ def open_source(name: str, split: str = "train", data_dir: Optional[str] = None,
                 channels: Optional[int] = None, download: bool = False,
                 manual_dir: Optional[str] = None, verify: bool = True,
                 class_names: Optional[Sequence[str]] = None,
-                in_memory_bytes: int = 2 ** 30, **options) -> Source:
+                in_memory_bytes: int = 2 ** 30, crop_ratio: float = 0.875, **options) -> Source:
     """Opens one split of a dataset by name.
 
     Names:
@@ -76,7 +77,8 @@ def open_source(name: str, split: str = "train", data_dir: Optional[str] = None,
       * ``synthetic``: generated stripes (options ``image_shape``, ``num_classes``; the
         image_size/channels arguments set the generated shape).
       * ``folder``: an image folder at ``data_dir`` (see :func:`mixmask_tf.data.image_folder.open_folder`),
-        streamed from disk; ``image_size`` is required.
+        streamed from disk; ``image_size`` is required. Pretraining crops are drawn on the full
+        images (only the window of a JPEG is decoded).
       * anything else: a tfds dataset name (e.g. ``cifar10``, ``cifar100``, ``imagenet2012``),
         read from ``data_dir``; downloaded only if ``download``. Splits that fit in
         ``in_memory_bytes`` once decoded are held in memory, larger ones are streamed.
@@ -86,13 +88,18 @@ def open_source(name: str, split: str = "train", data_dir: Optional[str] = None,
       split: split name ("train", "test", or any split the source has, e.g. "validation").
       data_dir: where the data is.
       limit: keep the first ``limit`` examples.
-      image_size: resize (shorter side) + centre crop to this square size; None/0 keeps it.
+      image_size: the square size S of every image: in-memory datasets are resized (shorter side)
+        and centre-cropped to it once when read; file-based ones (folders, streamed tfds splits)
+        give pretraining crops of S x S drawn on the full images and evaluate with the shorter
+        side resized to S / crop_ratio and the centre S x S. None/0 keeps the size.
       channels: 1 or 3 to convert; None/0 keeps the dataset's channels.
       download: tfds only: allow downloading and preparing.
       manual_dir: tfds only: folder of manually downloaded files (ImageNet).
       verify: folder only: decode every file once up front to find unreadable ones.
       class_names: folder only: the class list of the train split, to label the test split.
       in_memory_bytes: tfds only: the in-memory threshold.
+      crop_ratio: file-based sources: the evaluation centre crop's share of the resized shorter
+        side, in (0, 1] (0.875 = torchvision's Resize(256) + CenterCrop(224) at 224 px).
       **options: dataset-specific options (synthetic: image_shape, num_classes).
 
     Returns:
@@ -111,7 +118,7 @@ def open_source(name: str, split: str = "train", data_dir: Optional[str] = None,
         if not data_dir:
             raise ValueError("the folder dataset needs data_dir (--data_dir=<root>)")
         return image_folder.open_folder(data_dir, split, image_size, channels or 3, limit,
-                                        verify=verify, class_names=class_names)
+                                        verify=verify, class_names=class_names, crop_ratio=crop_ratio)
     if name == "mnist":
         images, labels = load_mnist(split, data_dir, limit)
         return array_source(name, split, images, labels, MNIST_INFO, image_size, channels)
@@ -125,4 +132,4 @@ def open_source(name: str, split: str = "train", data_dir: Optional[str] = None,
     if options:
         raise ValueError(f"unexpected options for tfds dataset {name!r}: {sorted(options)}")
     return open_tfds(name, split, data_dir, limit, download, manual_dir, image_size or None,
-                      channels or None, in_memory_bytes)
+                      channels or None, in_memory_bytes, crop_ratio)

@@ -5,7 +5,10 @@ Layouts (the first that matches wins):
 * ``root/train/<class>/...`` and ``root/test/<class>/...`` (or ``val/``, ``validation/``): one
   sub-folder per split, each holding one folder per class;
 * ``root/<class>/...``: the whole folder is the train split (there is no test split);
-* image files directly in a split folder, with no class folders: an unlabeled split (labels -1).
+* image files directly in a split folder, with no class folders: an unlabeled split (labels -1);
+* a split folder with a ``val_annotations.txt`` (Tiny-ImageNet's ``val/``: ``images/*.JPEG``
+  and one ``<file>\t<class>[\t...]`` line per image): labelled from that file, nothing
+  rearranged by hand.
 
 Class folders are searched recursively (Tiny-ImageNet's ``train/<wnid>/images/*.JPEG`` works).
 Labels are the sorted class-folder names of the train split; a test split is labelled with the
@@ -60,6 +63,65 @@ def split_folder(root: str, split: str) -> str:
     raise DatasetNotFoundError(
         f"image folder {root!r} has no {split!r} split: expected a sub-folder named "
         f"{' or '.join(names)} (root/<split>/<class>/*.jpg)")
+
+
+ANNOTATIONS_FILE = "val_annotations.txt"
+
+
+def read_annotations(folder: str, class_names: Optional[Sequence[str]] = None
+                     ) -> Optional[Tuple[List[str], np.ndarray, Tuple[str, ...], List[Tuple[str, str]]]]:
+    """Labels of a split folder from its ``val_annotations.txt`` (Tiny-ImageNet's val/ layout).
+
+    Each non-empty line is ``<file name>\t<class>`` (further tab-separated fields, Tiny-ImageNet's
+    bounding box, are ignored); the files lie in ``folder/images/`` (or in ``folder`` itself).
+
+    Args:
+      folder: the split folder.
+      class_names: the classes to label with (the train split's); None: the sorted classes
+        named in the file.
+
+    Returns:
+      None when the folder has no annotations file; else (paths sorted by file name, labels
+      int64 [N], class names, [(path, reason)] of listed files that do not exist).
+
+    Raises:
+      ValueError: a malformed line, a class that is not in ``class_names``, or a file listed
+        twice.
+    """
+    path = os.path.join(folder, ANNOTATIONS_FILE)
+    if not os.path.isfile(path):
+        return None
+    images = os.path.join(folder, "images")
+    image_dir = images if os.path.isdir(images) else folder
+    entries = {}
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            fields = line.rstrip("\r\n").split("\t")
+            if len(fields) < 2 or not fields[0] or not fields[1]:
+                raise ValueError(f"{path}:{number}: expected '<file>\\t<class>', got {line.strip()!r}")
+            name, label = os.path.basename(fields[0]), fields[1].strip()
+            if name in entries:
+                raise ValueError(f"{path}:{number}: {name} is listed twice")
+            entries[name] = label
+    if not entries:
+        raise DatasetNotFoundError(f"{path} lists no images")
+    names = tuple(sorted(set(entries.values()))) if class_names is None else tuple(class_names)
+    index = {n: i for i, n in enumerate(names)}
+    unknown = sorted(set(entries.values()) - set(index))
+    if unknown:
+        raise ValueError(f"{path}: classes {unknown[:5]} are not classes of the train split "
+                         f"({len(names)} classes)")
+    paths, labels, missing = [], [], []
+    for name in sorted(entries):
+        file = os.path.join(image_dir, name)
+        if os.path.isfile(file):
+            paths.append(file)
+            labels.append(index[entries[name]])
+        else:
+            missing.append((file, f"listed in {ANNOTATIONS_FILE} but missing"))
+    return paths, np.asarray(labels, np.int64), names, missing
 
 
 def scan(folder: str, class_names: Optional[Sequence[str]] = None
@@ -151,19 +213,22 @@ def find_unreadable(paths: Sequence[str], channels: int = 3) -> List[Tuple[str, 
 
 def open_folder(root: str, split: str = "train", image_size: Optional[int] = None,
                 channels: int = 3, limit: Optional[int] = None, verify: bool = True,
-                class_names: Optional[Sequence[str]] = None) -> FileSource:
+                class_names: Optional[Sequence[str]] = None, crop_ratio: float = 0.875) -> FileSource:
     """Opens one split of an image folder as a streamed source.
 
     Args:
       root: the dataset folder.
       split: "train", "test" (also found as val/ or validation/), or another split folder.
-      image_size: square size S every image is resized (shorter side) and centre-cropped to;
-        required, because folder images come in any size.
+      image_size: square size S: pretraining crops are resized to S x S (drawn on the full
+        images), evaluation resizes the shorter side to S / crop_ratio and cuts the centre
+        S x S; required, because folder images come in any size.
       channels: 1 or 3.
       limit: keep the first ``limit`` files (in sorted order).
       verify: decode every file now and leave out the unreadable ones (listed in
         ``skipped`` and logged); otherwise unreadable files are dropped while training.
       class_names: the train split's classes, to label a test split consistently.
+      crop_ratio: the evaluation centre crop's share of the resized shorter side, (0, 1]
+        (0.875, torchvision's Resize(256) + CenterCrop(224) at 224 px; 1 keeps the whole side).
 
     Returns:
       FileSource with ``info.image_shape == (S, S, channels)``; mean/std measured on up
@@ -179,30 +244,40 @@ def open_folder(root: str, split: str = "train", image_size: Optional[int] = Non
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     folder = split_folder(os.fspath(root), split)
-    paths, labels, names, labeled = scan(folder, class_names)
+    annotated = read_annotations(folder, class_names)
+    skipped = []
+    if annotated is not None:
+        paths, labels, names, skipped = annotated
+        labeled = True
+        if skipped:
+            logging.warning("%s: %d image(s) listed in %s are missing, e.g. %s", folder, len(skipped),
+                            ANNOTATIONS_FILE, skipped[0][0])
+    else:
+        paths, labels, names, labeled = scan(folder, class_names)
     if limit is not None:
         paths, labels = paths[:limit], labels[:limit]
-    skipped = []
     if verify:
-        skipped = find_unreadable(paths, channels)
-        if skipped:
-            bad = {p for p, _ in skipped}
+        unreadable = find_unreadable(paths, channels)
+        if unreadable:
+            bad = {p for p, _ in unreadable}
             keep = [i for i, p in enumerate(paths) if p not in bad]
             paths, labels = [paths[i] for i in keep], labels[keep]
             logging.warning("%s: skipped %d unreadable image(s), e.g. %s (%s)", folder,
-                            len(skipped), skipped[0][0], skipped[0][1])
+                            len(unreadable), unreadable[0][0], unreadable[0][1])
+            skipped = list(skipped) + unreadable
     if not paths:
         raise DatasetNotFoundError(f"{folder}: none of the images could be read "
                                         f"({len(skipped)} skipped)")
     shape = (int(image_size), int(image_size), int(channels))
     provisional = DatasetInfo("folder", shape, len(names), (0.5,) * channels,
                                    (0.25,) * channels, names)
-    source = FileSource(paths, labels, provisional, labeled, "", skipped)
+    source = FileSource(paths, labels, provisional, labeled, "", skipped, crop_ratio)
     sample = np.stack([x.numpy() for x, _ in source.stream(True, 0).take(256)])
     mean, std = estimate_mean_std(sample)
     source.info = DatasetInfo("folder", shape, len(names), mean, std, names)
     kind = f"{len(names)} classes" if labeled else "unlabeled"
-    source.description = (f"folder {folder} ({split}): {len(paths)} images, {kind}, resized to "
-                          f"{shape[0]}x{shape[1]}x{shape[2]}, streamed"
+    source.description = (f"folder {folder} ({split}): {len(paths)} images, {kind}, "
+                          f"{shape[0]}x{shape[1]}x{shape[2]} crops of the full images (evaluation: centre "
+                          f"crop ratio {source.crop_ratio:g}), streamed"
                           + (f"; skipped {len(skipped)} unreadable" if skipped else ""))
     return source

@@ -31,7 +31,7 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
                           steps_per_epoch: Optional[int] = None,
                           shuffle_buffer: int = 10_000, with_labels: bool = False,
                           vectorized: Optional[bool] = None, shard: Optional[Tuple[int, int]] = None,
-                          start_step: int = 0) -> tf.data.Dataset:
+                          start_step: int = 0, full_image: Optional[bool] = None) -> tf.data.Dataset:
     """Two-view pretraining pipeline: one float32 [B, 2, H', W', C] tensor per element.
 
     With ``with_labels=True`` each element is instead ``(views float32 [B, 2, H', W', C],
@@ -63,6 +63,14 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
     Streaming sources (large tfds splits) shuffle their files and a ``shuffle_buffer`` instead,
     and are exact only up to that order.
 
+    **Full-image crops** (``full_image``): sources that hold encoded images (image files, tfds
+    splits streamed from their record files: ``source.encoded``) are read still encoded, with
+    each image's size from its header; the batch's crop boxes are drawn on every image's own
+    full size and only those windows are decoded (``decode_and_crop_jpeg`` for JPEG), then
+    resized to the view size (``view_fn.batch_encoded``). The draws are those of the batched
+    path, so batches stay a function of (seed, epoch, step) and shards get their rows. In-memory
+    sources keep the batched path on their (already conformed) arrays.
+
     Args:
       images: a Source, or uint8 [N, H, W, C] numpy array.
       batch_size: B, examples per (global) batch.
@@ -84,6 +92,10 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
         is an error. With shards, ``view_fn.batch`` must take ``rows=(offset, total)``.
       shard: None, or (index, count) with count dividing B: see above (needs drop_remainder).
       start_step: with ``start_epoch``, the first epoch's first batch (0 <= s < steps).
+      full_image: crop from the full encoded images (see above). None (default): when the
+        source has encoded images and ``view_fn`` a ``batch_encoded(contents, sizes, seed,
+        channels, rows=None)`` method (``augment.TwoViewAugment``); True where that is not so
+        is an error; False decodes and conforms every image to the source's square size first.
 
     Returns:
       tf.data.Dataset of float32 [B / count, 2, H', W', C] tensors (view 1 = query, view 2 =
@@ -122,6 +134,13 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
         views = tf.cast(view_fn(example[0], example_seed), tf.float32)
         return (views, tf.cast(example[1], tf.int64)) if with_labels else views
 
+    channels = int(source.info.image_shape[-1])
+    encoded = callable(getattr(view_fn, "batch_encoded", None)) and source.encoded
+    if full_image and not encoded:
+        raise ValueError(f"full_image=True needs a source of encoded images (files, streamed tfds) and a view_fn "
+                         f"with a batch_encoded method; got {source.description} and {type(view_fn).__name__}")
+    encoded = encoded if full_image is None else bool(full_image)
+
     def use_batches(image_shape):
         possible = callable(getattr(view_fn, "batch", None)) and image_shape.is_fully_defined()
         if vectorized and not possible:
@@ -132,14 +151,22 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
     def augment_batches(key, numbered, rows):
         def augment_batch(j, batch):
             batch_seed = tf.random.experimental.stateless_fold_in(key, j)
-            views = view_fn.batch(batch[0], batch_seed, rows=rows) if rows else view_fn.batch(batch[0], batch_seed)
+            extra = {"rows": rows} if rows else {}
+            if encoded:
+                contents, sizes = batch[0]
+                views = view_fn.batch_encoded(contents, sizes, batch_seed, channels, **extra)
+            else:
+                views = view_fn.batch(batch[0], batch_seed, **extra)
             return (views, tf.cast(batch[1], tf.int64)) if with_labels else views
 
-        return numbered.map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        views = numbered.map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        # A file whose header reads but whose data does not decode loses its batch, not the run
+        # (open_folder(verify=True) leaves such files out up front).
+        return views.ignore_errors(log_warning=True) if encoded else views
 
     def views_in_order(examples, key, skip):
         """Augmented batches of an example stream: batch j is its examples [j·b, (j + 1)·b)."""
-        if use_batches(examples.element_spec[0].shape):
+        if encoded or use_batches(examples.element_spec[0].shape):
             batches = examples.batch(local, drop_remainder=drop_remainder).take(steps)
             return augment_batches(key, tf.data.Dataset.zip(tf.data.Dataset.range(steps), batches).skip(skip), None)
         views = tf.data.Dataset.zip(tf.data.Dataset.range(n), examples).map(
@@ -160,7 +187,7 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
             indices = tf.data.Dataset.range(n)
             if shuffle:
                 indices = indices.map(lambda i: permuted_index(i, key, n))
-            return views_in_order(source.load(indices), key, skip)
+            return views_in_order(source.load_encoded(indices) if encoded else source.load(indices), key, skip)
         if source.indexable:
             # Batch j of the epoch holds positions [j·B, (j + 1)·B) of the permutation; this
             # shard takes its rows of each.
@@ -177,15 +204,17 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
                 loaded = source.load_batches(numbered.map(lambda j, p, i: i))
                 numbered = tf.data.Dataset.zip(numbered.map(lambda j, p, i: j), loaded)
                 return augment_batches(key, numbered, (offset, batch_size) if count > 1 else None)
-            examples = source.load(numbered.map(lambda j, p, i: i).unbatch())
-            if use_batches(examples.element_spec[0].shape):
+            load = source.load_encoded if encoded else source.load
+            examples = load(numbered.map(lambda j, p, i: i).unbatch())
+            if encoded or use_batches(examples.element_spec[0].shape):
                 batches = examples.batch(local, drop_remainder=drop_remainder)
                 numbered = tf.data.Dataset.zip(numbered.map(lambda j, p, i: j), batches)
                 return augment_batches(key, numbered, (offset, batch_size) if count > 1 else None)
             views = tf.data.Dataset.zip(numbered.map(lambda j, p, i: p).unbatch(), examples).map(
                 lambda pos, ex: augment(pos, ex, key), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             return views.batch(local, drop_remainder=drop_remainder)
-        examples = source.stream(shuffle, seed, shard=shard if count > 1 else None)
+        stream = source.stream_encoded if encoded else source.stream
+        examples = stream(shuffle, seed, shard=shard if count > 1 else None)
         if shuffle:
             examples = examples.shuffle(shuffle_buffer, seed=seed + index)
         if count > 1:  # another shard, other images: other seeds

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from mixmask_tf.data.info import KNOWN_STATS, DatasetInfo
 
-__all__ = ["resize_cover_crop", "conform_image", "estimate_mean_std", "Source", "permuted_index", "ArraySource",
+__all__ = ["check_crop_ratio", "resize_cover_crop", "conform_image", "encoded_image_size", "estimate_mean_std", "Source", "permuted_index", "ArraySource",
            "read_image_file", "FileSource", "StreamSource", "as_source", "check_images", "dataset_stats",
            "conform_array", "array_source"]
 
@@ -24,23 +24,35 @@ __all__ = ["resize_cover_crop", "conform_image", "estimate_mean_std", "Source", 
 # ----------------------------------------------------------------------------- image conforming
 
 
-def resize_cover_crop(images, height: int, width: int) -> tf.Tensor:
-    """Scales images to cover height x width, then crops the centre window (uint8 out).
+def check_crop_ratio(crop_ratio) -> float:
+    """``crop_ratio`` as a float in (0, 1]; ValueError otherwise."""
+    ratio = float(crop_ratio)
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"the centre-crop ratio must lie in (0, 1], got {crop_ratio}")
+    return ratio
 
-    The scale is max(height / h, width / w) (for a square target: the shorter side becomes the
-    target size), bilinear with antialiasing, rounded and clipped to uint8.
+
+def resize_cover_crop(images, height: int, width: int, crop_ratio: float = 1.0) -> tf.Tensor:
+    """Scales images to cover (height, width) / crop_ratio, then crops the centre height x width.
+
+    The scale is max(height / h, width / w) / crop_ratio: for a square target S the shorter side
+    becomes S / crop_ratio (torchvision's evaluation ``Resize(256), CenterCrop(224)`` is S = 224,
+    crop_ratio = 0.875), bilinear with antialiasing, rounded and clipped to uint8. crop_ratio = 1
+    keeps the whole shorter side.
 
     Args:
       images: [h, w, C] or [N, h, w, C] (any dtype of pixel values in [0, 255]); h, w >= 1.
       height, width: the output size.
+      crop_ratio: the centre crop's share of the resized shorter side, in (0, 1].
 
     Returns:
       uint8 [height, width, C] or [N, height, width, C].
     """
+    ratio = check_crop_ratio(crop_ratio)
     images = tf.convert_to_tensor(images)
     shape = tf.shape(images)
     h, w = tf.cast(shape[-3], tf.float64), tf.cast(shape[-2], tf.float64)
-    scale = tf.maximum(height / h, width / w)
+    scale = tf.maximum(height / h, width / w) / ratio
     new_h = tf.maximum(height, tf.cast(tf.round(h * scale), tf.int32))
     new_w = tf.maximum(width, tf.cast(tf.round(w * scale), tf.int32))
     resized = tf.image.resize(tf.cast(images, tf.float32), tf.stack([new_h, new_w]),
@@ -51,18 +63,20 @@ def resize_cover_crop(images, height: int, width: int) -> tf.Tensor:
     return tf.cast(tf.clip_by_value(tf.round(cropped), 0.0, 255.0), tf.uint8)
 
 
-def conform_image(image, size: Optional[int] = None, channels: Optional[int] = None) -> tf.Tensor:
+def conform_image(image, size: Optional[int] = None, channels: Optional[int] = None,
+                  crop_ratio: float = 1.0) -> tf.Tensor:
     """Brings one decoded image to a fixed channel count and a square size.
 
     Channels: RGBA drops alpha; 3 -> 1 is ITU-R 601 luma (``tf.image.rgb_to_grayscale``);
-    1 -> 3 repeats the channel. Size: the shorter side is resized to ``size`` (bilinear with
-    antialiasing), then the centre ``size`` x ``size`` square is cropped (the usual "resize +
-    centre crop" of evaluation transforms, applied once when a dataset is read).
+    1 -> 3 repeats the channel. Size: the shorter side is resized to ``size / crop_ratio``
+    (bilinear with antialiasing), then the centre ``size`` x ``size`` square is cropped (the usual
+    "resize + centre crop" of evaluation transforms).
 
     Args:
       image: uint8 [H, W, C] with C in {1, 3, 4} (C must be static), H and W may be dynamic.
       size: output side S, or None/0 to keep H x W.
       channels: output channels (1 or 3), or None/0 to keep C (RGBA still becomes RGB).
+      crop_ratio: see :func:`resize_cover_crop` (1: an S x S image is returned as is).
 
     Returns:
       uint8 [S, S, C'] (or [H, W, C']).
@@ -84,9 +98,9 @@ def conform_image(image, size: Optional[int] = None, channels: Optional[int] = N
         return image
     size = int(size)
     static = image.shape[:2]
-    if static[0] == size and static[1] == size:
+    if static[0] == size and static[1] == size and check_crop_ratio(crop_ratio) == 1.0:
         return image
-    out = resize_cover_crop(image, size, size)
+    out = resize_cover_crop(image, size, size, crop_ratio)
     return tf.ensure_shape(out, [size, size, image.shape[-1]])
 
 
@@ -126,6 +140,11 @@ class Source:
     """
 
     indexable = True
+    # The evaluation centre crop's share of the resized shorter side (file-based sources).
+    crop_ratio = 1.0
+    # Whether the source can give its images still encoded (``load_encoded`` / ``stream_encoded``):
+    # then the pretraining pipeline draws each crop on the full image and decodes only that window.
+    encoded = False
 
     def __init__(self, info: DatasetInfo, num_examples: int, labeled: bool, description: str,
                  skipped: Sequence[Tuple[str, str]] = ()):
@@ -139,12 +158,12 @@ class Source:
         """Maps a dataset of int64 indices to (image, label) examples (indexable sources)."""
         raise NotImplementedError
 
-    def stream(self, shuffle: bool, seed: int, shard: Optional[Tuple[int, int]] = None) -> tf.data.Dataset:
-        """All examples once, (image, label); shuffled (file order + buffer) if asked.
+    def load_encoded(self, indices: tf.data.Dataset) -> tf.data.Dataset:
+        """Maps int64 indices to ((contents string, size int32 [2] = (h, w)), label) examples:
+        the images still encoded (sources with ``encoded``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no encoded images")
 
-        ``shard=(index, count)``: only every count-th example from ``index`` on (an indexable
-        source loads only those).
-        """
+    def _indices(self, shuffle: bool, seed: int, shard) -> tf.data.Dataset:
         indices = tf.data.Dataset.range(self.num_examples)
         if shuffle:
             n = self.num_examples
@@ -152,7 +171,19 @@ class Source:
             indices = indices.map(lambda i: permuted_index(i, key, n))
         if shard is not None and shard[1] > 1:
             indices = indices.shard(shard[1], shard[0])
-        return self.load(indices)
+        return indices
+
+    def stream(self, shuffle: bool, seed: int, shard: Optional[Tuple[int, int]] = None) -> tf.data.Dataset:
+        """All examples once, (image, label); shuffled (file order + buffer) if asked.
+
+        ``shard=(index, count)``: only every count-th example from ``index`` on (an indexable
+        source loads only those).
+        """
+        return self.load(self._indices(shuffle, seed, shard))
+
+    def stream_encoded(self, shuffle: bool, seed: int, shard: Optional[Tuple[int, int]] = None) -> tf.data.Dataset:
+        """As :meth:`stream`, with the images still encoded: ((contents, (h, w)), label)."""
+        return self.load_encoded(self._indices(shuffle, seed, shard))
 
 
 def permuted_index(i, key, n: int):
@@ -201,6 +232,38 @@ class ArraySource(Source):
         return self.load(index_batches)  # tf.gather takes a vector of indices as well
 
 
+def encoded_image_size(contents) -> tf.Tensor:
+    """(height, width) of an encoded image, from its header where the format allows.
+
+    JPEG: ``tf.io.extract_jpeg_shape`` (header only); PNG: the IHDR chunk (bytes 16-23, big
+    endian); other formats (BMP, GIF): decoded.
+
+    Args:
+      contents: string scalar, the file's bytes.
+
+    Returns:
+      int32 [2]. Raises (when run) on data that is not a readable image.
+    """
+    contents = tf.convert_to_tensor(contents, tf.string)
+
+    def jpeg():
+        return tf.io.extract_jpeg_shape(contents)[:2]
+
+    def png():
+        header = tf.cast(tf.io.decode_raw(tf.strings.substr(contents, 16, 8), tf.uint8), tf.int32)
+        width = ((header[0] * 256 + header[1]) * 256 + header[2]) * 256 + header[3]
+        height = ((header[4] * 256 + header[5]) * 256 + header[6]) * 256 + header[7]
+        return tf.stack([height, width])
+
+    def other():
+        return tf.shape(tf.io.decode_image(contents, expand_animations=False))[:2]
+
+    is_png = tf.equal(tf.strings.substr(contents, 0, 8), b"\x89PNG\r\n\x1a\n")
+    size = tf.cond(tf.io.is_jpeg(contents), jpeg, lambda: tf.cond(is_png, png, other))
+    tf.debugging.assert_positive(size, message="empty image")
+    return size
+
+
 def read_image_file(path, channels: int) -> tf.Tensor:
     """Reads and decodes one JPEG/PNG/BMP/GIF file (first frame) to uint8 [H, W, channels].
 
@@ -218,6 +281,11 @@ class FileSource(Source):
     with a logged warning) instead of stopping the run; :func:`mixmask_tf.data.image_folder.open_folder` finds such
     files up front and leaves them out, listing them in ``skipped``.
 
+    Pretraining reads the files still encoded (``encoded``, :meth:`load_encoded`): each view's
+    random resized crop is drawn on the full image and only that window is decoded. Evaluation
+    (:meth:`load`) decodes the whole file, resizes its shorter side to S / ``crop_ratio`` and
+    cuts the centre S x S square.
+
     Args:
       paths: N file paths.
       labels: int [N] (-1 for unlabeled).
@@ -225,18 +293,34 @@ class FileSource(Source):
       labeled: whether labels are meaningful.
       description: log line.
       skipped: (path, reason) pairs already left out.
+      crop_ratio: the evaluation centre crop's share of the resized shorter side, in (0, 1]
+        (0.875: shorter side 256, centre 224 at S = 224).
     """
 
+    encoded = True
+
     def __init__(self, paths, labels, info: DatasetInfo, labeled: bool, description: str,
-                 skipped=()):
+                 skipped=(), crop_ratio: float = 1.0):
         self.paths = np.asarray([os.fspath(p) for p in paths], dtype=object)
         self.labels = np.asarray(labels, np.int64).reshape(-1)
+        self.crop_ratio = check_crop_ratio(crop_ratio)
         super().__init__(info, len(self.paths), labeled, description, skipped)
 
     def decode(self, path) -> tf.Tensor:
         """Reads and decodes one file to uint8 [S, S, C] (raises on a corrupt file)."""
         size, _, channels = self.info.image_shape
-        return conform_image(read_image_file(path, channels), size, channels)
+        return conform_image(read_image_file(path, channels), size, channels, self.crop_ratio)
+
+    def load_encoded(self, indices):
+        paths = tf.constant(self.paths.astype(str))
+        labels = tf.constant(self.labels)
+
+        def read(i):
+            contents = tf.io.read_file(tf.gather(paths, i))
+            return (contents, encoded_image_size(contents)), tf.gather(labels, i)
+
+        ds = indices.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.ignore_errors(log_warning=True)
 
     def load(self, indices):
         paths = tf.constant(self.paths.astype(str))
@@ -254,16 +338,28 @@ class StreamSource(Source):
         tf.data.Dataset of (uint8 image, int64 label), one pass; with a shard, only that
         shard's examples (read from its own files where the format allows).
       info, num_examples, labeled, description: as Source.
+      make_encoded: None, or a callable like ``make`` whose examples are ((contents string,
+        size int32 [2]), label), the images still encoded (tfds image features are stored
+        encoded): then pretraining crops from the full images.
+      crop_ratio: the centre-crop ratio ``make`` evaluates with (recorded for the export).
     """
 
     indexable = False
 
-    def __init__(self, make, info, num_examples, labeled, description):
+    def __init__(self, make, info, num_examples, labeled, description, make_encoded=None, crop_ratio=1.0):
+        self.crop_ratio = check_crop_ratio(crop_ratio)
         self._make = make
+        self._make_encoded = make_encoded
+        self.encoded = make_encoded is not None
         super().__init__(info, num_examples, labeled, description)
 
     def stream(self, shuffle, seed, shard=None):
         return self._make(shuffle, seed, shard if shard is not None and shard[1] > 1 else None)
+
+    def stream_encoded(self, shuffle, seed, shard=None):
+        if self._make_encoded is None:
+            raise NotImplementedError(f"{self.description}: no encoded images")
+        return self._make_encoded(shuffle, seed, shard if shard is not None and shard[1] > 1 else None)
 
 
 def as_source(images_or_source, labels=None) -> Source:

@@ -9,6 +9,12 @@ batches with weighted terms. The step below combines them:
 
     L = L_clean + Σ_batches Σ_terms mean_i(w_i · L(embed(batch)[index_i], target_i))
 
+The targets are what the framework's `clean_forward` returns, with the gradient the framework
+itself gives them: MoCo's keys (momentum encoder), BYOL's target projections (EMA encoder) and
+SimSiam's z2 are stop-gradient, so a branch term trains only through its extra query; SimCLR's
+targets are the clean embeddings of its NT-Xent batch, which carry gradient there, and so they
+do in the branch terms too (`simclr.py`, README "Decisions where papers and code leave room").
+
 Distribution rules (README "Distributed training"): the per-replica mean loss is divided by
 the number of replicas inside the tape; each replica draws its masks from its own seed
 (base seed, step, replica id); state lives in Keras weights so checkpoints hold it.
@@ -228,7 +234,10 @@ class SiameseTrainer(keras.Model):
         """Clean loss of the two views.
 
         Returns:
-          (loss scalar, targets [N, D] for the branch terms (no gradient), extras for finish_step).
+          (loss scalar, targets for the branch terms (e.g. [N, D]), extras for finish_step).
+          The targets keep the gradient the framework gives them in its clean loss: none for
+          momentum / stop-gradient targets (MoCo, BYOL, SimSiam), the full gradient for SimCLR's
+          in-batch embeddings; the trainer adds no stop-gradient of its own.
         """
         raise NotImplementedError
 
@@ -237,7 +246,10 @@ class SiameseTrainer(keras.Model):
         raise NotImplementedError
 
     def branch_per_sample_loss(self, query, targets):
-        """Per-sample loss [N] of extra queries [N, D] against the clean targets [N, D]."""
+        """Per-sample loss [N] of extra queries [N, D] against the clean targets of `clean_forward`.
+
+        Differentiable in `query`; in `targets` as far as the targets themselves carry gradient.
+        """
         raise NotImplementedError
 
     def finish_step(self, extras):

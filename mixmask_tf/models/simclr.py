@@ -7,6 +7,17 @@ replica's loss reaches every embedding it used).
 Branch terms [ours, ALGORITHMS.md section 3]: an extra query q[i] is scored against z2[i] as
 the positive and the other gathered z2 as negatives (InfoNCE over the global batch);
 `mix_target="view1"` pairs mixtures with z1 instead, as Un-Mix's maintainers describe.
+
+Gradient of the targets: the branch terms backpropagate into the clean target embeddings
+(z2, or z1 with `mix_target="view1"`, every replica's through the differentiable gather), as
+into the query q_mix; there is no stop-gradient. SimCLR has no momentum or stop-gradient
+branch: its clean views are ordinary members of the NT-Xent batch, and no reference code puts
+a stop-gradient on them when they are scored against a mixture (the MixMask code is MoCo-only,
+where the key encoder is gradient-free anyway; the SimCLR loss of the W-MSE code base, whose
+CIFAR settings the paper's Table 8 uses, backpropagates into both embeddings of a pair, and
+Un-Mix's maintainers give SimCLR's mixed loss as `lam · criterion(ori, mixed) + (1 − lam) ·
+criterion(ori, mixed_flip)` on the same, non-detached embeddings). MoCo, BYOL and SimSiam keep
+their targets gradient-free. `tests/mixmask_tf/models/test_target_gradients.py` checks both.
 """
 
 import tensorflow as tf
@@ -25,7 +36,8 @@ class SimCLR(base.SiameseTrainer):
       hidden_dim: projector hidden width (1024 in Table 8; None = the feature size).
       projector_layers: Dense layers of the projector (2).
       temperature: NT-Xent temperature (0.2).
-      mix_target: "view2" (default) or "view1": which clean view the branch terms score against.
+      mix_target: "view2" (default) or "view1": which clean view the branch terms score against
+        (with gradient into that view's embeddings, see the module docstring).
       seed: base seed.
     """
 

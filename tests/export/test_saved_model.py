@@ -1,5 +1,5 @@
 """Export: TF Serving layout and signature_defs, atomic versions (also under SIGKILL), model card,
-and both signatures served in a fresh process that imports only TensorFlow."""
+and the signatures served in a fresh process that imports only TensorFlow (TF Lite: test_tflite.py)."""
 
 import base64
 import datetime
@@ -87,13 +87,14 @@ def test_layout_signature_defs_and_model_card(exported):
     (meta_graph,) = proto.meta_graphs
     assert list(meta_graph.meta_info_def.tags) == ["serve"]
     defs = meta_graph.signature_def
-    assert {"serving_default", "serve_bytes"} <= set(defs)
+    assert {"serving_default", "serve_bytes", "tflite"} <= set(defs)
 
     def tensor(info):
         return info.dtype, [d.size for d in info.tensor_shape.dim]
 
     for name, input_name, input_spec in (("serving_default", "images", (types_pb2.DT_UINT8, [-1, -1, -1, 1])),
-                                         ("serve_bytes", "image_bytes", (types_pb2.DT_STRING, [-1]))):
+                                         ("serve_bytes", "image_bytes", (types_pb2.DT_STRING, [-1])),
+                                         ("tflite", "pixels", (types_pb2.DT_FLOAT, [-1, 28, 28, 1]))):
         assert defs[name].method_name == "tensorflow/serving/predict"
         assert {k: tensor(v) for k, v in defs[name].inputs.items()} == {input_name: input_spec}
         assert {k: tensor(v) for k, v in defs[name].outputs.items()} == {
@@ -109,6 +110,8 @@ def test_layout_signature_defs_and_model_card(exported):
         "images": {"dtype": "uint8", "shape": [None, None, None, 1]}}
     assert card["signatures"]["serve_bytes"]["inputs"]["image_bytes"]["dtype"] == "string"
     assert card["signatures"]["serve_bytes"]["inputs"]["image_bytes"]["shape"] == [None]
+    assert card["signatures"]["tflite"]["inputs"]["pixels"]["dtype"] == "float32"
+    assert card["signatures"]["tflite"]["inputs"]["pixels"]["shape"] == [None, 28, 28, 1]
     for signature in card["signatures"].values():
         assert signature["outputs"] == {"embedding": {"dtype": "float32", "shape": [None, FEATURES]}}
     assert card["normalization"]["mean"] == list(MEAN) and card["normalization"]["std"] == list(STD)
@@ -126,15 +129,33 @@ def test_layout_signature_defs_and_model_card(exported):
     np.testing.assert_allclose(reloaded(x), backbone(x), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("ratio", [1.0, 0.875])
 @pytest.mark.parametrize("size", [(40, 40), (30, 50), (50, 30), (20, 20), (28, 61), (1, 3), (28, 28)])
-def test_conform_batch_is_conform_image_batched(size):
+def test_conform_batch_is_conform_image_batched(size, ratio):
     images = _photos(3, *size, seed=1)
-    expected = np.stack([data.conform_image(image, size=28).numpy() for image in images])
-    eager = saved_model.conform_batch(images, 28, 28).numpy()
-    graph = tf.function(lambda x: saved_model.conform_batch(x, 28, 28),
+    expected = np.stack([data.conform_image(image, size=28, crop_ratio=ratio).numpy() for image in images])
+    eager = saved_model.conform_batch(images, 28, 28, ratio).numpy()
+    graph = tf.function(lambda x: saved_model.conform_batch(x, 28, 28, ratio),
                         input_signature=[tf.TensorSpec([None, None, None, 1], tf.uint8)])(images).numpy()
     np.testing.assert_array_equal(eager, expected)
     np.testing.assert_array_equal(graph, expected)
+    if ratio < 1 and size == (28, 28):  # the evaluation transform zooms in even at the training size
+        assert not np.array_equal(eager, images)
+
+
+def test_export_serves_with_the_runs_centre_crop_ratio(tmp_path):
+    """An export with crop ratio 0.875 serves what evaluation computes: shorter side 32, centre 28."""
+    backbone = backbones.small_convnet((28, 28, 1), width=4)
+    path = saved_model.export_backbone(backbone, str(tmp_path / "export"), MEAN, STD, crop_ratio=0.875)
+    card = json.loads(open(os.path.join(path, "assets.extra", "export.json")).read())
+    assert card["resize"]["crop_ratio"] == 0.875
+    served = tf.saved_model.load(path).signatures["serving_default"]
+    images = _photos(2, 40, 60, seed=9)
+    conformed = np.stack([data.conform_image(image, size=28, crop_ratio=0.875).numpy() for image in images])
+    x = (conformed / 255.0 - MEAN[0]) / STD[0]
+    np.testing.assert_allclose(served(images=tf.constant(images))["embedding"], backbone(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        saved_model.export_backbone(backbone, str(tmp_path / "bad"), MEAN, STD, crop_ratio=0.0)
 
 
 SERVE_SCRIPT = r"""
@@ -158,6 +179,7 @@ out["png_decoded"] = np.concatenate([images_fn(images=tf.io.decode_png(b, channe
 out["bytes_jpeg"] = bytes_fn(image_bytes=tf.constant(jpeg))["embedding"].numpy()
 out["bytes_mixed"] = bytes_fn(image_bytes=tf.constant(png[:2] + jpeg + png[2:3]))["embedding"].numpy()
 out["bytes_empty"] = bytes_fn(image_bytes=tf.constant([], tf.string))["embedding"].numpy()
+out["tflite_3"] = model.signatures["tflite"](pixels=tf.constant(arrays["batch_3"], tf.float32))["embedding"].numpy()
 
 # REST bodies, decoded with TF Serving's row-format rules: `instances` is the batch of the
 # signature's only input; {"b64": ...} is base64 of a DT_STRING value. Reply {"predictions": ...}.
@@ -234,7 +256,9 @@ def test_both_signatures_in_fresh_tensorflow_only_process(exported, tmp_path):
         "serving_default": {"inputs": {"images": ["uint8", [None, None, None, 1]]},
                             "outputs": {"embedding": ["float32", [None, FEATURES]]}},
         "serve_bytes": {"inputs": {"image_bytes": ["string", [None]]},
-                        "outputs": {"embedding": ["float32", [None, FEATURES]]}}}
+                        "outputs": {"embedding": ["float32", [None, FEATURES]]}},
+        "tflite": {"inputs": {"pixels": ["float32", [None, 28, 28, 1]]},
+                   "outputs": {"embedding": ["float32", [None, FEATURES]]}}}
 
     def close(actual, expected):
         assert actual.shape == expected.shape and actual.dtype == np.float32
@@ -254,6 +278,8 @@ def test_both_signatures_in_fresh_tensorflow_only_process(exported, tmp_path):
     close(out["bytes_jpeg"], np.concatenate([_expected(backbone, image[None]) for image in decoded_jpeg]))
     close(out["bytes_mixed"], np.concatenate([out["bytes_png"][:2], out["bytes_jpeg"], out["bytes_png"][2:3]]))
     close(out["bytes_empty"], np.zeros((0, FEATURES), np.float32))
+    # The TF Lite signature (float32 pixels at the training size) computes the same in TensorFlow.
+    close(out["tflite_3"], out["batch_3"])
 
     # REST JSON bodies built by the docs' helpers give the same embeddings.
     close(out["rest_images"], out["resized_7"][:3])

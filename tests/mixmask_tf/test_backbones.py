@@ -1,10 +1,12 @@
-"""Backbones: shapes, the CIFAR ResNet-18 stem, synchronized BatchNorm, no downloads."""
+"""Backbones: shapes, the CIFAR ResNet-18 stem, torchvision's ResNet-50, synchronized BatchNorm, no downloads."""
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from mixmask_tf import backbones
+from mixmask_tf.batchnorm import BatchNorm
 
 
 def _bns(model):
@@ -55,9 +57,107 @@ def test_resnet18_cifar_stem_and_size():
     assert all(bn.synchronized for bn in _bns(model))
 
 
-def test_resnet50_no_weights_synchronized():
-    model = backbones.resnet50((64, 64, 3))
+@pytest.fixture(scope="module")
+def resnet50_224():
+    # Building ResNet-50 takes a few seconds: once for the module.
+    keras.utils.set_random_seed(0)
+    return backbones.resnet50((224, 224, 3))
+
+
+def _count(weights):
+    return sum(int(np.prod(w.shape)) for w in weights)
+
+
+def test_resnet50_parameter_count_is_torchvisions(resnet50_224):
+    """torchvision's resnet50 has 25,557,032 parameters, 23,508,032 without its fc (2048·1000 + 1000).
+
+    torchvision counts `model.parameters()`: conv kernels and BN weight/bias, not the BN running
+    mean/var (buffers). Those are Keras' trainable weights; Keras' non-trainable weights are the BN
+    moving mean/variance, 2 per channel of the 53 BNs (26,560 channels), and count_params() counts both.
+    """
+    model = resnet50_224
+    assert 25_557_032 - (2048 * 1000 + 1000) == 23_508_032
+    assert _count(model.trainable_weights) == 23_508_032
+    bns = _bns(model)
+    assert _count(model.non_trainable_weights) == 2 * sum(bn.gamma.shape[0] for bn in bns) == 53_120
+    assert model.count_params() == 23_508_032 + 53_120
+
+
+def test_resnet50_layout_is_torchvision_v1_5(resnet50_224):
+    model = resnet50_224
+    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    assert len(convs) == 53 and not any(c.use_bias for c in convs)
+    assert all(c.padding == "valid" for c in convs)
+    stem = model.get_layer("conv1")
+    assert stem.kernel_size == (7, 7) and stem.strides == (2, 2) and stem.filters == 64
+    assert model.get_layer("conv1_pad").padding == ((3, 3), (3, 3))
+    assert model.get_layer("maxpool_pad").padding == ((1, 1), (1, 1))
+    pool = model.get_layer("maxpool")
+    assert pool.pool_size == (3, 3) and pool.strides == (2, 2) and pool.padding == "valid"
+    # Bottlenecks [3, 4, 6, 3], widths 64..512, expansion 4; the stride on the 3x3 conv (v1.5) of
+    # the first block of layer2-layer4, a downsample branch where the shape changes.
+    names = {l.name for l in model.layers}
+    for stage, (width, blocks) in enumerate(zip([64, 128, 256, 512], [3, 4, 6, 3]), start=1):
+        for block in range(blocks):
+            name = f"layer{stage}_{block}"
+            stride = (2, 2) if (stage > 1 and block == 0) else (1, 1)
+            c1, c2, c3 = (model.get_layer(f"{name}_conv{i}") for i in (1, 2, 3))
+            assert (c1.kernel_size, c1.strides, c1.filters) == ((1, 1), (1, 1), width)
+            assert (c2.kernel_size, c2.strides, c2.filters) == ((3, 3), stride, width)
+            assert (c3.kernel_size, c3.strides, c3.filters) == ((1, 1), (1, 1), 4 * width)
+            assert model.get_layer(f"{name}_pad2").padding == ((1, 1), (1, 1))
+            if block == 0:
+                down = model.get_layer(f"{name}_downsample_conv")
+                assert (down.kernel_size, down.strides, down.filters) == ((1, 1), stride, 4 * width)
+                assert f"{name}_downsample_bn" in names
+            else:
+                assert f"{name}_downsample_conv" not in names
+        assert f"layer{stage}_{blocks}_conv1" not in names
+    # torchvision's init: kaiming normal, fan_out, ReLU gain (std sqrt(2 / (k·k·out))).
+    for conv in convs:
+        init = conv.kernel_initializer.get_config()
+        assert type(conv.kernel_initializer).__name__ == "VarianceScaling"
+        assert (init["scale"], init["mode"], init["distribution"]) == (2.0, "fan_out", "untruncated_normal")
+    kernel = np.asarray(model.get_layer("layer4_0_conv2").kernel)
+    np.testing.assert_allclose(kernel.std(), np.sqrt(2.0 / (3 * 3 * 512)), rtol=0.02)
+
+
+def test_resnet50_batchnorm_is_torchvisions(resnet50_224):
+    bns = _bns(resnet50_224)
+    assert len(bns) == 53
+    for bn in bns:
+        assert isinstance(bn, BatchNorm) and bn.synchronized
+        assert bn.momentum == 0.9 and bn.epsilon == 1e-5  # PyTorch momentum 0.1, eps 1e-5
+        np.testing.assert_array_equal(np.asarray(bn.gamma), 1.0)
+        np.testing.assert_array_equal(np.asarray(bn.beta), 0.0)  # zero_init_residual=False
+
+
+def test_resnet50_shapes_and_symmetric_padding(resnet50_224):
+    model = resnet50_224
+    assert model.output_shape == (None, 2048) and backbones.feature_dim(model) == 2048
+    x = np.random.default_rng(0).normal(size=(2, 224, 224, 3)).astype(np.float32)
+    assert model(x[:1], training=False).shape == (1, 2048)
+    small = backbones.resnet50((64, 64, 3))
+    stem = keras.Model(small.inputs, [small.get_layer(n).output for n in ("conv1", "relu", "maxpool")])
+    conv, relu, pooled = (np.asarray(t) for t in stem(x[:, :64, :64], training=False))
+    assert small(x[:, :64, :64]).shape == (2, 2048)
+    assert [small.get_layer(f"layer{i}_0_out").output.shape[1] for i in (1, 2, 3, 4)] == [16, 8, 4, 2]
+    # torchvision's padding: 3 on every side of the 7x7/2 conv, -inf padding of 1 for the max-pool.
+    kernel = small.get_layer("conv1").kernel
+    expected = tf.nn.conv2d(x[:, :64, :64], kernel, strides=2, padding=[[0, 0], [3, 3], [3, 3], [0, 0]])
+    np.testing.assert_allclose(conv, expected.numpy(), rtol=1e-4, atol=1e-4)
+    padded = tf.pad(relu, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=-np.inf)
+    np.testing.assert_array_equal(pooled, tf.nn.max_pool2d(padded, 3, 2, "VALID").numpy())
+    with pytest.raises(ValueError, match="input_shape must be"):
+        backbones.resnet50((64, 64))
+
+
+def test_resnet50_keras_still_builds():
+    """keras.applications' ResNet50 (v1: stride in the first 1x1 conv, conv biases, BN momentum 0.99)."""
+    model = backbones.build_backbone("resnet50_keras", (64, 64, 3))
     assert model.output_shape == (None, 2048)
+    assert model.count_params() == 23_587_712
+    assert model.get_layer("conv3_block1_1_conv").strides == (2, 2)
     bns = _bns(model)
     assert len(bns) == 53 and all(bn.synchronized for bn in bns)
 

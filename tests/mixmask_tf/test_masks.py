@@ -53,10 +53,12 @@ def discrete_mask_np(rng, grid_size, ratio):
 
 
 def nearest_np(grid, height, width):
-    """Nearest upsampling: each pixel takes the cell under its centre (float maths)."""
+    """Nearest upsampling of the reference code (``F.interpolate(mode="nearest")``):
+    pixel p takes cell floor(p * G / H) (float64 maths: p * G and its quotient by H are
+    exact or correctly rounded, so the floor is exact)."""
     gh, gw = grid.shape[-2:]
-    ys = np.floor((np.arange(height) + 0.5) / height * gh).astype(int)
-    xs = np.floor((np.arange(width) + 0.5) / width * gw).astype(int)
+    ys = np.floor(np.arange(height) * gh / height).astype(int)
+    xs = np.floor(np.arange(width) * gw / width).astype(int)
     return grid[..., ys[:, None], xs[None, :]]
 
 
@@ -291,12 +293,82 @@ def test_upsample_matches_numpy_nearest(grid_size, height, width):
     assert up.shape == (6, height, width, 1) and up.dtype == tf.float32
     ref = nearest_np(grids, height, width)
     np.testing.assert_array_equal(up.numpy()[..., 0], ref)
-    # Same rule as tf.image.resize(method="nearest").
-    resized = tf.image.resize(tf.constant(grids)[..., None], [height, width], method="nearest")
+    # Same as TF's legacy nearest resize without half-pixel centres (floor(p * in / out),
+    # PyTorch's rule; float32 there, exact at these sizes).
+    resized = tf.compat.v1.image.resize_nearest_neighbor(
+        tf.constant(grids)[..., None], [height, width], align_corners=False, half_pixel_centers=False)
     np.testing.assert_array_equal(up.numpy(), resized.numpy())
     lam = masks.mask_fraction(up)
     assert lam.shape == (6,) and lam.dtype == tf.float32
     np.testing.assert_allclose(lam.numpy(), ref.reshape(6, -1).mean(axis=1), rtol=0, atol=1e-6)
+
+
+# The cell of each pixel as torch.nn.functional.interpolate(mode="nearest") gives it (the
+# reference code's upsampling; printed with torch 2.13: interpolate of arange(G) to size H):
+# the first pixel of every cell.
+TORCH_CELL_STARTS = {(3, 28): [0, 10, 19], (4, 30): [0, 8, 15, 23], (3, 32): [0, 11, 22], (7, 28): list(range(0, 28, 4))}
+
+
+@pytest.mark.parametrize("grid_size,size", sorted(TORCH_CELL_STARTS))
+def test_upsample_cell_of_every_pixel_is_floor_p_g_over_h(grid_size, size):
+    # A grid whose cell (i, j) holds i * G + j: the upsampled value names the cell of the pixel.
+    ids = np.arange(grid_size * grid_size, dtype=np.float32).reshape(1, grid_size, grid_size)
+    up = masks.upsample_masks(tf.constant(ids), size, size + 2).numpy()[0, ..., 0].astype(int)
+    rows, cols = up // grid_size, up % grid_size
+    expected_rows = np.array([p * grid_size // size for p in range(size)])
+    expected_cols = np.array([p * grid_size // (size + 2) for p in range(size + 2)])
+    np.testing.assert_array_equal(rows, np.broadcast_to(expected_rows[:, None], rows.shape))
+    np.testing.assert_array_equal(cols, np.broadcast_to(expected_cols[None, :], cols.shape))
+    # ... which is the reference code's rule, and not half-pixel centres where G does not divide H.
+    starts = [int(np.flatnonzero(expected_rows == c)[0]) for c in range(grid_size)]
+    assert starts == TORCH_CELL_STARTS[(grid_size, size)]
+    half_pixel = np.array([((2 * p + 1) * grid_size) // (2 * size) for p in range(size)])
+    assert np.array_equal(expected_rows, half_pixel) == (size % grid_size == 0)
+
+
+def test_mask_fraction_is_measured_on_the_upsampled_mask():
+    # G = 3 on 28 x 30: cell (0, 0) covers 10 x 10 pixels (floor rule), not 1/9 of the image.
+    grid = np.zeros((1, 3, 3), np.float32)
+    grid[0, 0, 0] = 1.0
+    up = masks.upsample_masks(tf.constant(grid), 28, 30)
+    assert masks.mask_fraction(up).numpy()[0] == pytest.approx(10 * 10 / (28 * 30), abs=1e-7)
+    grid = np.zeros((1, 4, 4), np.float32)
+    grid[0, 1, :] = 1.0  # row cell 1 of G = 4 on H = 30: pixels 8..14
+    up = masks.upsample_masks(tf.constant(grid), 30, 30)
+    assert masks.mask_fraction(up).numpy()[0] == pytest.approx(7 / 30, abs=1e-7)
+
+
+def test_upsample_xla_equals_eager_when_grid_does_not_divide():
+    grids = tf.constant(tf_masks(4, num=3, mask_type="discrete"))
+    def fn(g):
+        up = masks.upsample_masks(g, 30, 29)
+        return up, masks.mask_fraction(up)
+
+    for a, b in zip(fn(grids), tf.function(fn, jit_compile=True)(grids)):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+# ---------------------------------------------------------------------------
+# Direction of the ratio: λ ≈ ratio (blocked), λ ≈ 1 − ratio (discrete)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ratio", [0.25, 0.75])
+@pytest.mark.parametrize("mask_type", masks.MASK_TYPES)
+def test_measured_lambda_direction(mask_type, ratio):
+    # λ as the loss uses it: the fraction of ones of the upsampled mask (G = 8 on 30 x 30, so
+    # cells are unequal), averaged over 512 independent masks.
+    grids = tf_masks(8, num=512, mask_type=mask_type, ratio=ratio)
+    lam = masks.mask_fraction(masks.upsample_masks(tf.constant(grids), 30, 30)).numpy()
+    expected = ratio if mask_type == "blocked" else 1.0 - ratio
+    # A wrong direction is off by 0.5; the tolerance is a few standard errors (and the blocked
+    # generator may fall a little short of its target, never above it).
+    tol = max(0.03, 5 * lam.std() / math.sqrt(lam.size))
+    assert abs(lam.mean() - expected) < tol, (mask_type, ratio, lam.mean())
+    assert abs(lam.mean() - (1.0 - expected)) > 0.4
+    if mask_type == "blocked":
+        # At most floor(ratio * G^2) cells of 64; cells cover 3 or 4 rows/columns of the 30.
+        assert grids.sum(axis=(1, 2)).max() <= int(ratio * 64)
 
 
 def test_mask_fraction_any_rank():

@@ -45,3 +45,37 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, steps_per_execu
     # The kept checkpoint holds finite weights (a NaN state is refused: tests/mixmask_tf/test_checkpoint.py).
     _, arrays, epoch, step = checkpoint.read_checkpoint(saver.latest())
     assert (epoch, step) == (1, 0) and all(np.all(np.isfinite(a)) for a in arrays if a.dtype.kind == "f")
+
+
+def test_knn_monitor_scores_the_head_and_the_log_says_so(tmp_path, monkeypatch):
+    from mixmask_tf import knn
+
+    keras.utils.set_random_seed(0)
+    model = MoCo(backbones.small_convnet((8, 8, 1), width=2), embedding_dim=4, queue_size=16)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    rng = np.random.default_rng(0)
+    views = rng.normal(size=(16, 2, 8, 8, 1)).astype(np.float32)
+    labeled = tf.data.Dataset.from_tensor_slices((rng.normal(size=(24, 8, 8, 1)).astype(np.float32),
+                                                  rng.integers(0, 3, 24))).batch(8)
+    scored = []
+    evaluate = knn.evaluate_encoder
+    monitor_evaluate = lambda encoder, *args: scored.append(encoder) or evaluate(encoder, *args)  # noqa: E731
+    monitor = callbacks.KnnMonitor(labeled, labeled, 3, every=1, epochs=2, k=5, feature="head")
+    log = callbacks.MetricsLog(str(tmp_path), knn_feature="head")
+    monkeypatch.setattr(knn, "evaluate_encoder", monitor_evaluate)
+    model.fit(tf.data.Dataset.from_tensor_slices(views).batch(8), epochs=2, verbose=0, callbacks=[monitor, log])
+    monkeypatch.undo()
+    # Each epoch the monitor scored the query encoder (backbone + its 4-d head), not the backbone.
+    assert scored == [model.query_encoder, model.query_encoder]
+    assert knn.extract_features(model.query_encoder, labeled)[0].shape == (24, 4)
+    assert monitor.last == knn.evaluate_encoder(model.query_encoder, labeled, labeled, 3, k=5)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["knn_feature"]) for r in rows] == [(1, "head"), (2, "head")]
+    assert rows[-1]["knn_top1"] == pytest.approx(monitor.last)
+    # The default is the backbone; a row without a kNN result carries no knn_feature.
+    assert callbacks.KnnMonitor(labeled, labeled, 3, every=1, epochs=2).feature == "backbone"
+    plain = callbacks.MetricsLog(str(tmp_path / "plain"), knn_feature="head")
+    model.fit(tf.data.Dataset.from_tensor_slices(views).batch(8), epochs=1, verbose=0, callbacks=[plain])
+    assert "knn_feature" not in json.loads((tmp_path / "plain" / "metrics.jsonl").read_text())
+    with pytest.raises(ValueError, match="feature must be one of backbone, head"):
+        callbacks.KnnMonitor(labeled, labeled, 3, every=1, epochs=2, feature="predictor")

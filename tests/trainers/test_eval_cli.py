@@ -83,6 +83,34 @@ def test_knn_eval_run_checkpoint_and_export_agree_with_numpy(run_dir):
     assert epoch1["knn_top1"] == pytest.approx(logged[0]["knn_top1"], abs=100 / 256)
 
 
+def test_knn_of_the_head_output_monitor_and_knn_eval_agree(tmp_path):
+    """--knn_feature=head on pretrain and --feature=head on knn_eval: the 32-d MoCo head output (the
+    smoke config's embedding), scored by the monitor in memory and by knn_eval from the checkpoint."""
+    model_dir = str(tmp_path / "run")
+    result = run_pretrain("--flagfile=configs/smoke.cfg", f"--model_dir={model_dir}", *LIMITS, "--epochs=1",
+                          "--knn_k=20", "--batch_size=128", "--queue_size=256", "--width=4", "--plots=false",
+                          "--tensorboard=false", "--export=false", "--knn_feature=head")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(kNN of the head output)" in result.stdout
+    results = json.load(open(os.path.join(model_dir, "results.json")))
+    assert results["knn_feature"] == results["knn_feature_random_init"] == "head"
+    rows = [json.loads(line) for line in open(os.path.join(model_dir, "metrics.jsonl"))]
+    assert [r["knn_feature"] for r in rows] == ["head"]
+    out = _run("trainers.knn_eval", f"--encoder={model_dir}", *LIMITS, "--k=20", "--feature=head")
+    assert "features 32 of the head output" in out and "of the head output  [" in out
+    evaluated = json.load(open(os.path.join(model_dir, "eval", "knn-head.json")))
+    assert evaluated["knn_feature"] == evaluated["encoder"]["feature"] == "head"
+    assert evaluated["encoder"]["epochs"] == 1
+    assert abs(evaluated["knn_top1"] - results["knn_top1"]) <= 100 / 256  # at most one near-tie vote apart
+    # The backbone's numbers stay in their own file, and say so.
+    _run("trainers.knn_eval", f"--encoder={model_dir}", *LIMITS, "--k=20")
+    assert json.load(open(os.path.join(model_dir, "eval", "knn.json")))["knn_feature"] == "backbone"
+    # The random-init control of the head: the same backbone + head at random init.
+    _run("trainers.knn_eval", f"--encoder={model_dir}", *LIMITS, "--k=20", "--feature=head", "--control=random_init")
+    control = json.load(open(os.path.join(model_dir, "eval", "knn-random_init-head.json")))
+    assert control["knn_feature"] == "head" and control["control"] == "random_init"
+
+
 def test_linear_eval_matches_numpy_replay(run_dir):
     from mixmask_tf import linear_probe
 
@@ -135,6 +163,10 @@ def test_finetune_subset_and_accuracy(run_dir):
     ("trainers.knn_eval", ["--encoder=/nonexistent"], "does not exist"),
     ("trainers.linear_eval", ["--encoder={run}", "--image_size=32"], "encoder takes 28x28"),
     ("trainers.knn_eval", ["--encoder={run}", "--checkpoint=ckpt-99999"], "not found"),
+    ("trainers.knn_eval", ["--encoder={run}/export", "--feature=head"], "--feature=head: "),
+    ("trainers.knn_eval", ["--encoder={run}/backbone.keras", "--feature=head"], "holds no projection head"),
+    ("trainers.knn_eval", ["--encoder={run}", "--feature=head", "--control=raw_pixels"],
+     "--feature=head: the raw_pixels control has no head"),
 ])
 def test_errors_are_one_line(run_dir, module, args, message):
     result = run_module(module, *[a.format(run=run_dir) for a in args])

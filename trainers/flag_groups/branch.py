@@ -15,9 +15,17 @@ flags.DEFINE_float("unmix_beta", 1.0, "Un-Mix: lambda ~ Beta(beta, beta).")
 flags.DEFINE_boolean("same_permutation", False, "MixMask*: use Un-Mix's reverse permutation for MixMask too (ablation).")
 flags.DEFINE_enum("erase_fill", "zero", ["zero", "noise"], "Erase branch: fill of the erased cells.")
 flags.DEFINE_integer("grid_size", 4, "MixMask grid size G (2 CIFAR, 4 Tiny-ImageNet, 8 ImageNet in the paper).")
-flags.DEFINE_enum("mask_type", "blocked", ["blocked", "discrete"], "Mask pattern.")
-flags.DEFINE_float("mask_ratio", 0.5, "Mask ratio in (0, 1).")
-flags.DEFINE_list("mask_ratio_range", None, "Draw the ratio from U(a, b) per mask: 'a,b'.")
+flags.DEFINE_enum("mask_type", "blocked", ["blocked", "discrete"],
+                  "Mask pattern: BEiT-style blocks of grid cells, or each cell independently.")
+flags.DEFINE_float("mask_ratio", 0.5,
+                   "Mask ratio r in (0, 1) (the reference code's --mask_lam). Its direction depends on "
+                   "--mask_type, as in the reference code: blocked masks set floor(r * G^2) cells (at most) to "
+                   "keep the image's own pixels, so each image keeps lambda ~= r of itself; discrete masks "
+                   "keep each cell with probability 1 - r, so lambda ~= 1 - r. lambda (the measured fraction "
+                   "of the upsampled mask) weights the mix term, 1 - lambda the switch term; at 0.5 the two "
+                   "types agree, and r and 1 - r are equivalent under that loss.")
+flags.DEFINE_list("mask_ratio_range", None,
+                  "Draw the ratio from U(a, b) per mask: 'a,b' (same direction as --mask_ratio).")
 flags.DEFINE_boolean("per_sample_mask", False, "One mask and λ per image instead of per batch.")
 flags.DEFINE_enum("permutation", "reverse", ["reverse", "random"],
                   "MixMask: which image fills the masked cells (MixMask* uses random unless --same_permutation).")

@@ -21,8 +21,14 @@ flags.DEFINE_boolean("download", False, "tfds datasets: download and prepare if 
 flags.DEFINE_string("manual_dir", None, "tfds datasets: folder of manually downloaded files (ImageNet's tar files).")
 flags.DEFINE_string("train_split", "train", "Split to pretrain on (also the kNN bank).")
 flags.DEFINE_string("test_split", "test", "Split the kNN monitor classifies (ImageNet: validation).")
-flags.DEFINE_integer("image_size", 0, "Resize (shorter side) and centre-crop every image to this size once when read "
-                     "(0: keep; required for image folders).")
+flags.DEFINE_integer("image_size", 0, "Image size S. In-memory datasets: resize (shorter side) and centre-crop every "
+                     "image to S once when read. Image folders and streamed tfds splits (ImageNet): pretraining crops "
+                     "are drawn on the full images and resized to S (a JPEG decodes only the crop window); evaluation "
+                     "resizes the shorter side to S / --eval_crop_ratio and cuts the centre S x S. 0: keep the "
+                     "dataset's size (required for image folders).")
+flags.DEFINE_float("eval_crop_ratio", 0.875, "Image folders and streamed tfds splits: evaluation (and serving) resize the "
+                   "shorter side to --image_size / ratio and cut the centre square; 0.875 is torchvision's Resize(256) + "
+                   "CenterCrop(224) at 224 px, 1 keeps the whole shorter side. In (0, 1].")
 flags.DEFINE_integer("channels", 0, "Convert images to 1 or 3 channels (0: keep the dataset's).")
 flags.DEFINE_boolean("verify_images", True, "Image folders: decode every file once at start and skip unreadable ones.")
 flags.DEFINE_integer("train_limit", None, "Use only the first N training images (smoke runs).")
@@ -45,6 +51,8 @@ def validate_data_flags():
     f = FLAGS
     if f.image_size < 0:
         raise UserError(f"--image_size must be positive (or 0 to keep the dataset's size), got {f.image_size}")
+    if not 0.0 < f.eval_crop_ratio <= 1.0:
+        raise UserError(f"--eval_crop_ratio must lie in (0, 1], got {f.eval_crop_ratio}")
     if f.channels not in (0, 1, 3):
         raise UserError(f"--channels must be 1 or 3 (or 0 to keep the dataset's), got {f.channels}")
     if f.dataset == "folder" and not f.data_dir:
@@ -58,7 +66,8 @@ def open_sources():
     from mixmask_tf import data
 
     common = dict(data_dir=FLAGS.data_dir, image_size=FLAGS.image_size or None, channels=FLAGS.channels or None,
-                  download=FLAGS.download, manual_dir=FLAGS.manual_dir, verify=FLAGS.verify_images)
+                  download=FLAGS.download, manual_dir=FLAGS.manual_dir, verify=FLAGS.verify_images,
+                  crop_ratio=FLAGS.eval_crop_ratio)
     train = data.open_source(FLAGS.dataset, FLAGS.train_split, limit=FLAGS.train_limit, **common)
     if not train.labeled:
         return train, None, f"the {FLAGS.train_split!r} split has no labels"

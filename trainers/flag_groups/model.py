@@ -8,7 +8,9 @@ from . import UserError
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_enum("backbone", "small_convnet", list(registry.BACKBONES), "Backbone.")
+flags.DEFINE_enum("backbone", "small_convnet", list(registry.BACKBONES),
+                  "Backbone: small_convnet; resnet18_cifar (3x3 stem, no max-pool); resnet50 (torchvision's "
+                  "layout, the papers' ImageNet one); resnet50_keras (keras.applications.ResNet50).")
 flags.DEFINE_integer("width", 32, "Width of the small ConvNet's first block.")
 flags.DEFINE_integer("depth", 4, "Small ConvNet: 4 blocks, or 5 (a fifth, 8·width channels, stride 2).")
 flags.DEFINE_integer("pool_grid", 1, "Small ConvNet: 1 global average pooling, g > 1 average pooling to g x g, "

@@ -24,6 +24,11 @@ flags.DEFINE_enum("mixed_precision", "float32", ["float32", "mixed_float16", "mi
 flags.DEFINE_integer("knn_every", 1, "kNN evaluation every N epochs (0: only after the last epoch).")
 flags.DEFINE_integer("knn_k", 200, "kNN neighbours.")
 flags.DEFINE_float("knn_t", 0.1, "kNN temperature.")
+flags.DEFINE_enum("knn_feature", "backbone", ["backbone", "head"],
+                  "What the kNN monitor (and its random-init control) scores: the pooled backbone output, or "
+                  "the query encoder's output with its projection head (MoCo: the query embedding of the loss; "
+                  "SimCLR / SimSiam / BYOL: the projector output, not BYOL's or SimSiam's predictor), as the MoCo "
+                  "CIFAR demo and Un-Mix's CIFAR code do. Recorded as knn_feature in metrics.jsonl and results.json.")
 flags.DEFINE_boolean("random_init_knn", True, "Also report kNN of the same architecture at random init.")
 flags.DEFINE_boolean("online_probe", False,
                      "Train a linear classifier on stop-gradient backbone features of the query view during "

@@ -271,3 +271,31 @@ def test_concat_branch_outputs(name, options):
     for key, value in out.stats.items():
         np.testing.assert_allclose(value.numpy(),
                                    np.mean([h.stats[key].numpy() for h in halves]), atol=1e-7)
+
+
+@pytest.mark.parametrize("mask_type", ["blocked", "discrete"])
+def test_mixmask_grid_not_dividing_the_image_xla(mask_type):
+    # G = 3 on 28 x 30 images: the mask the branch uses, recovered from the mixture, is constant on
+    # the cells of the reference rule (pixel p of H in cell floor(p * G / H)), and λ (the mix
+    # term's weight) is its measured mean, under XLA as without it.
+    n, height, width, g = 4, 28, 30, 3
+    x = tf.constant(np.random.default_rng(2).normal(size=(n, height, width, 1)).astype(np.float32))
+    branch = branches.build_branch("mixmask", grid_size=g, mask_type=mask_type, ratio=0.5)
+    seed = tf.constant([5, 6])
+    eager = branch(x, seed)
+    compiled = tf.function(lambda x, s: tensors(branch(x, s)), jit_compile=True)(x, seed)
+    for a, b in zip(tensors(eager), compiled):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-5)
+    rows = np.arange(height) * g // height
+    cols = np.arange(width) * g // width
+    cell = rows[:, None] * g + cols[None, :]
+    own, other = x.numpy()[0, ..., 0], x.numpy()[n - 1, ..., 0]  # reverse permutation
+    for step in range(4):  # a few masks, so that cell borders where the rules differ are crossed
+        out = eager if step == 0 else branch(x, tf.constant([5, 7 + step]))
+        mixed = out.batches[0].images.numpy()[0, ..., 0]
+        mask = (np.abs(mixed - own) < np.abs(mixed - other)).astype(np.float32)
+        np.testing.assert_allclose(mixed, mask * own + (1 - mask) * other, atol=1e-6)
+        for c in range(g * g):
+            assert len(np.unique(mask[cell == c])) == 1, f"cell {c} is not constant"
+        np.testing.assert_allclose(out.batches[0].terms[0].weights.numpy(), mask.mean(), atol=1e-6)
+        np.testing.assert_allclose(float(out.stats["lambda"]), mask.mean(), atol=1e-6)

@@ -133,12 +133,47 @@ def test_tfds_mock_in_memory_and_streamed(tmp_path):
         # Over the in-memory threshold: streamed from the (mocked) shards instead.
         stream = data.open_source("cifar10", "train", data_dir=str(tmp_path), in_memory_bytes=0)
         assert isinstance(stream, data.StreamSource) and stream.num_examples == 24
+        assert stream.encoded  # pretraining reads the records' encoded images and crops the full image
         views = augment.TwoViewAugment.from_preset("cifar", (32, 32), 3, stream.info.mean, stream.info.std)
         ds = data.make_pretrain_dataset(stream, 8, views, seed=0, start_epoch=0, steps_per_epoch=3)
         batches = list(ds.take(4).as_numpy_iterator())  # crosses an epoch boundary
         assert [b.shape for b in batches] == [(8, 2, 32, 32, 3)] * 4
         ev = data.make_eval_dataset(stream, None, 10, lambda x: tf.cast(x, tf.float32))
         assert sum(int(y.shape[0]) for _, y in ev) == 24
+
+
+def test_tiny_imagenet_val_folder_is_labelled_from_val_annotations(tmp_path):
+    """Tiny-ImageNet's val/: one flat images/ folder + val_annotations.txt, read as it is unpacked."""
+    root = tmp_path / "tiny-imagenet-200"
+    colours = {"n01443537": (200, 0, 0), "n01629819": (0, 200, 0), "n01641577": (0, 0, 200)}
+    for wnid, colour in colours.items():
+        for i in range(2):
+            write_image(str(root / "train" / wnid / "images" / f"{wnid}_{i}.JPEG"), np.full((64, 64, 3), colour))
+    lines = []
+    for i, wnid in enumerate(["n01641577", "n01443537", "n01629819", "n01641577", "n01443537"]):
+        write_image(str(root / "val" / "images" / f"val_{i}.JPEG"), np.full((64, 64, 3), colours[wnid]))
+        lines.append(f"val_{i}.JPEG\t{wnid}\t0\t0\t62\t62\n")
+    lines.append("val_9.JPEG\tn01443537\t0\t0\t1\t1\n")  # listed, missing: reported, not fatal
+    (root / "val" / "val_annotations.txt").write_text("".join(lines))
+    train = data.open_source("folder", "train", data_dir=str(root), image_size=64)
+    assert train.info.class_names == tuple(sorted(colours))
+    val = data.open_source("folder", "val", data_dir=str(root), image_size=64,
+                           class_names=train.info.class_names)
+    assert val.labeled and val.num_examples == 5
+    assert [os.path.basename(p) for p in val.paths] == [f"val_{i}.JPEG" for i in range(5)]
+    names = train.info.class_names
+    assert [names[y] for y in val.labels] == ["n01641577", "n01443537", "n01629819", "n01641577", "n01443537"]
+    assert [why for _, why in val.skipped] == ["listed in val_annotations.txt but missing"]
+    # The images carry their class's colour: labels and files agree.
+    for (x, y) in data.make_eval_dataset(val, None, 5, lambda im: im).unbatch():
+        assert np.argmax(x.numpy().mean(axis=(0, 1))) == np.argmax(colours[names[int(y)]])
+    # A class the train split does not have, and a malformed line: clear errors.
+    (root / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn99999999\n")
+    with pytest.raises(ValueError, match="n99999999"):
+        data.open_source("folder", "val", data_dir=str(root), image_size=64, class_names=names)
+    (root / "val" / "val_annotations.txt").write_text("val_0.JPEG n01443537\n")
+    with pytest.raises(ValueError, match="val_annotations.txt:1"):
+        data.open_source("folder", "val", data_dir=str(root), image_size=64, class_names=names)
 
 
 def test_tfds_missing_unknown_and_download_off(tmp_path):
