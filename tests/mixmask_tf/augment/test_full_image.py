@@ -25,8 +25,8 @@ def np_resize_antialias(img, out_h, out_w):
         w = np.maximum(0.0, 1.0 - np.abs((np.arange(n_in)[None, :] + 0.5 - centres[:, None]) / support))
         return w / w.sum(1, keepdims=True)
 
-    return np.einsum("ij,jkc,lk->ilc", weights(img.shape[0], out_h), img.astype(np.float64),
-                     weights(img.shape[1], out_w))
+    rows = np.einsum("ij,jkc->ikc", weights(img.shape[0], out_h), img.astype(np.float64))
+    return np.einsum("ikc,lk->ilc", rows, weights(img.shape[1], out_w))
 
 
 def _png(array):
