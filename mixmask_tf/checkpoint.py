@@ -231,15 +231,8 @@ class TrainingCheckpoint:
                                                    checkpoint_name=CHECKPOINT_PREFIX)
 
     def checkpoints(self):
-        """Paths of the checkpoints in `directory` (the chief's), oldest first; legacy `.npz` files
-        (only when there is no checkpoint of the current format)."""
-        import tensorflow as tf
-
-        state = tf.train.get_checkpoint_state(self.directory)
-        if state is not None and state.all_model_checkpoint_paths:
-            return [p if _gfile().exists(p + ".index") else os.path.join(self.directory, os.path.basename(p))
-                    for p in state.all_model_checkpoint_paths]
-        return list_legacy(self.directory)
+        """Paths of the checkpoints in `directory` (the chief's), oldest first (`list_checkpoints`)."""
+        return list_checkpoints(self.directory)
 
     def latest(self):
         """The newest checkpoint path, or None."""
@@ -281,6 +274,18 @@ class TrainingCheckpoint:
             self._checkpoint.restore(path).assert_consumed()
         self.progress.assign([epoch, step])
         return epoch, step
+
+
+def list_checkpoints(folder):
+    """Paths of the training checkpoints in `folder`, oldest first; legacy `.npz` files (only when
+    there is no checkpoint of the current format); [] for a missing folder."""
+    import tensorflow as tf
+
+    state = tf.train.get_checkpoint_state(folder) if _gfile().isdir(folder) else None
+    if state is not None and state.all_model_checkpoint_paths:
+        return [p if _gfile().exists(p + ".index") else os.path.join(folder, os.path.basename(p))
+                for p in state.all_model_checkpoint_paths]
+    return list_legacy(folder)
 
 
 def list_legacy(folder):

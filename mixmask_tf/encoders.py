@@ -283,13 +283,7 @@ def last_epoch_checkpoint(model_dir):
     from mixmask_tf import checkpoint
 
     folder = os.path.join(model_dir, "checkpoints")
-    state = tf.train.get_checkpoint_state(folder) if tf.io.gfile.isdir(folder) else None
-    if state is not None and state.all_model_checkpoint_paths:
-        paths = [p if tf.io.gfile.exists(p + ".index") else os.path.join(folder, os.path.basename(p))
-                 for p in state.all_model_checkpoint_paths]
-    else:
-        paths = checkpoint.list_legacy(folder)
-    for path in reversed(paths):
+    for path in reversed(checkpoint.list_checkpoints(folder)):
         if checkpoint.is_legacy(path) or checkpoint.read_checkpoint(path)[3] == 0:
             return path
     raise EncoderLoadError(f"{model_dir} has no end-of-epoch training checkpoint in {folder}: the projection "

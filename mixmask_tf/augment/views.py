@@ -134,13 +134,23 @@ def _augment(images, seed, config: ViewConfig, rows=None) -> tf.Tensor:
     shape = tf.shape(images)
     height = images.shape[1] if images.shape[1] is not None else shape[1]
     width = images.shape[2] if images.shape[2] is not None else shape[2]
-    if rows is None:
-        params = sample_view_params(seed, shape[0], height, width, ops.static_channels(images), config)
-    else:
-        offset, total = rows
-        params = sample_view_params(seed, total, height, width, ops.static_channels(images), config)
-        params = {k: v[offset:offset + shape[0]] for k, v in params.items()}
+    params = _row_params(seed, shape[0], height, width, ops.static_channels(images), config, rows)
     return apply_view_params(images, params, config)
+
+
+def _row_params(seed, batch, heights, widths, channels, config, rows):
+    """sample_view_params for a batch, or (``rows=(offset, total)``) these ``batch`` rows of the
+    draws for ``total`` images; per-image [batch] sizes are padded to ``total`` (the other rows'
+    sizes do not change these rows' draws)."""
+    if rows is None:
+        return sample_view_params(seed, batch, heights, widths, channels, config)
+    offset, total = rows
+    pad = [[offset, total - offset - batch]]
+    if tf.convert_to_tensor(heights).shape.rank == 1:
+        heights = tf.pad(heights, pad, constant_values=1)
+        widths = tf.pad(widths, pad, constant_values=1)
+    params = sample_view_params(seed, total, heights, widths, channels, config)
+    return {k: v[offset:offset + batch] for k, v in params.items()}
 
 
 def augment_encoded(contents, sizes, seed, config: ViewConfig, channels: int, rows=None) -> tf.Tensor:
@@ -166,16 +176,7 @@ def augment_encoded(contents, sizes, seed, config: ViewConfig, channels: int, ro
     """
     contents = tf.convert_to_tensor(contents)
     sizes = tf.cast(sizes, tf.int32)
-    b = tf.shape(contents)[0]
-    heights, widths = sizes[:, 0], sizes[:, 1]
-    if rows is None:
-        params = sample_view_params(seed, b, heights, widths, channels, config)
-    else:
-        offset, total = rows
-        pad = [[offset, total - offset - b]]  # other rows' sizes do not change these rows' draws
-        params = sample_view_params(seed, total, tf.pad(heights, pad, constant_values=1),
-                                    tf.pad(widths, pad, constant_values=1), channels, config)
-        params = {k: v[offset:offset + b] for k, v in params.items()}
+    params = _row_params(seed, tf.shape(contents)[0], sizes[:, 0], sizes[:, 1], channels, config, rows)
     crops = ops.decode_resized_crop(contents, params["top"], params["left"], params["crop_h"],
                                     params["crop_w"], config.size, channels)
     return apply_view_params(crops, params, config, crop=False)
