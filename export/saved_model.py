@@ -30,8 +30,11 @@ Signatures (all `tensorflow/serving/predict`, tag `serve`):
 
 All output `embedding`, float32 [N, F] (backbone features; L2-normalise them for cosine
 search). Scaling to [0, 1] and the dataset's mean/std normalisation happen inside the graph:
-`(images / 255 - mean) / std` in float32, then `backbone(x, training=False)`; on the same
-pixels the three signatures compute the same embedding.
+`(images / 255 - mean) / std` in float32, then, for a run trained with an input filter (MSCN's
+high-pass, `mixmask_tf.filters`: `x - GaussianBlur(x)`, reflect padding, depthwise convolutions,
+TF Lite builtins), the filter, then `backbone(x, training=False)`; on the same pixels the three
+signatures compute the same embedding. `assets.extra/backbone.keras` is the raw backbone (no filter);
+the model card records the filter under `"input_filter"` (null without one).
 """
 
 import contextlib
@@ -58,6 +61,7 @@ from absl import logging
 from mixmask_tf import batchnorm  # noqa: F401  (registers the backbones' BatchNorm for load_model)
 from mixmask_tf import checkpoint
 from mixmask_tf import data
+from mixmask_tf import filters
 
 gfile = tf.io.gfile
 
@@ -244,7 +248,8 @@ def _float32_compute(model):
             layer.dtype_policy = policy
 
 
-def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None, crop_ratio=1.0):
+def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None, crop_ratio=1.0,
+                    input_filter=None):
     """Writes `backbone` as the SavedModel `<export_dir>/<version>/`, atomically.
 
     Signatures (see the module docstring): `serving_default` (`images` uint8 [N, H', W', C] ->
@@ -263,13 +268,17 @@ def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None
         computes -- signatures, shapes, normalisation, versions -- take precedence).
       crop_ratio: the evaluation centre-crop ratio the serving signatures resize with (see
         :func:`conform_batch`; recorded in the model card).
+      input_filter: the run's input filter (`filters.HighPassFilter` or its dict, e.g.
+        `config.json`'s "input_filter"), applied in every signature after normalisation; None for none.
+        Recorded in the model card; `assets.extra/backbone.keras` stays the raw backbone.
 
     Returns:
       the path of the written version folder.
 
     Raises:
       FileExistsError: that version already exists.
-      ValueError: bad backbone input shape, mean/std length or std <= 0.
+      ValueError: bad backbone input shape, mean/std length or std <= 0, or an input filter the
+        images cannot take.
     """
     input_shape = tuple(backbone.input_shape[1:])
     if len(input_shape) != 3 or any(d is None for d in input_shape) or input_shape[-1] not in (1, 3):
@@ -290,6 +299,9 @@ def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None
             raise FileExistsError(f"export version {os.path.join(export_dir, str(version))} already exists; "
                                   f"pick another --version")
     crop_ratio = data.check_crop_ratio(crop_ratio)
+    input_filter = filters.from_config(input_filter)
+    if input_filter is not None:
+        input_filter.validate(input_shape)
     embedding_dim = int(backbone.output_shape[-1])
     mean_t = tf.constant(mean, tf.float32)
     std_t = tf.constant(std, tf.float32)
@@ -297,6 +309,8 @@ def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None
     def features(pixels):
         """float32 pixel values [N, H, W, C] in [0, 255] -> float32 [N, F] (float32 ops only)."""
         x = (pixels / 255.0 - mean_t) / std_t
+        if input_filter is not None:
+            x = input_filter(x)
         return tf.cast(backbone(x, training=False), tf.float32)
 
     def embed(images):
@@ -370,7 +384,9 @@ def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None
                          "outputs": {SIGNATURE_OUTPUT: output},
                          "convert": "python -m export.tflite --saved_model=<this version folder> "
                                     "--output=model.tflite (TF Lite builtin ops only)"}},
-            "normalization": {"mean": mean, "std": std, "formula": "(uint8 / 255 - mean) / std"},
+            "normalization": {"mean": mean, "std": std, "formula": "(uint8 / 255 - mean) / std" + (
+                ", then input_filter: x - GaussianBlur(x)" if input_filter is not None else "")},
+            "input_filter": input_filter.as_dict() if input_filter is not None else None,
             "resize": {"rule": RESIZE_RULE, "method": "bilinear", "antialias": True,
                        "target": [height, width], "crop_ratio": crop_ratio},
             "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -444,7 +460,7 @@ def export_from_model_dir(model_dir, export_dir, version=None):
     """Exports the backbone of the last checkpoint of a pretraining run in `model_dir`.
 
     Reads `backbone.keras`, `config.json` (framework, branch, dataset, backbone, mean/std,
-    image_shape) and, when present, `results.json` (epochs, kNN accuracies) of the run.
+    image_shape, input_filter) and, when present, `results.json` (epochs, kNN accuracies) of the run.
 
     Returns:
       the path of the written version folder `<export_dir>/<version>`.
@@ -472,7 +488,7 @@ def export_from_model_dir(model_dir, export_dir, version=None):
                 "knn_k": results.get("knn_k"), "knn_t": results.get("knn_t"),
                 "model_dir": model_dir if "://" in model_dir else os.path.abspath(model_dir), "evaluations": _evaluations(model_dir, results)}
     return export_backbone(backbone, export_dir, config["mean"], config["std"], version=version, metadata=metadata,
-                           crop_ratio=config.get("eval_crop_ratio", 1.0))
+                           crop_ratio=config.get("eval_crop_ratio", 1.0), input_filter=config.get("input_filter"))
 
 
 def main(argv):

@@ -20,6 +20,12 @@ Sources (`load_encoder`):
   * an export base folder `<export_dir>` (newest version) or a version folder `<export_dir>/<n>`:
     the `serving_default` signature, exactly what TensorFlow Serving would run;
   * a `.keras` backbone file, with `mean` and `std` given.
+
+Input filter (MSCN's high-pass, `mixmask_tf.filters`): a run that trained on filtered images records
+its filter in `config.json` (`"input_filter"`) and an export in its model card; its
+`backbone.keras` stays the raw backbone. Every encoder of such a run applies the filter after
+normalising (`Encoder.input_filter` says which), `trainable_backbone()` returns the backbone with the
+filter in front (so a fine-tuned or saved classifier keeps it), and the random-init control keeps it.
 """
 
 import json
@@ -31,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from mixmask_tf import batchnorm  # noqa: F401  (registers the backbones' BatchNorm for load_model)
+from mixmask_tf import filters
 
 
 class EncoderLoadError(ValueError):
@@ -64,8 +71,18 @@ def head_model(trainer):
     raise ValueError(f"no projection head known for a {type(trainer).__name__} trainer")
 
 
+def _unfiltered_feature_model(trainer, feature):
+    """`trainer.backbone` or `head_model(trainer)`, without the input filter."""
+    if feature == "backbone":
+        return trainer.backbone
+    if feature == "head":
+        return head_model(trainer)
+    raise ValueError(f"feature must be one of {', '.join(FEATURES)}, got {feature!r}")
+
+
 def feature_model(trainer, feature="backbone"):
-    """The Keras model (normalised images -> features) that kNN scores for `feature`.
+    """The Keras model (normalised images -> features) that kNN scores for `feature`, with the
+    trainer's input filter (`trainer.input_filter`, MSCN's high-pass) in front when it has one.
 
     Args:
       trainer: a `models.SiameseTrainer`.
@@ -73,14 +90,28 @@ def feature_model(trainer, feature="backbone"):
         [N, D]; the kNN L2-normalises features, so the head output and the normalised embedding
         of the loss give the same cosine neighbours).
 
+    Returns:
+      the model itself without a filter; with one, a wrapper sharing its weights (the same
+      wrapper object on every call for the same trainer, model and filter, so a per-epoch kNN
+      monitor traces it once).
+
     Raises:
       ValueError: an unknown feature.
     """
-    if feature == "backbone":
-        return trainer.backbone
-    if feature == "head":
-        return head_model(trainer)
-    raise ValueError(f"feature must be one of {', '.join(FEATURES)}, got {feature!r}")
+    model = _unfiltered_feature_model(trainer, feature)
+    input_filter = filters.from_config(getattr(trainer, "input_filter", None))
+    if input_filter is None:
+        return model
+    # Cached outside Keras' attribute tracking (object.__setattr__), so the trainer's weights and
+    # checkpoints are unchanged.
+    cache = trainer.__dict__.get("_filtered_feature_models")
+    if cache is None:
+        cache = {}
+        object.__setattr__(trainer, "_filtered_feature_models", cache)
+    key = (feature, id(model), input_filter)
+    if key not in cache:
+        cache[key] = (model, filters.with_input_filter(model, input_filter))
+    return cache[key][1]
 
 
 class Encoder:
@@ -90,18 +121,23 @@ class Encoder:
       image_shape: (H, W, C) the encoder expects.
       embedding_dim: F.
       mean, std: per-channel normalisation in [0, 1] pixel units (what training used).
-      metadata: dict describing where it came from (framework, branch, dataset, path, ...).
+      metadata: dict describing where it came from (framework, branch, dataset, path, ...,
+        "input_filter").
       kind: "keras" or "saved_model".
+      input_filter: the filter applied after normalisation (`filters.HighPassFilter.as_dict()`), or
+        None.
     """
 
     def __init__(self, fn, image_shape, embedding_dim, mean, std, metadata=None, kind="keras",
-                 backbone_loader=None):
+                 backbone_loader=None, input_filter=None):
         self._fn = fn
         self.image_shape = tuple(int(d) for d in image_shape)
         self.embedding_dim = int(embedding_dim)
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
-        self.metadata = dict(metadata or {})
+        input_filter = filters.from_config(input_filter)
+        self.input_filter = input_filter.as_dict() if input_filter is not None else None
+        self.metadata = {**(metadata or {}), "input_filter": self.input_filter}
         self.kind = kind
         self._backbone_loader = backbone_loader
 
@@ -135,7 +171,8 @@ class Encoder:
         return np.concatenate(feats).astype(np.float32), np.concatenate(labels).astype(np.int64)
 
     def trainable_backbone(self):
-        """A fresh Keras copy of the backbone (normalised float images -> features), for fine-tuning."""
+        """A fresh Keras copy of the backbone (normalised float images -> features), for fine-tuning;
+        with the encoder's input filter in front of it (a `filters.HighPassLayer`, saved with it)."""
         if self._backbone_loader is None:
             raise EncoderLoadError("this encoder has no Keras backbone to fine-tune")
         return self._backbone_loader()
@@ -146,28 +183,59 @@ def raw_pixels(image):
     return tf.cast(image, tf.float32)
 
 
-def from_keras(backbone, mean, std, metadata=None):
+def _inner_filter(model):
+    """The filter of a `filters.HighPassLayer` inside `model` (e.g. a `trainable_backbone()` copy
+    saved by fine-tuning, or cloned by `random_init_like`), or None."""
+    for layer in getattr(model, "layers", None) or []:
+        if isinstance(layer, filters.HighPassLayer):
+            return layer.filter
+        found = _inner_filter(layer)
+        if found is not None:
+            return found
+    return None
+
+
+def from_keras(backbone, mean, std, metadata=None, input_filter=None):
     """Wraps a Keras model (normalised float images -> features: a backbone, or a backbone with its
-    projection head, `feature_model`) as an Encoder."""
+    projection head, `feature_model`) as an Encoder.
+
+    Args:
+      backbone: the Keras model, without an input filter when `input_filter` is given.
+      mean, std: per-channel normalisation in [0, 1] pixel units.
+      metadata: dict recorded in `Encoder.metadata`.
+      input_filter: a `filters.HighPassFilter`, its dict, or None: applied after normalising, in
+        front of `backbone` (`filters.with_input_filter`). A model with a `HighPassLayer` inside
+        already filters: its filter is reported as the encoder's.
+
+    Raises:
+      ValueError: `input_filter` given for a model that already has a filter inside.
+    """
+    input_filter = filters.from_config(input_filter)
+    inner = _inner_filter(backbone)
+    if input_filter is not None and inner is not None:
+        raise ValueError(f"{backbone.name} already applies the input filter {inner}; give it no input_filter")
+    model = filters.with_input_filter(backbone, input_filter)
     mean_t = tf.constant(np.asarray(mean, np.float32))
     std_t = tf.constant(np.asarray(std, np.float32))
 
     @tf.function(reduce_retracing=True)
     def fn(images):
         x = (tf.cast(images, tf.float32) / 255.0 - mean_t) / std_t
-        return tf.cast(backbone(x, training=False), tf.float32)
+        return tf.cast(model(x, training=False), tf.float32)
 
     def copy():
-        clone = keras.models.clone_model(backbone)
-        clone.set_weights(backbone.get_weights())
+        clone = keras.models.clone_model(model)
+        clone.set_weights(model.get_weights())
         return clone
 
     return Encoder(fn, backbone.input_shape[1:], backbone.output_shape[-1], mean, std,
-                   {"source": "keras", **(metadata or {})}, kind="keras", backbone_loader=copy)
+                   {"source": "keras", **(metadata or {})}, kind="keras", backbone_loader=copy,
+                   input_filter=input_filter or inner)
 
 
 def random_init_like(encoder, seed=0):
-    """The same architecture freshly initialised (the honest control of a pretrained encoder).
+    """The same architecture freshly initialised (the honest control of a pretrained encoder),
+    with the same input filter.
 
     Needs a Keras backbone (a run, a `.keras` file, or an export's assets.extra copy).
     """
@@ -315,9 +383,10 @@ def _from_run(model_dir, checkpoint_path=None, feature="backbone"):
     elif feature == "head":
         # The head is in the training checkpoints only: the one of backbone.keras's epoch.
         checkpoint_path = last_epoch_checkpoint(model_dir)
+    input_filter = config.get("input_filter")
     if not checkpoint_path:
         backbone = keras.models.load_model(os.path.join(model_dir, "backbone.keras"), compile=False)
-        return from_keras(backbone, config["mean"], config["std"], metadata)
+        return from_keras(backbone, config["mean"], config["std"], metadata, input_filter)
     trainer, epoch, _ = restore_trainer_from_checkpoint(model_dir, checkpoint_path)
     if by_default:  # the last epoch is what backbone.keras holds: check that the checkpoint is that epoch
         saved = keras.models.load_model(os.path.join(model_dir, "backbone.keras"), compile=False)
@@ -325,7 +394,8 @@ def _from_run(model_dir, checkpoint_path=None, feature="backbone"):
             raise EncoderLoadError(f"{model_dir}: the newest end-of-epoch checkpoint {checkpoint_path} does not "
                                    "hold the weights of backbone.keras; name the checkpoint to evaluate")
     metadata.update({"checkpoint": os.path.abspath(checkpoint_path), "epochs": epoch})
-    return from_keras(feature_model(trainer, feature), config["mean"], config["std"], metadata)
+    return from_keras(_unfiltered_feature_model(trainer, feature), config["mean"], config["std"], metadata,
+                      input_filter)
 
 
 def _from_saved_model(path):
@@ -347,6 +417,8 @@ def _from_saved_model(path):
         raise EncoderLoadError(f"{path}: the model card does not record the training image shape")
     embedding_dim = card.get("embedding_dim") or signature.structured_outputs[output_name].shape[-1]
     normalization = card.get("normalization", {})
+    # The serving graph filters already; the raw assets.extra/backbone.keras needs the card's filter.
+    input_filter = filters.from_config(card.get("input_filter"))
 
     def fn(images):
         pixels = tf.cast(tf.clip_by_value(tf.round(tf.cast(images, tf.float32)), 0, 255), input_spec.dtype)
@@ -356,14 +428,14 @@ def _from_saved_model(path):
         keras_path = os.path.join(path, "assets.extra", "backbone.keras")
         if not os.path.exists(keras_path):
             raise EncoderLoadError(f"{path} has no assets.extra/backbone.keras to fine-tune")
-        return keras.models.load_model(keras_path, compile=False)
+        return filters.with_input_filter(keras.models.load_model(keras_path, compile=False), input_filter)
 
     metadata = {"source": "saved_model", "path": os.path.abspath(path),
                 **{k: card.get(k) for k in ("framework", "branch", "dataset", "backbone", "epochs", "knn_top1")},
                 "feature": "backbone"}
     return Encoder(fn, shape, embedding_dim, normalization.get("mean", (0.0,) * shape[-1]),
                    normalization.get("std", (1.0,) * shape[-1]), metadata, kind="saved_model",
-                   backbone_loader=backbone)
+                   backbone_loader=backbone, input_filter=input_filter)
 
 
 def load_encoder(path, checkpoint: Optional[str] = None, mean: Optional[Sequence[float]] = None,
@@ -394,16 +466,18 @@ def load_encoder(path, checkpoint: Optional[str] = None, mean: Optional[Sequence
                                "model_dir of a pretraining run only (its training checkpoints); an export or "
                                "a .keras file holds the backbone alone")
     if path.endswith(".keras") and os.path.isfile(path):
+        folder = os.path.dirname(os.path.abspath(path))
+        config = _read_json(os.path.join(folder, "config.json")) if is_run_dir(folder) else {}
         if mean is None or std is None:
-            folder = os.path.dirname(os.path.abspath(path))
-            if is_run_dir(folder):
-                config = _read_json(os.path.join(folder, "config.json"))
-                mean, std = config["mean"], config["std"]
-            else:
+            if not config:
                 raise EncoderLoadError(f"{path}: give the normalisation mean and std of its training data")
+            mean, std = config["mean"], config["std"]
         backbone = keras.models.load_model(path, compile=False)
+        # A .keras file in a run folder gets the run's input filter, unless it has one inside (a
+        # fine-tuned classifier saved there).
+        input_filter = None if _inner_filter(backbone) is not None else config.get("input_filter")
         return from_keras(backbone, mean, std, {"source": "keras", "path": os.path.abspath(path),
-                                                "feature": "backbone"})
+                                                "feature": "backbone"}, input_filter)
     if is_run_dir(path):
         return _from_run(path, checkpoint, feature)
     if checkpoint:

@@ -418,34 +418,50 @@ def unmix(images, seed, global_prob=0.5, beta=1.0, permutation="reverse"):
 # ---------------------------------------------------------------------------
 
 
-def erase(images, masks, fill="zero", seed=None):
-    """Erase-based masking: ``M * x + (1 - M) * fill`` (ALGORITHMS.md section 2).
+def erase(images, masks, fill="zero", seed=None, noise_std=1.0):
+    """Erase-based masking: ``M * x + (1 - M) * fill`` (ALGORITHMS.md sections 2 and 6).
 
     Args:
       images: [N, H, W, C] float tensor (any float dtype; the result keeps it).
-      masks: [1 or N, H, W, 1] float tensor in {0, 1}; 1 keeps the pixel, 0 erases it
-        (broadcast over the batch when its first axis is 1, and over channels).
-      fill: ``"zero"`` (0, the mean of normalised data) or ``"noise"`` (standard
-        Gaussian noise, independent per pixel and channel; Box–Muller on 24-bit
-        uniforms, see :func:`_standard_normal`).
+      masks: float tensor in {0, 1}; 1 keeps the pixel, 0 erases it. Shape
+        [1 or N, H, W, 1 or C]: broadcast over the batch when its first axis is 1, and
+        over channels when its last axis is 1; [N, H, W, C] masks each channel on its
+        own (MSCN's channel-independent masks, :func:`mixmask_tf.masks.mscn_masks`).
+      fill: ``"zero"`` (0, the mean of normalised data) or ``"noise"`` (Gaussian noise
+        of standard deviation ``noise_std``, independent per pixel and channel;
+        Box–Muller on 24-bit uniforms, see :func:`_standard_normal`).
       seed: int32/int64 tensor [2]; required for ``fill="noise"``, unused for
         ``"zero"``.
+      noise_std: Python float > 0 (or a scalar float tensor, not checked), standard
+        deviation of the noise fill; unused for ``"zero"``. The default 1.0 gives
+        standard normal noise (bit-identical to the results before this argument).
 
     Returns:
       [N, H, W, C] tensor of ``images.dtype``.
 
     Raises:
-      ValueError: for an unknown ``fill`` or a missing seed with ``"noise"``.
+      ValueError: for an unknown ``fill``, a missing seed with ``"noise"``, a
+        ``noise_std`` that is not a finite number > 0, or masks whose static last axis
+        is neither 1 nor C.
     """
     if fill not in FILLS:
         raise ValueError(f"fill must be one of {FILLS}, got {fill!r}.")
+    if not isinstance(noise_std, (tf.Tensor, tf.Variable)) and (
+            not _is_number(noise_std) or not math.isfinite(float(noise_std))
+            or float(noise_std) <= 0.0):
+        raise ValueError(f"noise_std must be a finite number > 0, got {noise_std!r}.")
     images = tf.convert_to_tensor(images)
     m = tf.cast(masks, images.dtype)
+    mask_channels, channels = m.shape[-1], images.shape[-1]
+    if mask_channels is not None and channels is not None and mask_channels not in (1, channels):
+        raise ValueError(
+            f"masks must have 1 or {channels} channels (the images' C), got shape {m.shape}.")
     if fill == "zero":
         return m * images
     if seed is None:
         raise ValueError("erase(fill='noise') needs a seed (int tensor of shape [2]).")
     shape = (images.shape.as_list() if images.shape.is_fully_defined()
              else tf.unstack(tf.shape(images), num=4))
-    noise = tf.cast(_standard_normal(seed, shape), images.dtype)
+    noise = _standard_normal(seed, shape) * tf.cast(noise_std, tf.float32)
+    noise = tf.cast(noise, images.dtype)
     return m * images + (1 - m) * noise

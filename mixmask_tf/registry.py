@@ -29,6 +29,7 @@ BRANCHES = {
     "unmix": "mixmask_tf.branches.unmix:UnMixBranch",
     "mixmask_unmix": "mixmask_tf.branches.mixmask_unmix:MixMaskUnMixBranch",
     "erase": "mixmask_tf.branches.erase:EraseBranch",
+    "mscn": "mixmask_tf.branches.mscn:MSCNBranch",
 }
 
 # Backbone name -> builder ``fn(input_shape, **kwargs) -> keras.Model``.

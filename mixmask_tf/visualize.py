@@ -20,6 +20,10 @@ Functions:
 * :func:`to_display`: normalised float images back to [0, 1] (``x * std + mean``, clipped).
 * :func:`mask_montage`: those rows tiled into one RGB image ``[rows·H, K·W, 3]`` in [0, 1].
 * :func:`save_mask_montage_png`: the montage with row labels (and λ) as a PNG.
+* :func:`views_montage_arrays` / :func:`save_views_montage_png`: for a branch that changes the
+  views (MSCN: high-pass filter, masks on every view, extra views), each view of a batch as the
+  data pipeline gives it and as the network is given it (the branch's ``input_filter`` then
+  ``transform_views``, the code the train step runs).
 * :func:`load_metrics_jsonl`: the rows of a ``metrics.jsonl`` (missing file: ``[]``).
 * :func:`save_curves_png`: loss terms, kNN top-1 and λ against epoch as a PNG.
 """
@@ -223,6 +227,21 @@ def _tile_montage(arrays, pad):
     return canvas
 
 
+def _image_grid(fig, arrays, rows, k, fontsize):
+    """Draws arrays[key][j] ([H, W, 1 or 3] in [0, 1]) for each (key, label) row and j < k, without
+    ticks, the row's label on its first panel; returns the axes [rows][k]."""
+    axes = fig.subplots(len(rows), k, squeeze=False)
+    for r, (key, label) in enumerate(rows):
+        for j in range(k):
+            ax = axes[r][j]
+            ax.imshow(_rgb(arrays[key][j]), vmin=0.0, vmax=1.0, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(label, fontsize=fontsize)
+    return axes
+
+
 def save_mask_montage_png(path, images, seed, grid_size, ratio=0.5, mean=None, std=None,
                           num_examples=4, per_sample=False, min_block_cells=None,
                           tile_inches=1.2, dpi=100):
@@ -251,20 +270,88 @@ def save_mask_montage_png(path, images, seed, grid_size, ratio=0.5, mean=None, s
     rows = len(MONTAGE_ROWS)
     fig = Figure(figsize=((k + 0.6) * tile_inches, rows * tile_inches + 0.4), dpi=dpi)
     fig.suptitle(f"MixMask masks: grid {grid_size}x{grid_size}, ratio {ratio:g}", fontsize=9)
-    axes = fig.subplots(rows, k, squeeze=False)
-    for r, (key, label) in enumerate(MONTAGE_ROWS):
-        for j in range(k):
-            ax = axes[r][j]
-            ax.imshow(_rgb(arrays[key][j]), vmin=0.0, vmax=1.0, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if key.endswith("_mixed"):
+    axes = _image_grid(fig, arrays, MONTAGE_ROWS, k, fontsize=7)
+    for r, (key, _) in enumerate(MONTAGE_ROWS):
+        if key.endswith("_mixed"):
+            for j in range(k):
                 lam = arrays[key.replace("_mixed", "_lambda")][j]
-                ax.set_title(f"λ={lam:.2f}", fontsize=7, pad=2)
-            if j == 0:
-                ax.set_ylabel(label, fontsize=7)
+                axes[r][j].set_title(f"λ={lam:.2f}", fontsize=7, pad=2)
     fig.subplots_adjust(left=0.6 * tile_inches / fig.get_figwidth(), right=0.99, bottom=0.01,
                         top=1.0 - 0.35 / fig.get_figheight(), wspace=0.05, hspace=0.25)
+    _save_figure_png(fig, path)
+    return arrays
+
+
+# ------------------------------------------------------------------- views of a view-changing branch
+
+
+def network_display(x, mean=None, std=None, filtered=False):
+    """Display images in [0, 1] of what the network is given.
+
+    Unfiltered (normalised) images: :func:`to_display`. High-pass filtered images (zero = no
+    information): ``0.5 + x · std`` per channel, clipped, so grey is zero and the pixel scale
+    is that of the original image.
+    """
+    if not filtered:
+        return to_display(x, mean, std)
+    x = np.asarray(x, np.float32)
+    std = _channel_vector(1.0 if std is None else std, x.shape[-1], "std")
+    return np.clip(0.5 + x * std, 0.0, 1.0).astype(np.float32)
+
+
+def views_montage_arrays(views, branch, seed, num_examples=4, mean=None, std=None):
+    """Every view of a batch before and after a branch's view changes.
+
+    Args:
+      views: float [N, V, H, W, C], a pretraining batch (normalised), V = 2 + branch.extra_views.
+      branch: a validated ``branches.Branch`` (its ``input_filter`` set).
+      seed: Python int (seed ``[0, seed]``) or an integer pair [2]: the seed of ``transform_views``.
+      num_examples: Python int K, images shown.
+      mean, std: per-channel normalisation of ``views``.
+
+    Returns:
+      dict: "view<v>" [K, H, W, C] display images of view v (1-based) as the pipeline gives it,
+      "network<v>" [K, H, W, C] as the network is given it (:func:`network_display`), and the
+      branch's stats (floats) under "stats".
+    """
+    views = np.asarray(views, np.float32)
+    if views.ndim != 5 or views.shape[1] < 2:
+        raise ValueError(f"views must be a pretraining batch [N, V, H, W, C] with V >= 2, got {views.shape}")
+    x = views[:num_examples]
+    inputs = tuple(tf.constant(x[:, v]) for v in range(x.shape[1]))
+    filtered = branch.input_filter is not None
+    if filtered:
+        inputs = tuple(branch.input_filter(v) for v in inputs)
+    out = branch.transform_views(inputs, seeds.as_seed(seed))
+    arrays = {"stats": {k: float(v) for k, v in out.stats.items()}}
+    for v in range(x.shape[1]):
+        arrays[f"view{v + 1}"] = to_display(x[:, v], mean, std)
+        arrays[f"network{v + 1}"] = network_display(np.asarray(out.views[v]), mean, std, filtered)
+    return arrays
+
+
+def save_views_montage_png(path, views, branch, seed, mean=None, std=None, num_examples=4, tile_inches=1.2,
+                           dpi=100):
+    """Writes :func:`views_montage_arrays` as a PNG (atomically): two rows per view, the view as
+    augmented and the view the network is given; column j is image j. Returns the arrays."""
+    arrays = views_montage_arrays(views, branch, seed, num_examples=num_examples, mean=mean, std=std)
+    num_views = sum(1 for key in arrays if key.startswith("view"))
+    k = arrays["view1"].shape[0]
+    roles = {1: "query", 2: "key"}
+    rows = []
+    for v in range(1, num_views + 1):
+        role = roles.get(v, "extra")
+        rows += [(f"view{v}", f"view {v} ({role})"), (f"network{v}", f"view {v} → network")]
+    fig = Figure(figsize=((k + 0.8) * tile_inches, len(rows) * tile_inches + 0.5), dpi=dpi)
+    stats = ", ".join(f"{name} {value:.2f}" for name, value in arrays["stats"].items())
+    config = branch.get_config()
+    title = f"{branch.name} views" + (f" (high-pass σ {branch.input_filter.sigma:.3g})" if branch.input_filter else "")
+    if "ratio" in config:
+        title += f", ratio {config['ratio']:g}"
+    fig.suptitle(title + (f"; realised {stats}" if stats else ""), fontsize=8)
+    _image_grid(fig, arrays, rows, k, fontsize=6)
+    fig.subplots_adjust(left=0.8 * tile_inches / fig.get_figwidth(), right=0.99, bottom=0.01,
+                        top=1.0 - 0.4 / fig.get_figheight(), wspace=0.05, hspace=0.2)
     _save_figure_png(fig, path)
     return arrays
 

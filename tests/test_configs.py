@@ -39,9 +39,9 @@ BRANCHES = ("none", "mixmask", "mixmask_unmix")
 FRAMEWORKS = ("moco", "simclr", "byol", "simsiam")
 EXPECTED_SETTINGS = sorted(
     [f"{ds}_{fw}_{b}" for ds in ("cifar100", "tiny_imagenet") for fw in FRAMEWORKS for b in BRANCHES]
-    + [f"imagenet_mocov2_{b}" for b in BRANCHES])
-EXPECTED_SMOKE = ["cifar100_byol", "cifar100_moco", "cifar100_simclr", "cifar100_simsiam", "imagenet_mocov2",
-                  "tiny_imagenet_moco"]
+    + [f"imagenet_mocov2_{b}" for b in BRANCHES] + ["imagenet_simclr_mscn", "imagenet_byol_mscn"])
+EXPECTED_SMOKE = ["cifar100_byol", "cifar100_moco", "cifar100_simclr", "cifar100_simsiam", "imagenet_byol_mscn",
+                  "imagenet_mocov2", "imagenet_simclr_mscn", "tiny_imagenet_moco"]
 
 # The paper's Table 8 (CIFAR-100 / Tiny-ImageNet, ResNet-18, 1000 epochs, batch 512) and its
 # ImageNet-1K MoCo V2 setting, as the CLI's flags. Grid sizes: section 4.1 (2 / 4 / 8) and the Table 5
@@ -61,6 +61,17 @@ TABLE8 = {
                "temperature": 0.2, "embedding_dim": 128, "hidden_dim": 2048, "augment": "mocov2", "grid_size": 8,
                "unmix_prob": 0.5, "mask_type": "blocked", "mask_ratio": 0.5, "dataset": "imagenet2012",
                "test_split": "validation", "image_size": 224},
+}
+# The MSCN paper's appendix A.1 (ImageNet-1K, ResNet-50, LARS, batch 4096, 10 warm-up epochs).
+_MSCN = {"backbone": "resnet50", "dataset": "imagenet2012", "test_split": "validation", "image_size": 224,
+         "eval_crop_ratio": 0.875, "optimizer": "lars", "batch_size": 4096, "warmup_epochs": 10,
+         "embedding_dim": 256, "augment": "simclr", "mscn_ratio": 0.15, "mscn_grid_size": 7,
+         "mscn_focal_prob": 0.4, "mscn_extra_views": 2, "highpass": True}
+MSCN_A1 = {
+    "imagenet_simclr": {**_MSCN, "framework": "simclr", "learning_rate": 4.8, "epochs": 800, "hidden_dim": 2048,
+                        "projector_layers": 2, "temperature": 0.2},
+    "imagenet_byol": {**_MSCN, "framework": "byol", "learning_rate": 3.2, "epochs": 1000, "hidden_dim": 4096,
+                      "tau": 0.996, "tau_schedule": "cosine"},
 }
 PER_DATASET = {  # SimCLR & BYOL: "0.003, 0.002" and "64, 128" = CIFAR-100, Tiny-ImageNet.
     "cifar100": {"dataset": "cifar100", "adam_lr": 0.003, "adam_emb": 64},
@@ -175,10 +186,14 @@ def test_setting_matches_paper_table(parsed, path):
     """The effective flags of each setting are the paper's (Table 8 / ImageNet-1K) for its family."""
     flags = _flags(parsed, path)
     name = os.path.basename(path)[:-4]
-    branch = next(b for b in ("mixmask_unmix", "mixmask", "none") if name.endswith("_" + b))
+    branch = next(b for b in ("mixmask_unmix", "mixmask", "none", "mscn") if name.endswith("_" + b))
     family = name[:-len(branch) - 1]
     dataset, framework = family.rsplit("_", 1)
     assert flags["branch"] == branch
+    if family in MSCN_A1:
+        for key, value in MSCN_A1[family].items():
+            assert flags[key] == value, f"{path}: --{key}={flags[key]!r}, the MSCN paper's setting is {value!r}"
+        return
     expected = dict(TABLE8[framework])
     if framework != "mocov2":
         extra = PER_DATASET[dataset]
@@ -255,6 +270,8 @@ def test_smoke_variant_runs_its_command(path, tmp_path):
             assert 0.2 <= row["lambda"] <= 0.8, row
         if branch == "mixmask_unmix":
             assert math.isfinite(row["loss_unmix"]) and 0.0 <= row["lambda_unmix"] <= 1.0, row
+        if branch == "mscn":  # both sides masked, about the 0.15 of the defaults (focal masks add some)
+            assert 0.05 <= row["mask_ratio_query"] <= 0.4 and 0.05 <= row["mask_ratio_key"] <= 0.4, row
     with open(os.path.join(model_dir, "results.json")) as f:
         results = json.load(f)
     assert 0.0 <= results["knn_top1"] <= 100.0 and results["epochs_completed"] == epochs

@@ -313,6 +313,10 @@ class MixedViewSummary(keras.callbacks.Callback):
     `<log_dir>/images` (its own run, next to TensorBoard's `train`/`validation`):
 
     * "clean_views": the query view;
+    * "network_view<v>" (v = 1, 2, ...; only for a branch that changes the views, MSCN):
+      view v as the network is given it, after the branch's input filter and `transform_views`
+      (`model.transformed_views`, or the fixed `seed`); high-pass filtered images are shown as
+      0.5 + x·std (`visualize.network_display`);
     * "mixed_views": the branch's first extra query batch (MixMask: the mixtures; Un-Mix:
       its mixtures; erase: the erased images);
     * "mixed_views_<term>": each further batch, named by its first term (MixMask*:
@@ -324,7 +328,8 @@ class MixedViewSummary(keras.callbacks.Callback):
 
     Args:
       log_dir: TensorBoard log folder.
-      images: float [B, 2, H, W, C] two-view batch as the trainer receives it (normalised).
+      images: float [B, V, H, W, C] batch as the trainer receives it (normalised; V = 2, or
+        2 + the branch's extra views).
       every: Python int >= 1, write every `every` epochs.
       max_outputs: images per summary (at most B).
       mean, std: per-channel normalisation of `images` (scalar or C values), or None.
@@ -334,8 +339,8 @@ class MixedViewSummary(keras.callbacks.Callback):
     def __init__(self, log_dir, images, every=1, max_outputs=4, mean=None, std=None, seed=None):
         super().__init__()
         images = np.asarray(images, np.float32)
-        if images.ndim != 5 or images.shape[1] != 2:
-            raise ValueError(f"images must be a two-view batch [B, 2, H, W, C], got {images.shape}.")
+        if images.ndim != 5 or images.shape[1] < 2:
+            raise ValueError(f"images must be a pretraining batch [B, V, H, W, C] with V >= 2, got {images.shape}.")
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise ValueError(f"every must be an integer >= 1, got {every!r}.")
         self.folder = os.path.join(log_dir, "images")
@@ -352,11 +357,19 @@ class MixedViewSummary(keras.callbacks.Callback):
     def summaries(self):
         """{name: display images [B, H, W, C] in [0, 1]} that `write` records."""
         x1 = tf.constant(self.images[:, 0])
+        result = {"clean_views": self._display(x1)}
+        if self.model.branch.changes_views:
+            views = tuple(self.model.filter_images(tf.constant(self.images[:, v])) for v in range(self.images.shape[1]))
+            out = (self.model.transformed_views(views) if self.seed is None
+                   else self.model.branch.transform_views(views, self.seed))
+            for v, view in enumerate(out.views):
+                result[f"network_view{v + 1}"] = visualize.network_display(
+                    np.asarray(view), self.mean, self.std, filtered=self.model.input_filter is not None)
+            x1 = out.views[0]
         if self.seed is None:
             out = self.model.branch_outputs(x1)
         else:
             out = self.model.branch(x1, self.seed)
-        result = {"clean_views": self._display(x1)}
         for i, batch in enumerate(out.batches):
             name = "mixed_views" if i == 0 else f"mixed_views_{batch.terms[0].name}"
             result[name] = self._display(batch.images)

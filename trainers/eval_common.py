@@ -105,17 +105,24 @@ def features(encoder, source, normalize=False, cache_tag=None):
     return result
 
 
+def _describe_filter(encoder):
+    """', high-pass input filter (sigma 5, radius 15)' for an encoder with an input filter, else ''."""
+    f = getattr(encoder, "input_filter", None)
+    return f", high-pass input filter (sigma {f['sigma']:g}, radius {f['radius']})" if f else ""
+
+
 def describe(encoder):
     m = encoder.metadata
     head = " of the head output" if m.get("feature") == "head" else ""
     if FLAGS.control != "none":
         return f"control: {FLAGS.control} ({'x'.join(map(str, encoder.image_shape))} input, " \
-               f"{encoder.embedding_dim} features{head})"
+               f"{encoder.embedding_dim} features{head}{_describe_filter(encoder)})"
     parts = [f"{m.get('framework') or '?'} + {m.get('branch') or '?'}"] if m.get("framework") else []
     if m.get("epochs") is not None:
         parts.append(f"{m['epochs']} epochs")
     return f"encoder: {m.get('path', FLAGS.encoder)} ({encoder.kind}{', ' + ', '.join(parts) if parts else ''}; " \
-           f"input {'x'.join(map(str, encoder.image_shape))}, features {encoder.embedding_dim}{head})"
+           f"input {'x'.join(map(str, encoder.image_shape))}{_describe_filter(encoder)}, features " \
+           f"{encoder.embedding_dim}{head})"
 
 
 def write_results(command, results, feature="backbone"):
@@ -138,9 +145,12 @@ def write_results(command, results, feature="backbone"):
 
 
 def common_results(encoder, train, test):
+    """The results-file fields every evaluation writes; `input_filter` is the filter the evaluated
+    encoder applied after normalising (`filters.HighPassFilter.as_dict()`, or None)."""
     return {"encoder": encoder.metadata, "control": FLAGS.control, "checkpoint": FLAGS.checkpoint, "dataset": FLAGS.dataset,
             "train_split": FLAGS.train_split, "test_split": FLAGS.test_split, "train_examples": train.num_examples,
-            "test_examples": test.num_examples, "image_shape": list(encoder.image_shape)}
+            "test_examples": test.num_examples, "image_shape": list(encoder.image_shape),
+            "input_filter": getattr(encoder, "input_filter", None)}
 
 
 def fingerprint(values):

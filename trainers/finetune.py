@@ -11,6 +11,9 @@ momentum 0.9, lr 0.001 on the backbone and 1 / 0.1 / 0.01 on the classifier for 
 (Table 6), 20 epochs, random resized crop + flip. Reports top-1 / top-5 on the test split,
 writes `<model_dir>/eval/finetune-<pct>.json` (with the subset's per-class counts and a
 fingerprint of its indices) and, with --save_model, the fine-tuned classifier as `.keras`.
+An encoder trained with an input filter (MSCN's high-pass, `mixmask_tf.filters`) is fine-tuned and
+saved with the filter in front of its backbone (`Encoder.trainable_backbone`); the results record
+`input_filter`.
 
 `--strategy` (`mirrored` for several GPUs, `--cpu_devices` on a CPU, `tpu`) trains over several
 replicas with --batch_size as the global batch; multi-worker fine-tuning is not offered (Keras'
@@ -41,7 +44,8 @@ flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay of both optimize
 flags.DEFINE_enum("schedule", "cosine", ["cosine", "constant"], "Learning-rate schedule of both optimizers.")
 flags.DEFINE_boolean("augment", True, "Random resized crop + horizontal flip on the training images.")
 flags.DEFINE_list("crop_scale", ["0.08", "1.0"], "Random resized crop area range 'min,max'.")
-flags.DEFINE_string("save_model", None, "Write the fine-tuned classifier (normalised images -> logits) here (.keras).")
+flags.DEFINE_string("save_model", None, "Write the fine-tuned classifier (normalised images -> logits, with the "
+                    "encoder's input filter inside) here (.keras).")
 
 
 def _optimizer(lr, steps):

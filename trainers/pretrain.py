@@ -72,11 +72,13 @@ def build_trainer(image_shape, steps_per_epoch, num_classes=0):
                                 **framework_flags.framework_options(steps_per_epoch))
 
 
-def write_run_files(model_dir, info, image_shape, two_views, eval_crop_ratio=1.0):
+def write_run_files(model_dir, info, image_shape, two_views, eval_crop_ratio=1.0, input_filter=None):
     from mixmask_tf import checkpoint
 
     checkpoint.atomic_write_text(os.path.join(model_dir, "flags.cfg"), FLAGS.flags_into_string())
     config = {"framework": FLAGS.framework, "branch": branch_flags.build_branch().get_config(),
+              # Applied to every image the encoder sees, in training and afterwards (evaluation, export).
+              "input_filter": input_filter.as_dict() if input_filter is not None else None,
               "backbone": FLAGS.backbone,
               "framework_options": {k: v for k, v in framework_flags.framework_options(1).items()
                                     if k != "total_steps"},
@@ -85,7 +87,7 @@ def write_run_files(model_dir, info, image_shape, two_views, eval_crop_ratio=1.0
               "batch_size": FLAGS.batch_size, "seed": FLAGS.seed, "mixed_precision": FLAGS.mixed_precision,
               "eval_crop_ratio": eval_crop_ratio,
               "augment": {"preset": FLAGS.augment, "view1": dataclasses.asdict(two_views.view1),
-                          "view2": dataclasses.asdict(two_views.view2)}}
+                          "view2": dataclasses.asdict(two_views.view2), "extra_views": two_views.extra_views}}
     if FLAGS.online_probe:
         config["online_probe"] = {"classes": info.num_classes, "learning_rate": FLAGS.probe_learning_rate}
     checkpoint.atomic_write_text(os.path.join(model_dir, "config.json"), json.dumps(config, indent=2))
@@ -143,7 +145,8 @@ def run():
         per_replica = distribute.check_global_batch(FLAGS.batch_size, replicas)
     except distribute.StrategyError as e:
         raise UserError(str(e)) from e
-    two_views = augmentation_flags.two_view_augment(image_shape, info.mean, info.std)
+    branch = branch_flags.build_branch()
+    two_views = augmentation_flags.two_view_augment(image_shape, info.mean, info.std, branch.extra_views)
     steps = train_source.num_examples // FLAGS.batch_size
     if FLAGS.steps_per_epoch:
         steps = min(steps, FLAGS.steps_per_epoch)
@@ -171,7 +174,7 @@ def run():
         model.compile(optimizer=optimisation_flags.build_optimizer(steps, model), jit_compile=FLAGS.jit_compile,
                       steps_per_execution=execution)
     if chief:
-        write_run_files(model_dir, info, image_shape, two_views, train_source.crop_ratio)
+        write_run_files(model_dir, info, image_shape, two_views, train_source.crop_ratio, model.input_filter)
     saver = checkpoint.TrainingCheckpoint(model, os.path.join(model_dir, "checkpoints"), keep=FLAGS.keep_checkpoints,
                                           is_chief=chief, worker_id=worker.task_id or 0)
     results_path = os.path.join(model_dir, "results.json")
@@ -213,9 +216,13 @@ def run():
         sample = sample[0] if isinstance(sample, tuple) else sample
         montage_path = os.path.join(model_dir, "masks.png")
         if FLAGS.plots and not tf.io.gfile.exists(montage_path):
-            visualize.save_mask_montage_png(montage_path, sample[:, 0].numpy(), seed=FLAGS.seed,
-                                            grid_size=FLAGS.grid_size, ratio=FLAGS.mask_ratio, mean=info.mean,
-                                            std=info.std)
+            if model.branch.changes_views:  # MSCN: every view, as augmented and as the network is given it
+                visualize.save_views_montage_png(montage_path, sample.numpy(), model.branch, seed=FLAGS.seed,
+                                                 mean=info.mean, std=info.std)
+            else:
+                visualize.save_mask_montage_png(montage_path, sample[:, 0].numpy(), seed=FLAGS.seed,
+                                                grid_size=FLAGS.grid_size, ratio=FLAGS.mask_ratio, mean=info.mean,
+                                                std=info.std)
         monitor = callbacks.KnnMonitor(bank_ds, test_ds, info.num_classes, FLAGS.knn_every, FLAGS.epochs,
                                        FLAGS.knn_k, FLAGS.knn_t, feature=FLAGS.knn_feature
                                        ) if bank_ds is not None else None

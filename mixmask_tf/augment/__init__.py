@@ -15,8 +15,9 @@ from mixmask_tf.augment.ops import normalize, to_float
 from mixmask_tf.augment.presets import (PRESET_NAMES, PRESET_VIEWS, PRESETS, SizeLike, ViewConfig, as_size, preset,
                                         preset_views)
 from mixmask_tf.augment.views import (TwoViewAugment, apply_view_params, augment_batch, augment_encoded,
-                                      augment_image, eval_preprocess, sample_view_params, two_views)
+                                      augment_image, eval_preprocess, sample_view_params, two_views,
+                                      view_configs)
 
 __all__ = ["to_float", "normalize", "SizeLike", "ViewConfig", "as_size", "PRESET_NAMES", "PRESET_VIEWS",
            "PRESETS", "preset", "preset_views", "TwoViewAugment", "sample_view_params",
-           "apply_view_params", "augment_batch", "augment_encoded", "augment_image", "two_views", "eval_preprocess"]
+           "apply_view_params", "augment_batch", "augment_encoded", "augment_image", "two_views", "view_configs", "eval_preprocess"]

@@ -27,7 +27,7 @@ from mixmask_tf.augment import ops
 from mixmask_tf.augment.presets import SizeLike, ViewConfig, as_size, preset_views
 
 __all__ = ["sample_view_params", "apply_view_params", "augment_encoded", "augment_batch", "augment_image",
-           "two_views", "TwoViewAugment", "eval_preprocess"]
+           "two_views", "view_configs", "TwoViewAugment", "eval_preprocess"]
 
 
 def sample_view_params(seed, batch, height, width, channels: int,
@@ -220,27 +220,40 @@ def augment_image(image, seed, config: ViewConfig) -> tf.Tensor:
     return _augment(tf.convert_to_tensor(image)[None], seed, config)[0]
 
 
-def two_views(view1: ViewConfig, view2: ViewConfig, mean, std, images, seed, rows=None) -> tf.Tensor:
-    """Two independently augmented, normalised views of every image of a batch.
+def view_configs(view1: ViewConfig, view2: ViewConfig, extra_views: int = 0):
+    """The ViewConfig of every view: view 1, view 2, then `extra_views` more.
+
+    Extra view k (k = 0, 1, ...) takes view 1's config for even k and view 2's for odd k, so
+    views alternate between the two sides of an asymmetric preset (`byol`) [ours].
+    """
+    return (view1, view2) + tuple(view1 if k % 2 == 0 else view2 for k in range(int(extra_views)))
+
+
+def two_views(view1: ViewConfig, view2: ViewConfig, mean, std, images, seed, rows=None,
+              extra_views: int = 0) -> tf.Tensor:
+    """Independently augmented, normalised views of every image of a batch.
 
     Args:
       view1, view2: ViewConfigs of the query and key views (same output size).
       mean, std: per-channel normalisation ([0, 1] pixel units).
       images: uint8 [B, H, W, C], static H, W, C.
-      seed: int32/int64 tensor [2]; the views use two independent sub-seeds.
+      seed: int32/int64 tensor [2]; view v uses sub-seed v of ``seeds.split(seed, V)`` (the
+        first two are those of a two-view batch: extra views leave views 1 and 2 unchanged).
       rows: None or (offset, total), as in :func:`augment_batch`.
+      extra_views: more views after the two (:func:`view_configs`), e.g. MSCN's two extra
+        full-resolution views.
 
     Returns:
-      float32 [B, 2, H', W', C]: view 1 then view 2, normalised.
+      float32 [B, V, H', W', C], V = 2 + extra_views: view 1, view 2, the extra views; normalised.
     """
-    sub = seeds.split(seed, 2)
-    v1 = augment_batch(images, sub[0], view1, rows)
-    v2 = augment_batch(images, sub[1], view2, rows)
-    return ops.normalize(tf.stack([v1, v2], axis=1), mean, std)
+    configs = view_configs(view1, view2, extra_views)
+    sub = seeds.split(seed, len(configs))
+    views = [augment_batch(images, sub[v], config, rows) for v, config in enumerate(configs)]
+    return ops.normalize(tf.stack(views, axis=1), mean, std)
 
 
 class TwoViewAugment:
-    """Makes two independently augmented, normalised views of each image.
+    """Makes two (or more) independently augmented, normalised views of each image.
 
     Use as ``view_fn`` of :func:`mixmask_tf.data.make_pretrain_dataset` (which calls
     :meth:`batch`, one call per batch).
@@ -250,25 +263,40 @@ class TwoViewAugment:
       view2: ViewConfig of view 2 (the key view); must have the same output size.
       mean: per-channel mean (sequence of C floats, [0, 1] pixel units).
       std: per-channel std (sequence of C floats).
+      extra_views: number of extra views after the two (a branch's ``extra_views``, e.g.
+        MSCN's 2), each augmented independently with the config :func:`view_configs` gives it.
     """
 
-    def __init__(self, view1: ViewConfig, view2: ViewConfig, mean, std):
+    def __init__(self, view1: ViewConfig, view2: ViewConfig, mean, std, extra_views: int = 0):
         if tuple(view1.size) != tuple(view2.size):
             raise ValueError(f"both views must have the same size, got {view1.size} and "
                              f"{view2.size}")
+        if isinstance(extra_views, bool) or not isinstance(extra_views, int) or extra_views < 0:
+            raise ValueError(f"extra_views must be an integer >= 0, got {extra_views!r}")
         self.view1 = view1
         self.view2 = view2
+        self.extra_views = extra_views
         self.mean = tuple(float(v) for v in np.asarray(mean, np.float64).reshape(-1))
         self.std = tuple(float(v) for v in np.asarray(std, np.float64).reshape(-1))
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std must be positive, got {self.std}")
 
     @classmethod
-    def from_preset(cls, name: str, size: SizeLike, channels: int, mean, std
+    def from_preset(cls, name: str, size: SizeLike, channels: int, mean, std, extra_views: int = 0
                     ) -> "TwoViewAugment":
-        """Both views of a named preset (see ``presets.preset_views``; ``byol`` is asymmetric)."""
+        """The views of a named preset (see ``presets.preset_views``; ``byol`` is asymmetric)."""
         view1, view2 = preset_views(name, size, channels)
-        return cls(view1, view2, mean, std)
+        return cls(view1, view2, mean, std, extra_views)
+
+    @property
+    def num_views(self) -> int:
+        """V = 2 + extra_views."""
+        return 2 + self.extra_views
+
+    @property
+    def configs(self):
+        """The ViewConfig of each of the V views (:func:`view_configs`)."""
+        return view_configs(self.view1, self.view2, self.extra_views)
 
     @property
     def output_size(self) -> Tuple[int, int]:
@@ -290,9 +318,9 @@ class TwoViewAugment:
             and are augmented exactly as they are within it (see :func:`augment_batch`).
 
         Returns:
-          float32 [B, 2, H', W', C]: view 1 then view 2 of every image, normalised.
+          float32 [B, V, H', W', C]: view 1, view 2 (then the extra views) of every image, normalised.
         """
-        return two_views(self.view1, self.view2, self.mean, self.std, images_uint8, seed, rows)
+        return two_views(self.view1, self.view2, self.mean, self.std, images_uint8, seed, rows, self.extra_views)
 
     def batch_encoded(self, contents, sizes, seed, channels: int, rows=None) -> tf.Tensor:
         """Augments a batch of encoded images, each view's crop drawn on the full image.
@@ -305,32 +333,31 @@ class TwoViewAugment:
           rows: None or (offset, total), as in :meth:`batch`.
 
         Returns:
-          float32 [B, 2, H', W', channels]: view 1 then view 2 (see :func:`augment_encoded`),
-          normalised.
+          float32 [B, V, H', W', channels]: view 1, view 2 (then the extra views; see
+          :func:`augment_encoded`), normalised.
         """
         self._check_channels(channels)
-        sub = seeds.split(seed, 2)
-        v1 = augment_encoded(contents, sizes, sub[0], self.view1, channels, rows)
-        v2 = augment_encoded(contents, sizes, sub[1], self.view2, channels, rows)
-        return ops.normalize(tf.stack([v1, v2], axis=1), self.mean, self.std)
+        sub = seeds.split(seed, self.num_views)
+        views = [augment_encoded(contents, sizes, sub[v], config, channels, rows)
+                 for v, config in enumerate(self.configs)]
+        return ops.normalize(tf.stack(views, axis=1), self.mean, self.std)
 
     def __call__(self, image_uint8, seed) -> tf.Tensor:
-        """Augments one image twice (a batch of one; H and W may be dynamic).
+        """Augments one image V times (a batch of one; H and W may be dynamic).
 
         Args:
           image_uint8: uint8 [H, W, C] image, C static and equal to len(mean) (or mean of
             length 1).
-          seed: int32/int64 tensor [2]; the views use two independent sub-seeds.
+          seed: int32/int64 tensor [2]; view v uses sub-seed v.
 
         Returns:
-          float32 [2, H', W', C]: view 1 then view 2, normalised.
+          float32 [V, H', W', C]: view 1, view 2 (then the extra views), normalised.
         """
         image = tf.convert_to_tensor(image_uint8)
         self._check_channels(ops.static_channels(image))
-        sub = seeds.split(seed, 2)
-        v1 = augment_image(image, sub[0], self.view1)
-        v2 = augment_image(image, sub[1], self.view2)
-        return ops.normalize(tf.stack([v1, v2], axis=0), self.mean, self.std)
+        sub = seeds.split(seed, self.num_views)
+        views = [augment_image(image, sub[v], config) for v, config in enumerate(self.configs)]
+        return ops.normalize(tf.stack(views, axis=0), self.mean, self.std)
 
 
 def eval_preprocess(image_uint8, mean, std, size: Optional[SizeLike] = None) -> tf.Tensor:

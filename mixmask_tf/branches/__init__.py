@@ -1,4 +1,4 @@
-"""Branches: the extra query batches a trainer encodes besides the clean views.
+"""Branches: how a trainer's views are transformed, and the extra query batches it encodes besides them.
 
 One file per branch on the contract in :mod:`~mixmask_tf.branches.base` (``Term``,
 ``QueryBatch``, ``BranchOutput``, ``Branch``, ``MaskOptions``, ``build_branch``):
@@ -13,22 +13,26 @@ One file per branch on the contract in :mod:`~mixmask_tf.branches.base` (``Term`
 * "erase" (``erase.py``): the erase-based baseline (paper Table 4): two batches, "erase" (the
   image with its (1 − M) cells erased, weight λ) and "erase_complement" (its M cells erased,
   weight 1 − λ).
+* "mscn" (``mscn.py``): Masked Siamese ConvNets: a high-pass input filter, noise-filled masks
+  on every view (``transform_views``), two extra masked views, the loss over every pair.
 
-A new branch (MSCN, saliency) is one more file here and one line in ``mixmask_tf.registry``.
+A new branch (saliency) is one more file here and one line in ``mixmask_tf.registry``.
 """
 
 from mixmask_tf import registry
 from mixmask_tf.branches.base import (MASK_OPTIONS, Branch, BranchOutput, MaskedBranch, MaskOptions, QueryBatch,
-                                      Term, branch_class, branch_options, build_branch, concat_branch_outputs,
-                                      image_hw, mixture_terms)
+                                      Term, ViewsOutput, branch_class, branch_options, build_branch,
+                                      concat_branch_outputs, concat_views_outputs, image_hw, mixture_terms)
 from mixmask_tf.branches.erase import EraseBranch
 from mixmask_tf.branches.mixmask import MixMaskBranch
 from mixmask_tf.branches.mixmask_unmix import MixMaskUnMixBranch
+from mixmask_tf.branches.mscn import MSCNBranch
 from mixmask_tf.branches.unmix import UnMixBranch
 
 # Name -> branch class, from the registry.
 BRANCHES = {name: branch_class(name) for name in registry.BRANCHES}
 
-__all__ = ["Term", "QueryBatch", "BranchOutput", "Branch", "MaskOptions", "MASK_OPTIONS", "MaskedBranch",
-           "image_hw", "mixture_terms", "branch_class", "branch_options", "build_branch", "concat_branch_outputs",
-           "MixMaskBranch", "UnMixBranch", "MixMaskUnMixBranch", "EraseBranch", "BRANCHES"]
+__all__ = ["Term", "QueryBatch", "BranchOutput", "ViewsOutput", "Branch", "MaskOptions", "MASK_OPTIONS",
+           "MaskedBranch", "image_hw", "mixture_terms", "branch_class", "branch_options", "build_branch",
+           "concat_branch_outputs", "concat_views_outputs", "MixMaskBranch", "UnMixBranch", "MixMaskUnMixBranch",
+           "EraseBranch", "MSCNBranch", "BRANCHES"]

@@ -1,7 +1,25 @@
-"""The branch contract: what extra query batches a trainer encodes besides the clean views.
+"""The branch contract: how a branch changes the views a trainer encodes, and what extra query
+batches it adds besides them.
 
-A branch knows masks and mixtures, never a framework. It turns the query view of a (local)
-batch into extra query batches, each with one or more *terms*. A term says how to read the
+A branch has two hooks, called by the trainer in this order on each replica's batch:
+
+1. ``transform_views(views, seed)``: the V views of the batch (view 1 = query, view 2 = key,
+   then the branch's ``extra_views`` more, already passed through the branch's
+   ``input_filter``) -> V views the framework scores. The framework's clean loss is taken over
+   every pair of them (``SiameseTrainer.views_forward``: the mean over the V(V − 1)/2 pairs of
+   the loss it gives two views). The base branch returns them unchanged; MSCN masks each view.
+   A branch that needs more views than two sets ``extra_views``; the data pipeline must then
+   give [N, 2 + extra_views, H, W, C] batches (``augment.TwoViewAugment(extra_views=...)``).
+2. ``__call__(images, seed)`` on the (transformed) query view: extra query batches with
+   weighted terms, scored against the clean targets (below).
+
+A branch may also carry an ``input_filter`` (``mixmask_tf.filters``, e.g. MSCN's high-pass
+filter): applied to every view before anything else, and wherever the encoder is used later
+(recorded in the run's config.json, applied by the evaluation commands and the export). It is
+known once ``validate(image_shape)`` has run (it may depend on the image size).
+
+A branch knows masks and mixtures, never a framework. Its ``__call__`` turns the query view of a
+(local) batch into extra query batches, each with one or more *terms*. A term says how to read the
 batch's embeddings and how much each sample counts:
 
     loss_term = mean_i( weights[i] · L(embed(batch)[index[i]], target_i) )
@@ -14,8 +32,8 @@ branch yields one mixed batch with two terms: "mix" (index = identity, weights =
 "switch" (index = the switch indices, weights = 1 − λ of the switch mixture), so the switch
 embeddings cost no second forward pass (ALGORITHMS.md section 2).
 
-Every branch has static ``term_names`` and ``stat_names`` tuples equal to what ``__call__``
-returns (the trainer creates its metrics from them), ``validate(image_shape)`` and
+Every branch has static ``term_names`` and ``stat_names`` tuples equal to what ``__call__`` and
+``transform_views`` return together (the trainer creates its metrics from them), ``validate(image_shape)`` and
 ``get_config()`` (which round-trips through ``build_branch(**config)``). Its options are the
 named parameters of its ``__init__``; a branch that draws grid masks takes the mask options
 (:class:`MaskOptions`) as ``**mask_options``, validated once into ``self.mask``.
@@ -34,9 +52,9 @@ import tensorflow as tf
 from mixmask_tf import masks as masks_lib
 from mixmask_tf import registry
 
-__all__ = ["Term", "QueryBatch", "BranchOutput", "Branch", "MaskOptions", "MASK_OPTIONS", "MaskedBranch",
+__all__ = ["Term", "QueryBatch", "BranchOutput", "ViewsOutput", "Branch", "MaskOptions", "MASK_OPTIONS", "MaskedBranch",
            "image_hw", "mixture_terms", "branch_class", "branch_options", "build_branch",
-           "concat_branch_outputs"]
+           "concat_branch_outputs", "concat_views_outputs"]
 
 
 class Term(NamedTuple):
@@ -66,12 +84,41 @@ class BranchOutput(NamedTuple):
     stats: dict
 
 
+class ViewsOutput(NamedTuple):
+    """views: tuple of V float [N, H, W, C] (what the framework scores); stats: dict name -> scalar."""
+
+    views: tuple
+    stats: dict
+
+
 class Branch:
-    """Base class and the ``none`` branch (no extra query batches)."""
+    """Base class and the ``none`` branch (views unchanged, no extra query batches).
+
+    Class attributes a branch may override: ``extra_views`` (views beyond the two it needs from
+    the data pipeline) and ``input_filter`` (None, or a ``filters.HighPassFilter`` set by
+    ``validate``).
+    """
 
     name = "none"
     term_names = ()
     stat_names = ()
+    extra_views = 0
+    input_filter = None
+
+    @property
+    def changes_views(self):
+        """Whether the network is given other views than the pipeline's two (a filter, a
+        `transform_views` of its own, or extra views): what `masks.png` then shows."""
+        return (self.input_filter is not None or self.extra_views > 0
+                or type(self).transform_views is not Branch.transform_views)
+
+    def transform_views(self, views, seed):
+        """Args: views: tuple of V float [N, H, W, C] (filtered); seed: [2] int stateless seed.
+
+        Returns: ViewsOutput (the base branch: the views unchanged, no stats).
+        """
+        del seed
+        return ViewsOutput(tuple(views), {})
 
     def validate(self, image_shape):
         """Raises ValueError when the branch cannot work on images of `image_shape` (H, W, C)."""
@@ -216,6 +263,14 @@ def build_branch(name, **options):
         raise ValueError(f"branch {name!r} takes no option {', '.join(map(repr, unknown))}; its options are: "
                          f"{', '.join(allowed) if allowed else '(none)'}")
     return branch_class(name)(**options)
+
+
+def concat_views_outputs(outputs):
+    """Concatenates ViewsOutputs computed on consecutive chunks of one batch (stats averaged):
+    the single-device reference of a multi-replica ``transform_views``, as :func:`concat_branch_outputs`."""
+    views = tuple(tf.concat([o.views[v] for o in outputs], 0) for v in range(len(outputs[0].views)))
+    stats = {k: tf.reduce_mean(tf.stack([o.stats[k] for o in outputs])) for k in outputs[0].stats}
+    return ViewsOutput(views, stats)
 
 
 def concat_branch_outputs(outputs):

@@ -1,13 +1,21 @@
 """The shared siamese trainer: one train step for every framework and every branch.
 
 A framework (one file each, e.g. `moco.py`) subclasses `SiameseTrainer` and supplies only
-what is its own: its encoders and heads (`online_variables`, `embed_query`), its clean loss
-(`clean_forward`), the per-sample loss of an extra query against the clean targets
-(`branch_per_sample_loss`), and its state updates (`update_targets` before the forward pass,
-`finish_step` after the gradient step). A branch (`mixmask_tf.branches`) supplies extra query
-batches with weighted terms. The step below combines them:
+what is its own: its encoders and heads (`online_variables`, `embed_query`), its clean loss of
+two views as three hooks (`embed_views`: what it computes per view; `pair_loss`: the loss of
+two views' embeddings; `pair_targets`: the targets and state of the main pair), the per-sample
+loss of an extra query against the clean targets (`branch_per_sample_loss`), and its state
+updates (`update_targets` before the forward pass, `finish_step` after the gradient step). A
+branch (`mixmask_tf.branches`) may filter the views (`input_filter`), transform them and ask for
+extra views (`transform_views`, `extra_views`), and supplies extra query batches with weighted
+terms. The step below combines them, for V views v_1 (query), v_2 (key), v_3, ...:
 
-    L = L_clean + Σ_batches Σ_terms mean_i(w_i · L(embed(batch)[index_i], target_i))
+    L = mean_{i<j} pair_loss(v_i, v_j) + Σ_batches Σ_terms mean_i(w_i · L(embed(batch)[index_i], target_i))
+
+With two views the first sum is the framework's own clean loss; with more (MSCN's extra views)
+it is its loss averaged over every pair [ours: the mean, so the loss scale and learning rate do
+not depend on V]. The branch targets and the framework's state (MoCo's enqueued keys) come from
+the main pair (v_1, v_2) only.
 
 The targets are what the framework's `clean_forward` returns, with the gradient the framework
 itself gives them: MoCo's keys (momentum encoder), BYOL's target projections (EMA encoder) and
@@ -34,18 +42,26 @@ from mixmask_tf import losses
 
 
 def split_views(data):
-    """Splits a pretraining batch into its two views.
+    """Splits a pretraining batch into its views.
 
     Args:
-      data: float [N, 2, H, W, C] (views stacked on axis 1), or a tuple/list whose first
-        element is that tensor (labels, if any, are ignored).
+      data: float [N, V, H, W, C] (views stacked on axis 1, V >= 2, static), or a tuple/list
+        whose first element is that tensor (labels, if any, are ignored).
 
     Returns:
-      (x1 [N, H, W, C] query view, x2 [N, H, W, C] key view).
+      tuple of V float [N, H, W, C]: x1 the query view, x2 the key view, then any extra views.
     """
     if isinstance(data, (tuple, list)):
         data = data[0]
-    return data[:, 0], data[:, 1]
+    num_views = data.shape[1]
+    if num_views is None or num_views < 2:
+        raise ValueError(f"a pretraining batch stacks at least two views on axis 1, got shape {data.shape}")
+    return tuple(data[:, v] for v in range(num_views))
+
+
+def view_pairs(num_views):
+    """The pairs (i, j), i < j, of V views, in order: (0, 1) first."""
+    return [(i, j) for i in range(num_views) for j in range(i + 1, num_views)]
 
 
 def replica_id():
@@ -180,6 +196,9 @@ class SiameseTrainer(keras.Model):
         self.backbone = backbone
         self.branch = branch if branch is not None else branches_lib.Branch()
         self.branch.validate(tuple(backbone.input_shape[1:]))
+        # The branch's input filter (MSCN's high-pass), applied to every view and in `call`.
+        self.input_filter = self.branch.input_filter
+        self.num_views = 2 + int(self.branch.extra_views)
         self.seed = int(seed)
         names = ["loss", "loss_clean"] + [f"loss_{t}" for t in self.branch.term_names]
         names += list(self.branch.stat_names)
@@ -230,16 +249,48 @@ class SiameseTrainer(keras.Model):
     def update_targets(self):
         """State update before the forward pass (MoCo: momentum update of the key encoder)."""
 
-    def clean_forward(self, x1, x2, training):
-        """Clean loss of the two views.
+    def embed_views(self, views, training):
+        """What the framework computes per view for its clean loss (e.g. MoCo: query and key).
+
+        Args:
+          views: tuple of V float [N, H, W, C].
 
         Returns:
-          (loss scalar, targets for the branch terms (e.g. [N, D]), extras for finish_step).
-          The targets keep the gradient the framework gives them in its clean loss: none for
-          momentum / stop-gradient targets (MoCo, BYOL, SimSiam), the full gradient for SimCLR's
-          in-batch embeddings; the trainer adds no stop-gradient of its own.
+          a list of V per-view records (any structure), read by `pair_loss` and `pair_targets`.
         """
         raise NotImplementedError
+
+    def pair_loss(self, a, b):
+        """The framework's clean loss (scalar) of two views, from their `embed_views` records
+        (a: the earlier view, in the query role where the framework is asymmetric)."""
+        raise NotImplementedError
+
+    def pair_targets(self, a, b):
+        """(targets for the branch terms, extras for finish_step) of the main pair (view 1, view 2).
+
+        The targets keep the gradient the framework gives them in its clean loss: none for
+        momentum / stop-gradient targets (MoCo, BYOL, SimSiam), the full gradient for SimCLR's
+        in-batch embeddings; the trainer adds no stop-gradient of its own.
+        """
+        raise NotImplementedError
+
+    def views_forward(self, views, training):
+        """Clean loss of V >= 2 views: the mean of `pair_loss` over every pair (i < j).
+
+        Returns:
+          (loss scalar, targets, extras) with the targets and extras of the main pair
+          (`pair_targets(view 1, view 2)`). With two views: the framework's own clean loss.
+        """
+        records = self.embed_views(tuple(views), training)
+        pairs = view_pairs(len(views))
+        losses_ = [self.pair_loss(records[i], records[j]) for i, j in pairs]
+        loss = losses_[0] if len(losses_) == 1 else tf.add_n(losses_) / float(len(losses_))
+        targets, extras = self.pair_targets(records[0], records[1])
+        return loss, targets, extras
+
+    def clean_forward(self, x1, x2, training):
+        """Clean loss of two views: `views_forward((x1, x2))` -> (loss, targets, extras)."""
+        return self.views_forward((x1, x2), training)
 
     def embed_query(self, images, training):
         """Query-side embedding of an extra batch [N, H, W, C] -> [N, D]."""
@@ -309,16 +360,21 @@ class SiameseTrainer(keras.Model):
         return self.train_function
 
     def call(self, images, training=False):
-        """Backbone features [N, F] of images [N, H, W, C] (what is exported for serving).
+        """Backbone features [N, F] of normalised images [N, H, W, C], through the input filter
+        (what is exported for serving).
 
-        A pretraining batch [N, 2, H, W, C] is accepted too (Keras traces `call` on one under
+        A pretraining batch [N, V, H, W, C] is accepted too (Keras traces `call` on one under
         a strategy): its query view is embedded.
         """
         if isinstance(images, (tuple, list)):
             images = images[0]
         if len(images.shape) == 5:
             images = images[:, 0]
-        return self.backbone(images, training=training)
+        return self.backbone(self.filter_images(images), training=training)
+
+    def filter_images(self, images):
+        """The branch's input filter applied to images [N, H, W, C] (identity without one)."""
+        return images if self.input_filter is None else self.input_filter(images)
 
     def step_seed(self, group):
         """Stateless seed [2] of `group` (the replica id) at the current optimizer step.
@@ -336,25 +392,40 @@ class SiameseTrainer(keras.Model):
         """The branch applied to this replica's query view with this replica's seed."""
         return self.branch(x1, self.step_seed(replica_id()))
 
-    def compute_losses(self, x1, x2, training=True):
-        """Every loss term of one step on this replica's batch.
+    def transformed_views(self, views):
+        """The branch's `transform_views` of this replica's views with this replica's seed."""
+        return self.branch.transform_views(tuple(views), self.step_seed(replica_id()))
+
+    def compute_losses(self, x1, x2, *extra_views, training=True):
+        """Every loss term of one step on this replica's (filtered) views.
 
         Args:
-          x1: [N, H, W, C] query view; x2: [N, H, W, C] key view.
+          x1: [N, H, W, C] query view; x2: [N, H, W, C] key view; extra_views: the branch's
+            extra views [N, H, W, C] (as many as ``branch.extra_views``).
 
         Returns:
           (losses: dict name -> scalar, with "loss" the total; stats: dict; extras).
         """
-        clean_loss, targets, extras = self.clean_forward(x1, x2, training)
+        views = (x1, x2) + tuple(extra_views)
+        if len(views) != self.num_views:
+            raise ValueError(f"branch {self.branch.name!r} takes {self.num_views} views per image (2 + its "
+                             f"{self.branch.extra_views} extra views), the batch has {len(views)}: build the "
+                             f"dataset with augment.TwoViewAugment(..., extra_views={self.branch.extra_views})")
+        transformed = self.transformed_views(views)
+        views = transformed.views
+        if len(views) == 2:
+            clean_loss, targets, extras = self.clean_forward(views[0], views[1], training)
+        else:
+            clean_loss, targets, extras = self.views_forward(views, training)
         result = {"loss_clean": clean_loss}
-        out = self.branch_outputs(x1)
+        out = self.branch_outputs(views[0])
         for batch in out.batches:
             query = self.embed_query(batch.images, training)
             for term in batch.terms:
                 per_sample = self.branch_per_sample_loss(tf.gather(query, term.index), targets)
                 result[f"loss_{term.name}"] = losses.weighted_mean(per_sample, term.weights)
         result["loss"] = tf.add_n(list(result.values()))
-        return result, out.stats, extras
+        return result, {**transformed.stats, **out.stats}, extras
 
     def probe_features(self, images):
         """Stop-gradient backbone features [N, F] of images [N, H, W, C] (inference mode)."""
@@ -377,16 +448,17 @@ class SiameseTrainer(keras.Model):
         return {"probe_loss": loss, "probe_top1": tf.reduce_mean(top_k_percent(logits, labels, 1))}
 
     def train_step(self, data):
-        x1, x2 = split_views(data)
+        views = tuple(self.filter_images(v) for v in split_views(data))
         labels = split_labels(data) if self.probe is not None else None
         probe_logs = {}
         if labels is not None:
-            # Before the pretraining update: the features of the weights that make this step's loss.
-            probe_logs = self.probe_step(x1, labels)
+            # Before the pretraining update: the features of the weights that make this step's loss
+            # (of the filtered, untransformed query view: what the encoder sees in evaluation).
+            probe_logs = self.probe_step(views[0], labels)
         self.update_targets()
         variables = self.online_variables()
         with tf.GradientTape() as tape:
-            result, stats, extras = self.compute_losses(x1, x2, training=True)
+            result, stats, extras = self.compute_losses(*views, training=True)
             # Keras sums gradients over replicas: scale each replica's mean loss inside the tape.
             scaled = result["loss"] / num_replicas()
             # Under "mixed_float16" Keras' compile wraps the optimizer in a LossScaleOptimizer,
@@ -424,7 +496,7 @@ class SiameseTrainer(keras.Model):
         images = data[0]
         if len(images.shape) == 5:
             images = images[:, 0]
-        logits, loss = probe_logits_and_loss(self.probe, self.probe_features(images), labels)
+        logits, loss = probe_logits_and_loss(self.probe, self.probe_features(self.filter_images(images)), labels)
         n = tf.shape(labels)[0]
         # Per-example values so partial batches weigh by their size in the running mean.
         self._trackers["probe_loss"].update_state(loss, sample_weight=tf.cast(n, tf.float32))

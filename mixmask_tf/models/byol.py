@@ -4,6 +4,7 @@ Online = backbone + projector + predictor; target = EMA of backbone + projector,
 after each optimizer step with τ (constant, or cosine-scheduled from τ_base to 1).
 Clean loss: 2 − 2·cos(p, sg(z_target)), symmetrised over the two views.
 Branch terms [ours]: online(mixed) → predictor → p_mix scored against sg(z2_target).
+More than two views (MSCN) [ours]: the symmetrised loss averaged over every pair of views.
 """
 
 import math
@@ -65,11 +66,18 @@ class BYOL(base.SiameseTrainer):
     def embed_target(self, images, training):
         return tf.stop_gradient(self.target_encoder(images, training=training))
 
-    def clean_forward(self, x1, x2, training):
-        p1, p2 = self.embed_query(x1, training), self.embed_query(x2, training)
-        z1, z2 = self.embed_target(x1, training), self.embed_target(x2, training)
-        loss = tf.reduce_mean(losses.byol_regression(p1, z2)) + tf.reduce_mean(losses.byol_regression(p2, z1))
-        return loss, z2, None
+    def embed_views(self, views, training):
+        """Per view (p online prediction, sg(z) target projection)."""
+        predictions = [self.embed_query(v, training) for v in views]
+        targets = [self.embed_target(v, training) for v in views]
+        return list(zip(predictions, targets))
+
+    def pair_loss(self, a, b):
+        """Symmetrised: mean byol(p_a, z_b) + mean byol(p_b, z_a)."""
+        return tf.reduce_mean(losses.byol_regression(a[0], b[1])) + tf.reduce_mean(losses.byol_regression(b[0], a[1]))
+
+    def pair_targets(self, a, b):
+        return b[1], None
 
     def branch_per_sample_loss(self, query, targets):
         return losses.byol_regression(query, targets)

@@ -5,6 +5,11 @@ BatchNorm is synchronized across replicas instead of MoCo's shuffle-BN (none in 
 Asymmetric by default (view 1 → query, view 2 → key); `symmetric=True` is Un-Mix's CIFAR
 mode: L(q1, k2) + L(q2, k1), branch mixtures of view 1 scored against k2 and k1 (a plain
 sum), and both key sets enqueued.
+
+More than two views (MSCN's extra views) [ours]: the loss is the mean over the pairs i < j of
+the pair loss above with view i as the query side (L(q_i, k_j); symmetric: + L(q_j, k_i)), all
+against the same queue; only the main pair's keys (k2; symmetric k1 and k2) are enqueued, so the
+queue turns over at the same rate whatever the number of views.
 """
 
 import keras
@@ -77,15 +82,33 @@ class MoCo(base.SiameseTrainer):
     def _infonce(self, query, key):
         return losses.moco_infonce(query, key, self.queue, self.temperature)  # N
 
-    def clean_forward(self, x1, x2, training):
-        q1 = self.embed_query(x1, training)  # N x D
-        k2 = self.embed_key(x2, training)  # N x D
+    def embed_views(self, views, training):
+        """Per view (q, k): the query embedding (None for the last view when asymmetric: it is
+        never a query) and the key (None for the first view when asymmetric: never a key).
+
+        Queries are computed first in view order, then keys from the last view to the first
+        (with two views: q1, k2 (asymmetric) or q1, q2, k2, k1 (symmetric)).
+        """
+        last = len(views) - 1
+        queries = [self.embed_query(v, training) if self.symmetric or i < last else None for i, v in enumerate(views)]
+        keys = [None] * len(views)
+        for i in reversed(range(len(views))):
+            if self.symmetric or i > 0:
+                keys[i] = self.embed_key(views[i], training)
+        return list(zip(queries, keys))
+
+    def pair_loss(self, a, b):
+        """Asymmetric: InfoNCE(q_a, k_b) (the earlier view is the query); symmetric: + InfoNCE(q_b, k_a)."""
+        loss = tf.reduce_mean(self._infonce(a[0], b[1]))
+        if self.symmetric:
+            loss = loss + tf.reduce_mean(self._infonce(b[0], a[1]))
+        return loss
+
+    def pair_targets(self, a, b):
+        """Targets: k2 (symmetric: (k2, k1)); enqueued: the main pair's keys only, whatever V."""
         if not self.symmetric:
-            return tf.reduce_mean(self._infonce(q1, k2)), k2, (k2,)
-        q2 = self.embed_query(x2, training)
-        k1 = self.embed_key(x1, training)
-        loss = tf.reduce_mean(self._infonce(q1, k2)) + tf.reduce_mean(self._infonce(q2, k1))
-        return loss, (k2, k1), (k1, k2)
+            return b[1], (b[1],)
+        return (b[1], a[1]), (a[1], b[1])
 
     def branch_per_sample_loss(self, query, targets):
         if not self.symmetric:

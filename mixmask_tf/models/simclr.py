@@ -4,6 +4,10 @@ One encoder (backbone + MLP projector) for both views; NT-Xent over the 2N views
 global batch, negatives gathered across replicas (`all_gather` is differentiable, so every
 replica's loss reaches every embedding it used).
 
+More than two views (MSCN): the MSCN paper's setting, "the siamese loss on every pair" of the
+views: the NT-Xent of each pair (its 2N views, in-batch negatives from that pair) averaged over
+the pairs [ours: the mean rather than the sum].
+
 Branch terms [ours, ALGORITHMS.md section 3]: an extra query q[i] is scored against z2[i] as
 the positive and the other gathered z2 as negatives (InfoNCE over the global batch);
 `mix_target="view1"` pairs mixtures with z1 instead, as Un-Mix's maintainers describe.
@@ -64,16 +68,23 @@ class SimCLR(base.SiameseTrainer):
     def embed_query(self, images, training):
         return losses.l2_normalize(self.encoder(images, training=training))
 
-    def clean_forward(self, x1, x2, training):
-        z1 = self.embed_query(x1, training)  # n x D
-        z2 = self.embed_query(x2, training)  # n x D
-        z1_all, z2_all = base.all_gather(z1), base.all_gather(z2)  # N x D, differentiable
-        offset = base.replica_offset(tf.shape(z1)[0])
+    def embed_views(self, views, training):
+        """Per view (z [n, D], z gathered over replicas [N, D], this replica's offset)."""
+        zs = [self.embed_query(v, training) for v in views]  # n x D each
+        gathered = [base.all_gather(z) for z in zs]  # N x D, differentiable
+        offset = base.replica_offset(tf.shape(zs[0])[0])
+        return [(z, z_all, offset) for z, z_all in zip(zs, gathered)]
+
+    def pair_loss(self, a, b):
+        """NT-Xent of the pair over its 2N views: ½ (mean ℓ(z_a → z_b) + mean ℓ(z_b → z_a))."""
+        (z1, z1_all, offset), (z2, z2_all, _) = a, b
         loss_a = losses.nt_xent(z1, z2_all, z1_all, offset, self.temperature)
         loss_b = losses.nt_xent(z2, z1_all, z2_all, offset, self.temperature)
-        loss = 0.5 * (tf.reduce_mean(loss_a) + tf.reduce_mean(loss_b))
-        keys = z2_all if self.mix_target == "view2" else z1_all
-        return loss, (keys, offset), None
+        return 0.5 * (tf.reduce_mean(loss_a) + tf.reduce_mean(loss_b))
+
+    def pair_targets(self, a, b):
+        keys = b[1] if self.mix_target == "view2" else a[1]
+        return (keys, a[2]), None
 
     def branch_per_sample_loss(self, query, targets):
         keys, offset = targets

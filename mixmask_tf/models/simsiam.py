@@ -3,6 +3,7 @@
 Backbone + projector (BN after every layer, the last without affine) + bottleneck predictor;
 loss −cos(p, sg(z)), symmetrised (½ per direction); no momentum encoder.
 Branch terms [ours]: predictor(projector(mixed)) scored against sg(z2).
+More than two views (MSCN) [ours]: the symmetrised loss averaged over every pair of views.
 """
 
 import tensorflow as tf
@@ -43,12 +44,19 @@ class SimSiam(base.SiameseTrainer):
     def embed_query(self, images, training):
         return self.predictor(self.encoder(images, training=training), training=training)
 
-    def clean_forward(self, x1, x2, training):
-        z1, z2 = self.encoder(x1, training=training), self.encoder(x2, training=training)
-        p1, p2 = self.predictor(z1, training=training), self.predictor(z2, training=training)
-        z1, z2 = tf.stop_gradient(z1), tf.stop_gradient(z2)
-        loss = 0.5 * (tf.reduce_mean(losses.negative_cosine(p1, z2)) + tf.reduce_mean(losses.negative_cosine(p2, z1)))
-        return loss, z2, None
+    def embed_views(self, views, training):
+        """Per view (p prediction, sg(z) projection)."""
+        zs = [self.encoder(v, training=training) for v in views]
+        ps = [self.predictor(z, training=training) for z in zs]
+        return [(p, tf.stop_gradient(z)) for p, z in zip(ps, zs)]
+
+    def pair_loss(self, a, b):
+        """½ (mean −cos(p_a, z_b) + mean −cos(p_b, z_a))."""
+        return 0.5 * (tf.reduce_mean(losses.negative_cosine(a[0], b[1]))
+                      + tf.reduce_mean(losses.negative_cosine(b[0], a[1])))
+
+    def pair_targets(self, a, b):
+        return b[1], None
 
     def branch_per_sample_loss(self, query, targets):
         return losses.negative_cosine(query, targets)

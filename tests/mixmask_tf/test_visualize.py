@@ -165,3 +165,23 @@ def test_load_metrics_jsonl(tmp_path):
     path.write_text(json.dumps({"epoch": 1, "loss": 1.0}) + "\n\n[1, 2]\n" + json.dumps({"epoch": 2})
                     + '\n{"epoch": 3, "lo')  # a line cut short by a kill
     assert visualize.load_metrics_jsonl(str(path)) == [{"epoch": 1, "loss": 1.0}, {"epoch": 2}]
+
+
+def test_views_montage_shows_each_mscn_view_before_and_after_the_branch(tmp_path):
+    from mixmask_tf import branches
+
+    branch = branches.build_branch("mscn", grid_size=4, ratio=0.3)
+    branch.validate((16, 16, 3))
+    views = np.random.default_rng(0).normal(size=(6, 4, 16, 16, 3)).astype(np.float32)
+    arrays = visualize.save_views_montage_png(str(tmp_path / "masks.png"), views, branch, seed=5,
+                                              mean=(0.5,) * 3, std=(0.25,) * 3, num_examples=3)
+    assert sorted(k for k in arrays if k != "stats") == sorted(
+        [f"view{v}" for v in range(1, 5)] + [f"network{v}" for v in range(1, 5)])
+    filtered = tuple(branch.input_filter(tf.constant(views[:3, v])) for v in range(4))
+    expected = branch.transform_views(filtered, tf.constant([0, 5])).views
+    for v in range(4):
+        np.testing.assert_allclose(arrays[f"view{v + 1}"], visualize.to_display(views[:3, v], 0.5, 0.25))
+        np.testing.assert_allclose(arrays[f"network{v + 1}"], np.clip(0.5 + expected[v].numpy() * 0.25, 0, 1),
+                                   atol=1e-6)
+    assert 0 < arrays["stats"]["mask_ratio_query"] < 1
+    assert matplotlib.image.imread(str(tmp_path / "masks.png")).shape[0] > 600  # 8 rows

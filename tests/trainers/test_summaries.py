@@ -155,5 +155,24 @@ def test_mixed_view_summary_names_every_batch_and_none_branch_writes_clean_only(
     summary.on_train_end()
     events = _image_events(summary.folder)
     assert sorted(events) == [("clean_views", 4)] and len(events[("clean_views", 4)]) == 2
-    with pytest.raises(ValueError, match="two-view"):
+    with pytest.raises(ValueError, match="pretraining batch"):
         callbacks.MixedViewSummary(str(tmp_path), batch[:, 0])
+
+
+def test_mixed_view_summary_shows_every_mscn_view_as_the_network_is_given_it(tmp_path):
+    model = _trainer("mscn", grid_size=4, ratio=0.3)
+    model.compile(optimizer=keras.optimizers.SGD(0.05))
+    pixels = np.random.default_rng(1).uniform(size=(8, 4, 16, 16, 3)).astype(np.float32)
+    batch = (pixels - np.float32(MEAN)) / np.float32(STD)
+    summary = callbacks.MixedViewSummary(str(tmp_path), batch, seed=(3, 4), mean=MEAN, std=STD)
+    summary.set_model(model)
+    summary.on_epoch_end(0)
+    summary.on_train_end()
+    events = _image_events(summary.folder)
+    assert sorted(events) == [("clean_views", 0)] + [(f"network_view{v}", 0) for v in (1, 2, 3, 4)]
+    # What the train step computes: high-pass filter, then the branch's masks with that seed.
+    filtered = tuple(model.input_filter(tf.constant(batch[:, v])) for v in range(4))
+    expected = model.branch.transform_views(filtered, tf.constant((3, 4), tf.int32)).views
+    for v in range(4):
+        shown = visualize.network_display(expected[v].numpy()[:4], MEAN, STD, filtered=True)
+        np.testing.assert_allclose(np.stack(events[(f"network_view{v + 1}", 0)]), shown, atol=1.5 / 255)

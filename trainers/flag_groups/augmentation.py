@@ -26,12 +26,13 @@ def validate():
     crop_scale()
 
 
-def two_view_augment(image_shape, mean, std):
-    """The TwoViewAugment of --augment (with --crop_scale) for images of `image_shape` (H, W, C)."""
+def two_view_augment(image_shape, mean, std, extra_views=0):
+    """The TwoViewAugment of --augment (with --crop_scale) for images of `image_shape` (H, W, C),
+    with `extra_views` more views (the branch's: MSCN's two extra masked views)."""
     from mixmask_tf import augment
 
     view1, view2 = augment.preset_views(FLAGS.augment, image_shape[:2], image_shape[2])
     scale = crop_scale()
     if scale is not None:
         view1, view2 = (dataclasses.replace(v, crop_scale=scale) for v in (view1, view2))
-    return augment.TwoViewAugment(view1, view2, mean, std)
+    return augment.TwoViewAugment(view1, view2, mean, std, extra_views=extra_views)

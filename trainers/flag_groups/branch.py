@@ -9,7 +9,8 @@ from . import UserError
 FLAGS = flags.FLAGS
 
 flags.DEFINE_enum("branch", "mixmask", list(registry.BRANCHES),
-                  "Extra query branch: MixMask, Un-Mix, MixMask* (both), or erase-based masking.")
+                  "Branch: MixMask, Un-Mix, MixMask* (both), erase-based masking, or MSCN (Masked Siamese "
+                  "ConvNets: high-pass filter, masks on every view, two extra views; --mscn_* flags).")
 flags.DEFINE_float("unmix_prob", 0.5, "Un-Mix: probability P of the global (Mixup) mixture, else region (CutMix).")
 flags.DEFINE_float("unmix_beta", 1.0, "Un-Mix: lambda ~ Beta(beta, beta).")
 flags.DEFINE_boolean("same_permutation", False, "MixMask*: use Un-Mix's reverse permutation for MixMask too (ablation).")
@@ -31,6 +32,28 @@ flags.DEFINE_enum("permutation", "reverse", ["reverse", "random"],
                   "MixMask: which image fills the masked cells (MixMask* uses random unless --same_permutation).")
 flags.DEFINE_boolean("switch_term", True, "Keep the (1 - λ) switch term.")
 flags.DEFINE_integer("min_block_cells", None, "Blocked masks: minimum block (default 4, or 1 at G=2).")
+# MSCN (--branch=mscn). [ours] marks the defaults the paper leaves open (README "MSCN").
+flags.DEFINE_float("mscn_ratio", 0.15, "MSCN: masked fraction of the grid cells of a query-side view's random grid "
+                   "mask (the paper's best for ResNet-50: 0.15; stable up to 0.5).")
+flags.DEFINE_float("mscn_key_ratio", None, "MSCN: the same for the key-side views (view 2, 4, ...); default "
+                   "--mscn_ratio [ours].")
+flags.DEFINE_integer("mscn_grid_size", 7, "MSCN: G of the G x G random grid mask (7 = the paper's 32-px cells at 224 px).")
+flags.DEFINE_float("mscn_noise_std", 0.18, "MSCN: std of the Gaussian noise filling masked pixels [ours: the saliency "
+                   "authors' value].")
+flags.DEFINE_float("mscn_focal_prob", 0.4, "MSCN: probability of a focal mask (keep one square, mask the rest) instead "
+                   "of a grid mask (the paper's best: 0.4).")
+flags.DEFINE_float("mscn_focal_size", 0.9, "MSCN: side of the kept focal square as a fraction of the shorter image "
+                   "side [ours: 200 px at 224, the saliency authors' value].")
+flags.DEFINE_float("mscn_channel_prob", 0.7, "MSCN: probability that a grid mask is channel-independent (each colour "
+                   "channel its own cells) [ours: the paper says 'high'; the saliency authors use 0.7].")
+flags.DEFINE_float("mscn_mask_prob", 1.0, "MSCN: probability that a query-side view is masked at all [ours].")
+flags.DEFINE_float("mscn_key_mask_prob", None, "MSCN: the same for the key side; default --mscn_mask_prob [ours].")
+flags.DEFINE_integer("mscn_extra_views", 2, "MSCN: extra masked full-resolution views, each its own augmentation "
+                     "(the paper: 2); the loss is averaged over every pair of views.")
+flags.DEFINE_float("highpass_sigma", None, "MSCN: sigma (pixels) of the high-pass input filter x - GaussianBlur(x); "
+                   "default 5 * min(H, W) / 224 (the paper's 5 at 224 px, scaled) [ours: the scaling].")
+flags.DEFINE_integer("highpass_radius", None, "MSCN: kernel radius of the filter (2r + 1 taps); default ceil(3 sigma) [ours].")
+flags.DEFINE_boolean("highpass", True, "MSCN: apply the high-pass input filter (off only for ablations).")
 
 
 def ratio_range():
@@ -54,9 +77,16 @@ def option_values():
     """Branch option -> the value its flag gives (every option of every branch, by option name).
 
     MixMask*'s `permutation` is not set from --permutation: it follows --same_permutation (random,
-    or Un-Mix's reverse), as the flag's help says.
+    or Un-Mix's reverse), as the flag's help says. MSCN's options come from the --mscn_* and
+    --highpass* flags (its `ratio` and `grid_size` are not MixMask's --mask_ratio / --grid_size).
     """
     f = FLAGS
+    if f.branch == "mscn":
+        return dict(ratio=f.mscn_ratio, key_ratio=f.mscn_key_ratio, grid_size=f.mscn_grid_size,
+                    noise_std=f.mscn_noise_std, focal_prob=f.mscn_focal_prob, focal_size=f.mscn_focal_size,
+                    channel_prob=f.mscn_channel_prob, mask_prob=f.mscn_mask_prob, key_mask_prob=f.mscn_key_mask_prob,
+                    extra_views=f.mscn_extra_views, sigma=f.highpass_sigma, radius=f.highpass_radius,
+                    high_pass=f.highpass)
     return dict(grid_size=f.grid_size, mask_type=f.mask_type, ratio=f.mask_ratio, ratio_range=ratio_range(),
                 per_sample=f.per_sample_mask, min_block_cells=f.min_block_cells,
                 permutation=None if f.branch == "mixmask_unmix" else f.permutation, switch=f.switch_term,

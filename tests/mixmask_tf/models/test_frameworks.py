@@ -17,6 +17,7 @@ BRANCH_OPTIONS = {
     "unmix": dict(global_prob=0.5),
     "mixmask_unmix": dict(grid_size=4),
     "erase": dict(grid_size=4, fill="noise"),
+    "mscn": dict(grid_size=4, ratio=0.3, sigma=1.0),  # σ 1 px: the toy images are smooth
 }
 SMALL = {
     "mocov1": dict(embedding_dim=16, queue_size=64, temperature=0.2),
@@ -31,11 +32,11 @@ def _backbone():
     return backbones.small_convnet(SHAPE, width=8)
 
 
-def _toy_dataset(num=64, batch=32, seed=0):
+def _toy_dataset(num=64, batch=32, seed=0, extra_views=0):
     images, _, info = data.load_dataset("synthetic", "train", limit=num, image_shape=SHAPE, num_classes=4)
     view = augment.ViewConfig(size=SHAPE[:2], crop_scale=(0.5, 1.0), grayscale_p=0.0, jitter_p=0.5)
-    return data.make_pretrain_dataset(images, batch, augment.TwoViewAugment(view, view, info.mean, info.std),
-                                      seed=seed)
+    views = augment.TwoViewAugment(view, view, info.mean, info.std, extra_views=extra_views)
+    return data.make_pretrain_dataset(images, batch, views, seed=seed)
 
 
 @pytest.mark.parametrize("framework", FRAMEWORK_NAMES)
@@ -47,7 +48,8 @@ def test_every_framework_and_branch_fits_and_learns(framework, branch_name):
     lr = 0.05 if framework != "simsiam" else 0.02
     model.compile(optimizer=keras.optimizers.SGD(lr, momentum=0.9))
     # One repeated iterator: re-creating the tf.data iterator each epoch costs ~1 s here.
-    history = model.fit(_toy_dataset().repeat(), epochs=8, steps_per_epoch=2, verbose=0).history
+    history = model.fit(_toy_dataset(extra_views=branch.extra_views).repeat(), epochs=8, steps_per_epoch=2,
+                        verbose=0).history
     expected = {"loss", "loss_clean"} | {f"loss_{t}" for t in branch.term_names} | set(branch.stat_names)
     assert set(history) == expected
     losses = np.array(history["loss"])
@@ -98,6 +100,11 @@ class _Grouped:
         chunks = tf.split(x1, 2, axis=0)
         return branches.concat_branch_outputs([self.branch(c, self.step_seed(g)) for g, c in enumerate(chunks)])
 
+    def transformed_views(self, views):
+        chunks = [tf.split(v, 2, axis=0) for v in views]
+        return branches.concat_views_outputs([self.branch.transform_views(tuple(c[g] for c in chunks),
+                                                                          self.step_seed(g)) for g in range(2)])
+
 
 def _grouped(cls):
     return type(f"Grouped{cls.__name__}", (_Grouped, cls), {})
@@ -115,12 +122,13 @@ CASES = [(f, "mixmask", dict(grid_size=4)) for f in FRAMEWORK_NAMES] + [
     ("mocov2", "unmix", dict(global_prob=0.5)),
     ("byol", "mixmask_unmix", dict(grid_size=4, per_sample=True)),
     ("simsiam", "erase", dict(grid_size=4, fill="noise", per_sample=True)),
-]
+] + [(f, "mscn", dict(grid_size=4, ratio=0.3, extra_views=1)) for f in ("mocov2", "simclr", "byol")]
 
 
 @pytest.mark.parametrize("framework, branch_name, branch_kwargs", CASES)
 def test_two_replicas_equal_single_device(strategy, framework, branch_name, branch_kwargs):
-    data_ = np.random.default_rng(7).normal(size=(16, 2) + SHAPE).astype("float32")
+    num_views = 2 + branches.build_branch(branch_name, **branch_kwargs).extra_views
+    data_ = np.random.default_rng(7).normal(size=(16, num_views) + SHAPE).astype("float32")
 
     def dataset():
         return tf.data.Dataset.from_tensor_slices(data_).batch(8, drop_remainder=True)  # 2 steps

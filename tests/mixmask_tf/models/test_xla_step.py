@@ -17,7 +17,7 @@ SMALL = {"mocov1": dict(embedding_dim=8, queue_size=32), "mocov2": dict(embeddin
          "simclr": dict(embedding_dim=8, hidden_dim=16), "byol": dict(embedding_dim=8, hidden_dim=16),
          "simsiam": dict(embedding_dim=8, hidden_dim=16)}
 BRANCH_OPTIONS = {"none": {}, "mixmask": dict(grid_size=4), "unmix": {}, "mixmask_unmix": dict(grid_size=4),
-                  "erase": dict(grid_size=4)}
+                  "erase": dict(grid_size=4), "mscn": dict(grid_size=4, extra_views=1)}
 
 
 def _fit(framework, branch_name, jit, steps_per_execution=1):
@@ -28,7 +28,7 @@ def _fit(framework, branch_name, jit, steps_per_execution=1):
     model.watch_stop_requests = True
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), jit_compile=jit,
                   steps_per_execution=steps_per_execution)
-    data = np.random.default_rng(0).normal(size=(16, 2) + SHAPE).astype("float32")
+    data = np.random.default_rng(0).normal(size=(16, model.num_views) + SHAPE).astype("float32")
     history = model.fit(tf.data.Dataset.from_tensor_slices(data).batch(8).repeat(), epochs=1, steps_per_epoch=2,
                         verbose=0).history
     return model, history

@@ -1,0 +1,170 @@
+"""Masked Siamese ConvNets (Jing et al. 2022; ALGORITHMS.md section 6) as a branch.
+
+No public implementation of MSCN exists; this one follows the paper, with the choices it leaves
+open marked [ours]. What the branch does, on every framework:
+
+* **High-pass input filter** (``input_filter``): `x − GaussianBlur(x, σ)` of every normalised
+  view before anything else, and of every image the encoder sees later (kNN, linear probe,
+  fine-tuning, serving: ``mixmask_tf.filters``). σ defaults to 5 at 224 px, scaled with the
+  image's shorter side (σ 0.625 at 28 px) [ours: the scaling rule and the kernel radius ceil(3σ)].
+* **Masks on every view** (``transform_views``), after the other augmentations and the filter,
+  each image of each view its own draw (``masks.mscn_masks``): with probability ``focal_prob``
+  a focal mask (keep one random square of side ``focal_size`` × the shorter side, mask the
+  rest), otherwise a random grid mask (``round(ratio · G²)`` of the G × G cells, fixed count
+  [ours]) that is channel-independent (each colour channel its own cells) with probability
+  ``channel_prob``. Masked pixels are filled with Gaussian noise of std ``noise_std``
+  (``mixing.erase``; zero means "no information" after the high-pass filter).
+* **Both branches masked, with their own strength**: views 1, 3, ... (the query side) use
+  ``ratio`` and ``mask_prob``; views 2, 4, ... (the key side) ``key_ratio`` and
+  ``key_mask_prob`` (default: the same) [ours: the per-side split].
+* **Two extra full-resolution views** (``extra_views``), each from its own standard
+  augmentation of the image (the data pipeline makes them: ``TwoViewAugment(extra_views=2)``);
+  the framework's loss is the mean over every pair of the V = 4 views
+  (``SiameseTrainer.views_forward``).
+
+Defaults (paper, Figure 5): ratio 0.15 (best for ResNet-50), 32-px cells at 224 px = a 7 × 7 grid
+(``grid_size`` 7, kept at every image size), focal probability 0.4. [ours] (the paper gives no
+number): ``channel_prob`` 0.7, ``focal_size`` 0.9 of the shorter side and ``noise_std`` 0.18 (the
+saliency authors' code, the only public MSCN-style masks: channel-independent p 0.7, 200-px
+focal squares at 224, noise std 0.18), ``mask_prob`` 1 on both sides.
+
+Stats: ``mask_ratio_query`` and ``mask_ratio_key``, the realised masked fraction of the pixels
+(and channels) of the query-side and key-side views.
+"""
+
+import numbers
+
+import tensorflow as tf
+
+from mixmask_tf import filters
+from mixmask_tf import masks as masks_lib
+from mixmask_tf import mixing
+from mixmask_tf import seeds
+from mixmask_tf.branches.base import Branch, ViewsOutput, image_hw
+
+
+def _probability(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+class MSCNBranch(Branch):
+    """MSCN: high-pass filter, noise-filled random grid / focal / channel-independent masks on
+    every view, two extra masked views, the loss over every pair (see the module docstring).
+
+    Args:
+      ratio: masked fraction of the grid cells of a query-side grid mask, in [0, 1) (0.15).
+      key_ratio: the same for the key-side views (None: ``ratio``).
+      grid_size: G of the G × G grid (7: 32-px cells at 224 px).
+      noise_std: std of the Gaussian noise that fills masked pixels (0.18) [ours].
+      focal_prob: probability that a view gets a focal mask instead of a grid mask (0.4).
+      focal_size: side of the kept focal square, as a fraction of the image's shorter side, in
+        (0, 1] (0.9) [ours].
+      channel_prob: probability that a grid mask is channel-independent (0.7) [ours].
+      mask_prob: probability that a query-side view is masked at all (1.0) [ours].
+      key_mask_prob: the same for the key side (None: ``mask_prob``) [ours].
+      extra_views: extra masked full-resolution views (2, as the paper; 0 = two views only).
+      sigma: σ of the high-pass filter in pixels (None: 5 · min(H, W) / 224) [ours].
+      radius: kernel radius of the filter (None: ceil(3σ)) [ours].
+      high_pass: apply the high-pass filter (True; False only for ablations: the masks then
+        fill a normalised image whose zero is the mean colour, as erase-based masking).
+
+    Raises:
+      ValueError: an invalid option; ``validate`` also when the grid, the focal square or the
+        filter cannot fit the images.
+    """
+
+    name = "mscn"
+    term_names = ()
+    stat_names = ("mask_ratio_query", "mask_ratio_key")
+
+    def __init__(self, ratio=0.15, key_ratio=None, grid_size=7, noise_std=0.18, focal_prob=0.4, focal_size=0.9,
+                 channel_prob=0.7, mask_prob=1.0, key_mask_prob=None, extra_views=2, sigma=None, radius=None,
+                 high_pass=True):
+        for name, value in (("ratio", ratio), ("key_ratio", key_ratio)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                                      or not 0.0 <= float(value) < 1.0):
+                raise ValueError(f"{name} must lie in [0, 1), got {value!r}")
+        if isinstance(grid_size, bool) or not isinstance(grid_size, numbers.Integral) or grid_size < 1:
+            raise ValueError(f"grid_size must be an integer >= 1, got {grid_size!r}")
+        if isinstance(noise_std, bool) or not isinstance(noise_std, numbers.Real) or not float(noise_std) > 0:
+            raise ValueError(f"noise_std must be > 0, got {noise_std!r}")
+        if isinstance(focal_size, bool) or not isinstance(focal_size, numbers.Real) or not 0.0 < float(focal_size) <= 1.0:
+            raise ValueError(f"focal_size is a fraction of the shorter image side in (0, 1], got {focal_size!r}")
+        if isinstance(extra_views, bool) or not isinstance(extra_views, numbers.Integral) or extra_views < 0:
+            raise ValueError(f"extra_views must be an integer >= 0, got {extra_views!r}")
+        self.ratio = float(ratio)
+        self.key_ratio = self.ratio if key_ratio is None else float(key_ratio)
+        self.grid_size = int(grid_size)
+        self.noise_std = float(noise_std)
+        self.focal_prob = _probability("focal_prob", focal_prob)
+        self.focal_size = float(focal_size)
+        self.channel_prob = _probability("channel_prob", channel_prob)
+        self.mask_prob = _probability("mask_prob", mask_prob)
+        self.key_mask_prob = self.mask_prob if key_mask_prob is None else _probability("key_mask_prob", key_mask_prob)
+        self.extra_views = int(extra_views)
+        self.sigma = None if sigma is None else float(sigma)
+        self.radius = None if radius is None else int(radius)
+        self.high_pass = bool(high_pass)
+        if self.high_pass:  # checks σ and radius now (the image size only in validate)
+            filters.HighPassFilter(1.0 if self.sigma is None else self.sigma,
+                                   1 if self.radius is None else self.radius)
+        self.input_filter = None
+
+    def focal_pixels(self, height, width):
+        """Side in pixels of the kept focal square: max(1, round(focal_size · min(H, W)))."""
+        return max(1, int(round(self.focal_size * min(height, width))))
+
+    def validate(self, image_shape):
+        """Checks the grid fits the images and builds the high-pass filter for their size."""
+        height, width = image_hw(image_shape)
+        channels = int(image_shape[2]) if image_shape[2] is not None else 1
+        for view_index in (0, 1):
+            ratio, mask_prob = self.side_options(view_index)
+            masks_lib.validate_mscn_args(height, width, channels, self.grid_size, ratio, self.focal_prob,
+                                         self.focal_pixels(height, width), self.channel_prob, mask_prob)
+        if self.high_pass:
+            self.input_filter = filters.HighPassFilter.for_images((height, width), self.sigma, self.radius)
+
+    def side_options(self, view_index):
+        """(ratio, mask_prob) of view `view_index` (0-based): even = query side, odd = key side."""
+        return (self.ratio, self.mask_prob) if view_index % 2 == 0 else (self.key_ratio, self.key_mask_prob)
+
+    def view_masks(self, seed, num, height, width, channels, view_index):
+        """The masks of one view: float32 [num, H, W, C], 1 keeps a pixel (``masks.mscn_masks``)."""
+        ratio, mask_prob = self.side_options(view_index)
+        return masks_lib.mscn_masks(seed, num, height, width, channels, self.grid_size, ratio, self.focal_prob,
+                                    self.focal_pixels(height, width), self.channel_prob, mask_prob)
+
+    def transform_views(self, views, seed):
+        """Masks every view; see the module docstring.
+
+        Args:
+          views: tuple of V float [N, H, W, C] (already high-pass filtered by the trainer).
+          seed: [2] int stateless seed.
+
+        Returns:
+          ViewsOutput: V masked views [N, H, W, C]; stats mask_ratio_query / mask_ratio_key.
+        """
+        views = tuple(tf.convert_to_tensor(v) for v in views)
+        _, height, width, channels = views[0].shape
+        if height is None or width is None or channels is None:
+            raise ValueError(f"MSCN needs views with a static height, width and channels, got {views[0].shape}")
+        n = views[0].shape[0] if views[0].shape[0] is not None else tf.shape(views[0])[0]
+        sub = seeds.split_canonical(seed, 2 * len(views))
+        masked, ratios = [], ([], [])
+        for v, view in enumerate(views):
+            m = self.view_masks(sub[2 * v], n, height, width, channels, v)
+            masked.append(mixing.erase(view, m, fill="noise", seed=sub[2 * v + 1], noise_std=self.noise_std))
+            ratios[v % 2].append(masks_lib.mscn_mask_stats(m)["mask_ratio"])
+        stats = {"mask_ratio_query": tf.reduce_mean(tf.stack(ratios[0])),
+                 "mask_ratio_key": tf.reduce_mean(tf.stack(ratios[1]))}
+        return ViewsOutput(tuple(masked), stats)
+
+    def get_config(self):
+        return {"name": self.name, "ratio": self.ratio, "key_ratio": self.key_ratio, "grid_size": self.grid_size,
+                "noise_std": self.noise_std, "focal_prob": self.focal_prob, "focal_size": self.focal_size,
+                "channel_prob": self.channel_prob, "mask_prob": self.mask_prob, "key_mask_prob": self.key_mask_prob,
+                "extra_views": self.extra_views, "sigma": self.sigma, "radius": self.radius,
+                "high_pass": self.high_pass}
