@@ -39,3 +39,14 @@ def test_readme_combinations_example_runs():
     for name in ("loss_mix", "loss_switch", "loss_unmix", "loss_unmix_switch", "lambda_unmix"):
         assert name in result.stdout
     assert "framework 'simclr' does not take queue_size" in result.stdout
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-mnist"),
+                    reason="needs Debian's dataset-fashion-mnist (installed by .ci/run)")
+def test_readme_mscn_example_runs():
+    code = _example("<!-- example: mscn")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "['loss', 'loss_clean', 'mask_ratio_key', 'mask_ratio_query']" in result.stdout
+    assert "HighPassFilter(sigma=0.625, radius=2)" in result.stdout
