@@ -25,10 +25,11 @@ The long study (`--study=long`, issue 16: "a study long enough to learn") runs a
 budget: all 60 000 training images for 6 epochs at batch 128 (2 808 steps, 9x the short study's
 312), with the demo's ConvNet (`configs/demo.cfg`: width 16, 3x3 pooled 576-d features):
 
-  long        MoCo v2 alone, + MixMask, + erase, + MSCN; SimCLR alone, + MSCN (the SimCLR arms:
+  long        MoCo v2 alone, + MixMask, + erase, + MSCN, + saliency-guided masking (high-pass, blur
+              and mean fills; issue 17); SimCLR alone, + MSCN (the SimCLR arms:
               `configs/quick_simclr.cfg` with the demo's --pool_grid=3).
 
-    python -m benchmarks.reproduce --study=long            # 18 runs of about 8-20 min each on 2 cores
+    python -m benchmarks.reproduce --study=long            # 27 runs of about 8-25 min each on 2 cores
 
 Runs are resumable: a finished (arm, seed) keeps its `results.json` and `study.json` and is
 skipped, an interrupted one resumes from its last checkpoint. Results go to
@@ -138,7 +139,8 @@ GROUPS = {
         Arm("mocov2+mscn", "MoCo v2 + MSCN (defaults)", DEMO, ("--branch=mscn",)),
         Arm("simclr", "SimCLR", SIMCLR, ("--pool_grid=3", "--branch=none"), "simclr"),
         Arm("simclr+mscn", "SimCLR + MSCN (defaults)", SIMCLR, ("--pool_grid=3", "--branch=mscn"), "simclr"),
-    ],
+    ] + [Arm(f"mocov2+saliency_{fill}", f"MoCo v2 + saliency ({fill} fill, hard negative α 2)", DEMO,
+             ("--branch=saliency", f"--saliency_fill={fill}")) for fill in ("highpass", "blur", "mean")],
 }
 # The row each arm of a group is compared with (an arm's own `reference` takes precedence).
 REFERENCE = {"table5": "mocov2", "table1": "mocov2+mixmask", "frameworks": None, "long": "mocov2"}
@@ -339,7 +341,7 @@ def delta(by_arm, arm, ref, key):
     if not diffs:
         return "—"
     m, s = mean_std(diffs)
-    return f"{m:+.2f} ± {s:.2f}"
+    return f"{m:+.2f} ± {s:.2f}" if len(diffs) > 1 else f"{m:+.2f} (1 seed)"
 
 
 def markdown(by_arm):

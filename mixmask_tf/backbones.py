@@ -235,3 +235,22 @@ def build_backbone(name, input_shape, **kwargs):
 def feature_dim(backbone):
     """Size F of the backbone's output features [N, F]."""
     return int(backbone.output_shape[-1])
+
+
+def feature_map_model(backbone):
+    """The backbone up to its last spatial feature map: a Keras model images [N, H, W, C] ->
+    [N, g_h, g_w, K] sharing the backbone's weights (the saliency branch's localisation map).
+
+    The map is the output of the last layer whose output has rank 4 and that is not a pooling
+    layer: ResNet-50 at 224 px gives its 7 x 7 x 2048 map before the global average pool; the
+    small ConvNet its last 7 x 7 block at 28 px (before the `--pool_grid` pooling).
+
+    Raises:
+      ValueError: the backbone has no such layer.
+    """
+    for layer in reversed(backbone.layers):
+        output = getattr(layer, "output", None)
+        if output is None or len(output.shape) != 4 or "Pooling" in type(layer).__name__:
+            continue
+        return keras.Model(backbone.inputs, output, name=f"{backbone.name}_feature_map")
+    raise ValueError(f"backbone {backbone.name!r} has no spatial (rank-4) feature map to localise with")

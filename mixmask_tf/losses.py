@@ -5,6 +5,9 @@ Every function returns a *per-sample* loss vector so that a caller can weight ea
 (the λ-weighted MixMask terms, per-sample masks) before averaging.
 """
 
+import math
+import numbers
+
 import tensorflow as tf
 
 
@@ -31,8 +34,11 @@ def moco_logits(query, key, queue, temperature):
     return tf.concat([positive, negative], axis=1) / temperature
 
 
-def moco_infonce(query, key, queue, temperature):
+def moco_infonce(query, key, queue, temperature, extra_logits=None):
     """Per-sample MoCo InfoNCE: `CE([q·k, q·queue] / T, label 0)`.
+
+    `extra_logits` [N, E] (already scaled, e.g. a hard negative's α·q·n / T) are appended to each
+    query's logits as E more negatives (None: none).
 
     Args:
       query: [N, D] L2-normalised queries.
@@ -44,6 +50,8 @@ def moco_infonce(query, key, queue, temperature):
       [N] float32 per-sample losses.
     """
     logits = moco_logits(query, key, queue, temperature)
+    if extra_logits is not None:
+        logits = tf.concat([logits, tf.cast(extra_logits, tf.float32)], axis=1)
     return tf.reduce_logsumexp(logits, axis=1) - logits[:, 0]
 
 
@@ -105,9 +113,15 @@ def nt_xent_logits(anchors, positives_all, anchors_all, offset, temperature):
     return tf.concat([logits_ab, logits_aa], axis=1), labels
 
 
-def nt_xent(anchors, positives_all, anchors_all, offset, temperature):
-    """Per-anchor NT-Xent loss [n] (see `nt_xent_logits`): cross-entropy with label offset + i."""
+def nt_xent(anchors, positives_all, anchors_all, offset, temperature, extra_logits=None):
+    """Per-anchor NT-Xent loss [n] (see `nt_xent_logits`): cross-entropy with label offset + i.
+
+    `extra_logits` [n, E] (already scaled) are appended to each anchor's logits as E more
+    negatives (None: none).
+    """
     logits, labels = nt_xent_logits(anchors, positives_all, anchors_all, offset, temperature)
+    if extra_logits is not None:
+        logits = tf.concat([logits, tf.cast(extra_logits, tf.float32)], axis=1)
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
 
 
@@ -146,3 +160,33 @@ def byol_regression(prediction, target):
 def negative_cosine(prediction, target):
     """Per-sample SimSiam loss −cos(p, z) (Chen & He 2021); the caller stops z's gradient."""
     return -tf.reduce_sum(l2_normalize(prediction) * l2_normalize(target), axis=-1)
+
+
+def hard_negative_logits(query, negative, temperature, alpha):
+    """Logit of each query's own hard negative: ``alpha * (q . n) / T`` (``builder.py`` 156, 163).
+
+    The authors' ``einsum('nc,nc->n', q, t) * alpha``, divided by ``T`` with the other logits: one
+    hard negative per query, to append as one more column of its logits (e.g. ``extra_logits`` of
+    :func:`moco_infonce`). ``q`` and ``n`` are L2-normalised here
+    (``builder.py`` 127, 146); already normalised inputs pass unchanged up to rounding. The paper
+    uses ``alpha = 2`` (the code's default is 1).
+
+    Args:
+      query: float [N, D], the query embeddings.
+      negative: float [N, D], the hard negatives' embeddings (momentum encoder, no gradient is
+        the caller's choice).
+      temperature: Python float > 0 or scalar tensor.
+      alpha: Python float or scalar tensor (the "penalty ratio").
+
+    Returns:
+      float32 [N].
+
+    Raises:
+      ValueError: a Python temperature that is not a finite number > 0.
+    """
+    python_number = isinstance(temperature, numbers.Real) and not isinstance(temperature, bool)
+    if python_number and (not math.isfinite(float(temperature)) or float(temperature) <= 0.0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
+    q = l2_normalize(query)
+    n = l2_normalize(negative)
+    return tf.cast(alpha, tf.float32) * tf.reduce_sum(q * n, axis=-1) / tf.cast(temperature, tf.float32)

@@ -30,6 +30,7 @@ BRANCHES = {
     "mixmask_unmix": "mixmask_tf.branches.mixmask_unmix:MixMaskUnMixBranch",
     "erase": "mixmask_tf.branches.erase:EraseBranch",
     "mscn": "mixmask_tf.branches.mscn:MSCNBranch",
+    "saliency": "mixmask_tf.branches.saliency:SaliencyBranch",
 }
 
 # Backbone name -> builder ``fn(input_shape, **kwargs) -> keras.Model``.

@@ -311,8 +311,9 @@ def views_montage_arrays(views, branch, seed, num_examples=4, mean=None, std=Non
 
     Returns:
       dict: "view<v>" [K, H, W, C] display images of view v (1-based) as the pipeline gives it,
-      "network<v>" [K, H, W, C] as the network is given it (:func:`network_display`), and the
-      branch's stats (floats) under "stats".
+      "network<v>" [K, H, W, C] as the network is given it (:func:`network_display`),
+      "negative<h>" [K, H, W, C] the branch's hard negatives (if any), the branch's stats (floats)
+      under "stats" and its `display_maps` ({label: [K, H, W, 1]}) under "maps".
     """
     views = np.asarray(views, np.float32)
     if views.ndim != 5 or views.shape[1] < 2:
@@ -320,13 +321,17 @@ def views_montage_arrays(views, branch, seed, num_examples=4, mean=None, std=Non
     x = views[:num_examples]
     inputs = tuple(tf.constant(x[:, v]) for v in range(x.shape[1]))
     filtered = branch.input_filter is not None
-    if filtered:
+    if filtered and not branch.filters_views:
         inputs = tuple(branch.input_filter(v) for v in inputs)
     out = branch.transform_views(inputs, seeds.as_seed(seed))
-    arrays = {"stats": {k: float(v) for k, v in out.stats.items()}}
+    arrays = {"stats": {k: float(v) for k, v in out.stats.items()}, "maps": {}}
     for v in range(x.shape[1]):
         arrays[f"view{v + 1}"] = to_display(x[:, v], mean, std)
         arrays[f"network{v + 1}"] = network_display(np.asarray(out.views[v]), mean, std, filtered)
+    for h, negative in enumerate(out.negatives):
+        arrays[f"negative{h + 1}"] = network_display(np.asarray(negative.images), mean, std, filtered)
+    for label, value in branch.display_maps(inputs).items():
+        arrays["maps"][label] = np.asarray(value, np.float32)
     return arrays
 
 
@@ -341,7 +346,12 @@ def save_views_montage_png(path, views, branch, seed, mean=None, std=None, num_e
     rows = []
     for v in range(1, num_views + 1):
         role = roles.get(v, "extra")
+        label = f"foreground (view {v})"
+        if label in arrays["maps"]:
+            arrays[f"map{v}"] = arrays["maps"][label]
+            rows.append((f"map{v}", label))
         rows += [(f"view{v}", f"view {v} ({role})"), (f"network{v}", f"view {v} → network")]
+    rows += [(key, f"hard negative {key[8:]} → network") for key in sorted(arrays) if key.startswith("negative")]
     fig = Figure(figsize=((k + 0.8) * tile_inches, len(rows) * tile_inches + 0.5), dpi=dpi)
     stats = ", ".join(f"{name} {value:.2f}" for name, value in arrays["stats"].items())
     config = branch.get_config()

@@ -3,10 +3,11 @@ paper's number; each smoke variant runs exactly the command its header states.
 
 configs/paper/ holds one flagfile per setting of the MixMask paper's Table 8 (CIFAR-100 and
 Tiny-ImageNet x MoCo / SimCLR / BYOL / SimSiam x plain / MixMask / MixMask*) and its ImageNet-1K
-MoCo V2 setting, built from shared settings in configs/paper/base/ by nested --flagfile lines
-(resolved relative to the repository root, where the commands run). configs/paper/smoke/ holds one
-smoke variant per family: the full config, then overrides that make it run here in under a minute
-on synthetic images.
+MoCo V2 setting, the MSCN paper's ImageNet-1K settings and the saliency-guided masking paper's
+ImageNet-100 MoCo v2 settings (one per fill), built from shared settings in configs/paper/base/ by
+nested --flagfile lines (resolved relative to the repository root, where the commands run).
+configs/paper/smoke/ holds one smoke variant per family: the full config, then overrides that make
+it run here in under a minute on synthetic images.
 """
 
 import glob
@@ -39,9 +40,11 @@ BRANCHES = ("none", "mixmask", "mixmask_unmix")
 FRAMEWORKS = ("moco", "simclr", "byol", "simsiam")
 EXPECTED_SETTINGS = sorted(
     [f"{ds}_{fw}_{b}" for ds in ("cifar100", "tiny_imagenet") for fw in FRAMEWORKS for b in BRANCHES]
-    + [f"imagenet_mocov2_{b}" for b in BRANCHES] + ["imagenet_simclr_mscn", "imagenet_byol_mscn"])
-EXPECTED_SMOKE = ["cifar100_byol", "cifar100_moco", "cifar100_simclr", "cifar100_simsiam", "imagenet_byol_mscn",
-                  "imagenet_mocov2", "imagenet_simclr_mscn", "tiny_imagenet_moco"]
+    + [f"imagenet_mocov2_{b}" for b in BRANCHES] + ["imagenet_simclr_mscn", "imagenet_byol_mscn"]
+    + [f"imagenet100_mocov2_saliency_{fill}" for fill in ("highpass", "blur", "mean")])
+EXPECTED_SMOKE = ["cifar100_byol", "cifar100_moco", "cifar100_simclr", "cifar100_simsiam",
+                  "imagenet100_mocov2_saliency", "imagenet_byol_mscn", "imagenet_mocov2", "imagenet_simclr_mscn",
+                  "tiny_imagenet_moco"]
 
 # The paper's Table 8 (CIFAR-100 / Tiny-ImageNet, ResNet-18, 1000 epochs, batch 512) and its
 # ImageNet-1K MoCo V2 setting, as the CLI's flags. Grid sizes: section 4.1 (2 / 4 / 8) and the Table 5
@@ -73,6 +76,23 @@ MSCN_A1 = {
     "imagenet_byol": {**_MSCN, "framework": "byol", "learning_rate": 3.2, "epochs": 1000, "hidden_dim": 4096,
                       "tau": 0.996, "tau_schedule": "cosine"},
 }
+# The saliency-guided masking paper's supplementary (ImageNet-100, ResNet-50, MoCo v2, 200 epochs, batch 128,
+# base lr 0.015, SGD, alpha 2) and the authors' main_moco.py / README command (K 65536, m 0.999, T 0.2, MLP head,
+# aug-plus, cosine, weight decay 1e-4, one hard negative); the localisation network is the paper's ImageNet
+# ResNet-50. The fill is the name's suffix (highpass, blur, mean).
+SALIENCY_SUPP = {
+    "imagenet100_mocov2": {"backbone": "resnet50", "framework": "mocov2", "dataset": "folder", "image_size": 224,
+                           "test_split": "val", "eval_crop_ratio": 0.875, "epochs": 200, "batch_size": 128,
+                           "optimizer": "sgd", "learning_rate": 0.015, "sgd_momentum": 0.9, "weight_decay": 1e-4,
+                           "weight_decay_style": "l2", "warmup_epochs": 0, "scale_learning_rate": False,
+                           "queue_size": 65536, "moco_momentum": 0.999, "temperature": 0.2, "embedding_dim": 128,
+                           "hidden_dim": 2048, "symmetric": False, "augment": "mocov2", "branch": "saliency",
+                           "saliency_alpha": 2.0, "saliency_hard_negatives": 1, "saliency_std_factor": 0.6,
+                           "saliency_model": "resnet50_imagenet", "knn_every": 0},
+}
+SALIENCY_FILLS = {"highpass": {"highpass_sigma": 5.0, "highpass_radius": 5, "saliency_noise_std": 0.18,
+                               "saliency_negative_noise_std": 0.14},
+                  "blur": {}, "mean": {}}
 PER_DATASET = {  # SimCLR & BYOL: "0.003, 0.002" and "64, 128" = CIFAR-100, Tiny-ImageNet.
     "cifar100": {"dataset": "cifar100", "adam_lr": 0.003, "adam_emb": 64},
     "tiny_imagenet": {"dataset": "folder", "image_size": 64, "test_split": "val", "adam_lr": 0.002,
@@ -183,9 +203,16 @@ def test_header_quotes_the_paper(path):
 
 @pytest.mark.parametrize("path", SETTING_CONFIGS)
 def test_setting_matches_paper_table(parsed, path):
-    """The effective flags of each setting are the paper's (Table 8 / ImageNet-1K) for its family."""
+    """The effective flags of each setting are its paper's (Table 8 / ImageNet-1K / MSCN A.1 / the saliency
+    paper's ImageNet-100 MoCo v2) for its family."""
     flags = _flags(parsed, path)
     name = os.path.basename(path)[:-4]
+    if "_saliency_" in name:
+        family, fill = name.split("_saliency_")
+        expected = {**SALIENCY_SUPP[family], "saliency_fill": fill, **SALIENCY_FILLS[fill]}
+        for key, value in expected.items():
+            assert flags[key] == value, f"{path}: --{key}={flags[key]!r}, the saliency paper's setting is {value!r}"
+        return
     branch = next(b for b in ("mixmask_unmix", "mixmask", "none", "mscn") if name.endswith("_" + b))
     family = name[:-len(branch) - 1]
     dataset, framework = family.rsplit("_", 1)
@@ -272,6 +299,9 @@ def test_smoke_variant_runs_its_command(path, tmp_path):
             assert math.isfinite(row["loss_unmix"]) and 0.0 <= row["lambda_unmix"] <= 1.0, row
         if branch == "mscn":  # both sides masked, about the 0.15 of the defaults (focal masks add some)
             assert 0.05 <= row["mask_ratio_query"] <= 0.4 and 0.05 <= row["mask_ratio_key"] <= 0.4, row
+        if branch == "saliency":  # the query was masked, a foreground found, the hard negative scored
+            assert math.isfinite(row["hard_negative_logit"]), row
+            assert 0.0 < row["fg_ratio"] <= 1.0 and 0.0 < row["mask_ratio"] < 1.0, row
     with open(os.path.join(model_dir, "results.json")) as f:
         results = json.load(f)
     assert 0.0 <= results["knn_top1"] <= 100.0 and results["epochs_completed"] == epochs

@@ -317,6 +317,8 @@ class MixedViewSummary(keras.callbacks.Callback):
       view v as the network is given it, after the branch's input filter and `transform_views`
       (`model.transformed_views`, or the fixed `seed`); high-pass filtered images are shown as
       0.5 + x·std (`visualize.network_display`);
+    * "hard_negative<h>" and "saliency_foreground_view<v>" (the saliency branch): its hard negatives
+      as the target encoder is given them, and the foreground cells of views 1 and 2;
     * "mixed_views": the branch's first extra query batch (MixMask: the mixtures; Un-Mix:
       its mixtures; erase: the erased images);
     * "mixed_views_<term>": each further batch, named by its first term (MixMask*:
@@ -359,12 +361,18 @@ class MixedViewSummary(keras.callbacks.Callback):
         x1 = tf.constant(self.images[:, 0])
         result = {"clean_views": self._display(x1)}
         if self.model.branch.changes_views:
-            views = tuple(self.model.filter_images(tf.constant(self.images[:, v])) for v in range(self.images.shape[1]))
+            views = self.model.input_views(tuple(tf.constant(self.images[:, v]) for v in range(self.images.shape[1])))
             out = (self.model.transformed_views(views) if self.seed is None
                    else self.model.branch.transform_views(views, self.seed))
+            filtered = self.model.input_filter is not None
             for v, view in enumerate(out.views):
-                result[f"network_view{v + 1}"] = visualize.network_display(
-                    np.asarray(view), self.mean, self.std, filtered=self.model.input_filter is not None)
+                result[f"network_view{v + 1}"] = visualize.network_display(np.asarray(view), self.mean, self.std,
+                                                                           filtered=filtered)
+            for h, negative in enumerate(out.negatives):
+                result[f"hard_negative{h + 1}"] = visualize.network_display(np.asarray(negative.images), self.mean,
+                                                                            self.std, filtered=filtered)
+            for label, value in self.model.branch.display_maps(views).items():
+                result["saliency_" + label.split(" ")[0] + f"_view{label[-2]}"] = np.asarray(value)
             x1 = out.views[0]
         if self.seed is None:
             out = self.model.branch_outputs(x1)

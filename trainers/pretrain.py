@@ -53,7 +53,7 @@ def validate_flags():
     branch_flags.validate()
 
 
-def build_trainer(image_shape, steps_per_epoch, num_classes=0):
+def build_trainer(image_shape, steps_per_epoch, num_classes=0, branch=None):
     """The trainer the flags describe (the backbone seeded by --seed).
 
     With --online_probe, a linear probe over `num_classes` with Adam(--probe_learning_rate).
@@ -68,15 +68,17 @@ def build_trainer(image_shape, steps_per_epoch, num_classes=0):
     if FLAGS.online_probe:
         probe = dict(probe_classes=num_classes, probe_optimizer=keras.optimizers.Adam(FLAGS.probe_learning_rate))
     return models.build_trainer(FLAGS.framework, model_flags.build_backbone(image_shape),
-                                branch=branch_flags.build_branch(), seed=FLAGS.seed, **probe,
+                                branch=branch if branch is not None else branch_flags.build_branch(), seed=FLAGS.seed,
+                                **probe,
                                 **framework_flags.framework_options(steps_per_epoch))
 
 
-def write_run_files(model_dir, info, image_shape, two_views, eval_crop_ratio=1.0, input_filter=None):
+def write_run_files(model_dir, info, image_shape, two_views, eval_crop_ratio=1.0, input_filter=None, branch=None):
     from mixmask_tf import checkpoint
 
     checkpoint.atomic_write_text(os.path.join(model_dir, "flags.cfg"), FLAGS.flags_into_string())
-    config = {"framework": FLAGS.framework, "branch": branch_flags.build_branch().get_config(),
+    branch = branch if branch is not None else branch_flags.build_branch()
+    config = {"framework": FLAGS.framework, "branch": branch.get_config(),
               # Applied to every image the encoder sees, in training and afterwards (evaluation, export).
               "input_filter": input_filter.as_dict() if input_filter is not None else None,
               "backbone": FLAGS.backbone,
@@ -145,7 +147,7 @@ def run():
         per_replica = distribute.check_global_batch(FLAGS.batch_size, replicas)
     except distribute.StrategyError as e:
         raise UserError(str(e)) from e
-    branch = branch_flags.build_branch()
+    branch = branch_flags.build_branch(mean=info.mean, std=info.std)
     two_views = augmentation_flags.two_view_augment(image_shape, info.mean, info.std, branch.extra_views)
     steps = train_source.num_examples // FLAGS.batch_size
     if FLAGS.steps_per_epoch:
@@ -169,12 +171,13 @@ def run():
         test_ds = data.make_eval_dataset(test_source, None, 512, preprocess)
 
     with strategy.scope():
-        model = build_trainer(image_shape, steps, info.num_classes)
+        model = build_trainer(image_shape, steps, info.num_classes, branch)
         model.watch_stop_requests = True
         model.compile(optimizer=optimisation_flags.build_optimizer(steps, model), jit_compile=FLAGS.jit_compile,
                       steps_per_execution=execution)
     if chief:
-        write_run_files(model_dir, info, image_shape, two_views, train_source.crop_ratio, model.input_filter)
+        write_run_files(model_dir, info, image_shape, two_views, train_source.crop_ratio, model.input_filter,
+                        model.branch)
     saver = checkpoint.TrainingCheckpoint(model, os.path.join(model_dir, "checkpoints"), keep=FLAGS.keep_checkpoints,
                                           is_chief=chief, worker_id=worker.task_id or 0)
     results_path = os.path.join(model_dir, "results.json")

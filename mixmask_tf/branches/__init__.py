@@ -16,23 +16,28 @@ One file per branch on the contract in :mod:`~mixmask_tf.branches.base` (``Term`
 * "mscn" (``mscn.py``): Masked Siamese ConvNets: a high-pass input filter, noise-filled masks
   on every view (``transform_views``), two extra masked views, the loss over every pair.
 
-A new branch (saliency) is one more file here and one line in ``mixmask_tf.registry``.
+* "saliency" (``saliency.py``): saliency-guided masking of the query view (foreground/background
+  cells from a localisation network's map) and hard negatives (the key view with foreground
+  cells masked) through ``transform_views`` and ``NegativeBatch``.
+
+A new branch is one more file here and one line in ``mixmask_tf.registry``.
 """
 
 from mixmask_tf import registry
 from mixmask_tf.branches.base import (MASK_OPTIONS, Branch, BranchOutput, MaskedBranch, MaskOptions, QueryBatch,
-                                      Term, ViewsOutput, branch_class, branch_options, build_branch,
+                                      NegativeBatch, Term, ViewsOutput, branch_class, branch_options, build_branch,
                                       concat_branch_outputs, concat_views_outputs, image_hw, mixture_terms)
 from mixmask_tf.branches.erase import EraseBranch
 from mixmask_tf.branches.mixmask import MixMaskBranch
 from mixmask_tf.branches.mixmask_unmix import MixMaskUnMixBranch
 from mixmask_tf.branches.mscn import MSCNBranch
+from mixmask_tf.branches.saliency import SaliencyBranch
 from mixmask_tf.branches.unmix import UnMixBranch
 
 # Name -> branch class, from the registry.
 BRANCHES = {name: branch_class(name) for name in registry.BRANCHES}
 
-__all__ = ["Term", "QueryBatch", "BranchOutput", "ViewsOutput", "Branch", "MaskOptions", "MASK_OPTIONS",
+__all__ = ["Term", "QueryBatch", "BranchOutput", "NegativeBatch", "ViewsOutput", "Branch", "MaskOptions", "MASK_OPTIONS",
            "MaskedBranch", "image_hw", "mixture_terms", "branch_class", "branch_options", "build_branch",
            "concat_branch_outputs", "concat_views_outputs", "MixMaskBranch", "UnMixBranch", "MixMaskUnMixBranch",
-           "EraseBranch", "MSCNBranch", "BRANCHES"]
+           "EraseBranch", "MSCNBranch", "SaliencyBranch", "BRANCHES"]

@@ -52,7 +52,7 @@ import tensorflow as tf
 from mixmask_tf import masks as masks_lib
 from mixmask_tf import registry
 
-__all__ = ["Term", "QueryBatch", "BranchOutput", "ViewsOutput", "Branch", "MaskOptions", "MASK_OPTIONS", "MaskedBranch",
+__all__ = ["Term", "QueryBatch", "BranchOutput", "NegativeBatch", "ViewsOutput", "Branch", "MaskOptions", "MASK_OPTIONS", "MaskedBranch",
            "image_hw", "mixture_terms", "branch_class", "branch_options", "build_branch",
            "concat_branch_outputs", "concat_views_outputs"]
 
@@ -84,11 +84,24 @@ class BranchOutput(NamedTuple):
     stats: dict
 
 
+class NegativeBatch(NamedTuple):
+    """Extra negatives, one per sample: images [N, H, W, C] the framework encodes with its target
+    (momentum) encoder; the similarity of image i's embedding with query i (view 1), times `scale`
+    and divided by the temperature, joins query i's logits as one more negative. `name` names the
+    stat `<name>_logit` (its mean logit)."""
+
+    images: tf.Tensor
+    scale: float
+    name: str
+
+
 class ViewsOutput(NamedTuple):
-    """views: tuple of V float [N, H, W, C] (what the framework scores); stats: dict name -> scalar."""
+    """views: tuple of V float [N, H, W, C] (what the framework scores); stats: dict name -> scalar;
+    negatives: tuple of NegativeBatch (only frameworks with negatives take them)."""
 
     views: tuple
     stats: dict
+    negatives: tuple = ()
 
 
 class Branch:
@@ -104,6 +117,11 @@ class Branch:
     stat_names = ()
     extra_views = 0
     input_filter = None
+    uses_negatives = False  # whether transform_views returns NegativeBatches (MoCo and SimCLR take them)
+    # False: the trainer applies `input_filter` to the views before `transform_views`; True: the branch
+    # receives the unfiltered (normalised) views and returns filtered ones (the saliency branch reads
+    # its localisation map on unfiltered views, as the authors' code).
+    filters_views = False
 
     @property
     def changes_views(self):
@@ -113,7 +131,8 @@ class Branch:
                 or type(self).transform_views is not Branch.transform_views)
 
     def transform_views(self, views, seed):
-        """Args: views: tuple of V float [N, H, W, C] (filtered); seed: [2] int stateless seed.
+        """Args: views: tuple of V float [N, H, W, C] (filtered, unless `filters_views`); seed: [2]
+        int stateless seed.
 
         Returns: ViewsOutput (the base branch: the views unchanged, no stats).
         """
@@ -122,6 +141,18 @@ class Branch:
 
     def validate(self, image_shape):
         """Raises ValueError when the branch cannot work on images of `image_shape` (H, W, C)."""
+
+    def display_maps(self, views):
+        """Maps worth showing beside the views (masks.png, TensorBoard): {label: float [N, H, W, 1] in
+        [0, 1]} for the branch's input views (as `transform_views` takes them); none by default."""
+        del views
+        return {}
+
+    def bind(self, trainer):
+        """Called once by the trainer when its encoders exist (before the first step); the base
+        branch needs nothing from it. A branch may read generic trainer hooks here
+        (`trainer.target_backbone()`), never a framework's internals."""
+        del trainer
 
     def __call__(self, images, seed):
         """Args: images [N, H, W, C] float query view; seed [2] int stateless seed.
@@ -270,7 +301,9 @@ def concat_views_outputs(outputs):
     the single-device reference of a multi-replica ``transform_views``, as :func:`concat_branch_outputs`."""
     views = tuple(tf.concat([o.views[v] for o in outputs], 0) for v in range(len(outputs[0].views)))
     stats = {k: tf.reduce_mean(tf.stack([o.stats[k] for o in outputs])) for k in outputs[0].stats}
-    return ViewsOutput(views, stats)
+    negatives = tuple(NegativeBatch(tf.concat([o.negatives[b].images for o in outputs], 0), neg.scale, neg.name)
+                      for b, neg in enumerate(outputs[0].negatives))
+    return ViewsOutput(views, stats, negatives)
 
 
 def concat_branch_outputs(outputs):

@@ -196,9 +196,14 @@ class SiameseTrainer(keras.Model):
         self.backbone = backbone
         self.branch = branch if branch is not None else branches_lib.Branch()
         self.branch.validate(tuple(backbone.input_shape[1:]))
+        self._branch_bound = False  # `branch.bind(self)` runs once every encoder exists (compile, or first use)
         # The branch's input filter (MSCN's high-pass), applied to every view and in `call`.
         self.input_filter = self.branch.input_filter
         self.num_views = 2 + int(self.branch.extra_views)
+        if self.branch.uses_negatives and not self.supports_negatives:
+            raise ValueError(f"branch {self.branch.name!r} adds hard negatives, and {type(self).__name__} has no "
+                             "negatives to add them to (BYOL and SimSiam); turn the branch's hard negatives off "
+                             "to train with its view transforms only")
         self.seed = int(seed)
         names = ["loss", "loss_clean"] + [f"loss_{t}" for t in self.branch.term_names]
         names += list(self.branch.stat_names)
@@ -274,19 +279,54 @@ class SiameseTrainer(keras.Model):
         """
         raise NotImplementedError
 
-    def views_forward(self, views, training):
+    # Frameworks with negatives (MoCo, SimCLR) set this and define `embed_negative` and
+    # `negative_logits`; their `pair_loss(a, b, extra_logits=None)` appends `extra_logits` [N, E]
+    # to the logits of view a's queries.
+    supports_negatives = False
+
+    def embed_negative(self, images, training):
+        """Target-side embedding [N, D] of extra negatives [N, H, W, C] (gradient-free)."""
+        raise NotImplementedError
+
+    def negative_logits(self, a, negative, scale):
+        """Logits [N]: scale · similarity of view a's queries with `negative` [N, D] / T
+        (`losses.hard_negative_logits`)."""
+        raise NotImplementedError
+
+    def views_forward(self, views, training, negatives=()):
         """Clean loss of V >= 2 views: the mean of `pair_loss` over every pair (i < j).
+
+        Args:
+          views: tuple of V float [N, H, W, C].
+          negatives: tuple of `branches.NegativeBatch`: extra negatives of view 1's queries, one per
+            sample, added to the main pair's loss (frameworks with `supports_negatives`).
 
         Returns:
           (loss scalar, targets, extras) with the targets and extras of the main pair
           (`pair_targets(view 1, view 2)`). With two views: the framework's own clean loss.
         """
+        return self._views_forward(views, training, negatives)[:3]
+
+    def _views_forward(self, views, training, negatives=()):
+        """`views_forward`, and its stats: `<name>_logit` (mean scaled logit) of each negative batch."""
         records = self.embed_views(tuple(views), training)
+        extra, stats = None, {}
+        if negatives:
+            if not self.supports_negatives:
+                raise ValueError(f"{type(self).__name__} has no negatives to add hard negatives to")
+            columns = []
+            for negative in negatives:
+                logits = self.negative_logits(records[0], self.embed_negative(negative.images, training),
+                                              negative.scale)
+                columns.append(logits[:, None])
+                stats[f"{negative.name}_logit"] = tf.reduce_mean(logits)
+            extra = tf.concat(columns, axis=1)
         pairs = view_pairs(len(views))
-        losses_ = [self.pair_loss(records[i], records[j]) for i, j in pairs]
+        losses_ = [self.pair_loss(records[i], records[j]) if extra is None or (i, j) != (0, 1)
+                   else self.pair_loss(records[i], records[j], extra_logits=extra) for i, j in pairs]
         loss = losses_[0] if len(losses_) == 1 else tf.add_n(losses_) / float(len(losses_))
         targets, extras = self.pair_targets(records[0], records[1])
-        return loss, targets, extras
+        return loss, targets, extras, stats
 
     def clean_forward(self, x1, x2, training):
         """Clean loss of two views: `views_forward((x1, x2))` -> (loss, targets, extras)."""
@@ -317,6 +357,7 @@ class SiameseTrainer(keras.Model):
         With a probe, its optimizer is built on the probe's variables only.
         """
         super().compile(optimizer=optimizer, **kwargs)
+        self.bind_branch()
         if not self.optimizer.built:
             self.optimizer.build(self.online_variables())
         if self.probe_optimizer is not None and not self.probe_optimizer.built:
@@ -372,6 +413,11 @@ class SiameseTrainer(keras.Model):
             images = images[:, 0]
         return self.backbone(self.filter_images(images), training=training)
 
+    def target_backbone(self):
+        """The backbone of the target side: MoCo's key encoder, BYOL's EMA target, else the online
+        backbone (SimCLR, SimSiam). What a branch's default localisation network reads."""
+        return self.backbone
+
     def filter_images(self, images):
         """The branch's input filter applied to images [N, H, W, C] (identity without one)."""
         return images if self.input_filter is None else self.input_filter(images)
@@ -392,8 +438,16 @@ class SiameseTrainer(keras.Model):
         """The branch applied to this replica's query view with this replica's seed."""
         return self.branch(x1, self.step_seed(replica_id()))
 
+    def bind_branch(self):
+        """Calls `branch.bind(self)` once (a branch that reads the trainer's encoders, e.g. the saliency
+        branch's default localisation network, the target backbone's last feature map)."""
+        if not self._branch_bound:
+            self._branch_bound = True
+            self.branch.bind(self)
+
     def transformed_views(self, views):
         """The branch's `transform_views` of this replica's views with this replica's seed."""
+        self.bind_branch()
         return self.branch.transform_views(tuple(views), self.step_seed(replica_id()))
 
     def compute_losses(self, x1, x2, *extra_views, training=True):
@@ -413,10 +467,11 @@ class SiameseTrainer(keras.Model):
                              f"dataset with augment.TwoViewAugment(..., extra_views={self.branch.extra_views})")
         transformed = self.transformed_views(views)
         views = transformed.views
-        if len(views) == 2:
+        negative_stats = {}
+        if len(views) == 2 and not transformed.negatives:
             clean_loss, targets, extras = self.clean_forward(views[0], views[1], training)
         else:
-            clean_loss, targets, extras = self.views_forward(views, training)
+            clean_loss, targets, extras, negative_stats = self._views_forward(views, training, transformed.negatives)
         result = {"loss_clean": clean_loss}
         out = self.branch_outputs(views[0])
         for batch in out.batches:
@@ -425,7 +480,7 @@ class SiameseTrainer(keras.Model):
                 per_sample = self.branch_per_sample_loss(tf.gather(query, term.index), targets)
                 result[f"loss_{term.name}"] = losses.weighted_mean(per_sample, term.weights)
         result["loss"] = tf.add_n(list(result.values()))
-        return result, {**transformed.stats, **out.stats}, extras
+        return result, {**transformed.stats, **negative_stats, **out.stats}, extras
 
     def probe_features(self, images):
         """Stop-gradient backbone features [N, F] of images [N, H, W, C] (inference mode)."""
@@ -447,14 +502,25 @@ class SiameseTrainer(keras.Model):
         self.probe_optimizer.apply(tape.gradient(scaled, variables), variables)
         return {"probe_loss": loss, "probe_top1": tf.reduce_mean(top_k_percent(logits, labels, 1))}
 
+    def input_views(self, views):
+        """The views `compute_losses` takes: filtered by the input filter, unless the branch filters
+        them itself (`branch.filters_views`)."""
+        return tuple(views) if self.branch.filters_views else tuple(self.filter_images(v) for v in views)
+
+    def network_views(self, views):
+        """What the network is given for pretraining views (unfiltered, normalised): the branch's
+        `transform_views` of `input_views` with this replica's seed (a `branches.ViewsOutput`)."""
+        return self.transformed_views(self.input_views(views))
+
     def train_step(self, data):
-        views = tuple(self.filter_images(v) for v in split_views(data))
+        raw = split_views(data)
+        views = self.input_views(raw)
         labels = split_labels(data) if self.probe is not None else None
         probe_logs = {}
         if labels is not None:
             # Before the pretraining update: the features of the weights that make this step's loss
             # (of the filtered, untransformed query view: what the encoder sees in evaluation).
-            probe_logs = self.probe_step(views[0], labels)
+            probe_logs = self.probe_step(self.filter_images(raw[0]), labels)
         self.update_targets()
         variables = self.online_variables()
         with tf.GradientTape() as tape:

@@ -50,6 +50,10 @@ class BYOL(base.SiameseTrainer):
         self.target_encoder = base.momentum_copy(self.online_encoder, "target_encoder")
         self._momentum_pairs = base.momentum_pairs(self.online_encoder, self.target_encoder)
 
+    def target_backbone(self):
+        """The backbone inside the target_encoder (its EMA copy of the online backbone)."""
+        return self.target_encoder.get_layer(self.backbone.name)
+
     def online_variables(self):
         return self.online_encoder.trainable_variables + self.predictor.trainable_variables
 

@@ -67,6 +67,10 @@ class MoCo(base.SiameseTrainer):
         self.queue_ptr = self.add_weight(shape=(), dtype="int32", initializer="zeros", trainable=False,
                                          aggregation="only_first_replica", name="queue_ptr")
 
+    def target_backbone(self):
+        """The backbone inside the key_encoder (its EMA copy of the online backbone)."""
+        return self.key_encoder.get_layer(self.backbone.name)
+
     def online_variables(self):
         return self.query_encoder.trainable_variables
 
@@ -79,8 +83,17 @@ class MoCo(base.SiameseTrainer):
     def embed_key(self, images, training):
         return tf.stop_gradient(losses.l2_normalize(self.key_encoder(images, training=training)))
 
-    def _infonce(self, query, key):
-        return losses.moco_infonce(query, key, self.queue, self.temperature)  # N
+    supports_negatives = True
+
+    def _infonce(self, query, key, extra_logits=None):
+        return losses.moco_infonce(query, key, self.queue, self.temperature, extra_logits)  # N
+
+    def embed_negative(self, images, training):
+        """Hard negatives are keys: the momentum encoder, L2-normalised, no gradient."""
+        return self.embed_key(images, training)
+
+    def negative_logits(self, a, negative, scale):
+        return losses.hard_negative_logits(a[0], negative, self.temperature, scale)
 
     def embed_views(self, views, training):
         """Per view (q, k): the query embedding (None for the last view when asymmetric: it is
@@ -97,9 +110,10 @@ class MoCo(base.SiameseTrainer):
                 keys[i] = self.embed_key(views[i], training)
         return list(zip(queries, keys))
 
-    def pair_loss(self, a, b):
-        """Asymmetric: InfoNCE(q_a, k_b) (the earlier view is the query); symmetric: + InfoNCE(q_b, k_a)."""
-        loss = tf.reduce_mean(self._infonce(a[0], b[1]))
+    def pair_loss(self, a, b, extra_logits=None):
+        """Asymmetric: InfoNCE(q_a, k_b) (the earlier view is the query); symmetric: + InfoNCE(q_b, k_a).
+        `extra_logits` [N, E] join q_a's logits as more negatives."""
+        loss = tf.reduce_mean(self._infonce(a[0], b[1], extra_logits))
         if self.symmetric:
             loss = loss + tf.reduce_mean(self._infonce(b[0], a[1]))
         return loss

@@ -75,10 +75,22 @@ class SimCLR(base.SiameseTrainer):
         offset = base.replica_offset(tf.shape(zs[0])[0])
         return [(z, z_all, offset) for z, z_all in zip(zs, gathered)]
 
-    def pair_loss(self, a, b):
-        """NT-Xent of the pair over its 2N views: ½ (mean ℓ(z_a → z_b) + mean ℓ(z_b → z_a))."""
+    supports_negatives = True
+
+    def embed_negative(self, images, training):
+        """Hard negatives through the one encoder, gradient stopped [ours: SimCLR has no momentum
+        encoder; a negative is a constant of the loss, as MoCo's keys]."""
+        return tf.stop_gradient(self.embed_query(images, training))
+
+    def negative_logits(self, a, negative, scale):
+        return losses.hard_negative_logits(a[0], negative, self.temperature, scale)
+
+    def pair_loss(self, a, b, extra_logits=None):
+        """NT-Xent of the pair over its 2N views: ½ (mean ℓ(z_a → z_b) + mean ℓ(z_b → z_a)).
+        `extra_logits` [n, E] join the logits of view a's anchors only (one hard negative per
+        query-view anchor; the view-b anchors keep the 2N − 2 in-batch negatives) [ours]."""
         (z1, z1_all, offset), (z2, z2_all, _) = a, b
-        loss_a = losses.nt_xent(z1, z2_all, z1_all, offset, self.temperature)
+        loss_a = losses.nt_xent(z1, z2_all, z1_all, offset, self.temperature, extra_logits)
         loss_b = losses.nt_xent(z2, z1_all, z2_all, offset, self.temperature)
         return 0.5 * (tf.reduce_mean(loss_a) + tf.reduce_mean(loss_b))
 

@@ -65,3 +65,17 @@ def test_report_from_cached_results(tmp_path):
     assert (tmp_path / "plots" / "table5.png").stat().st_size > 1000
     summary = json.loads((out / "results.json").read_text())
     assert len(summary["runs"]) == 6
+
+
+def test_long_study_runs_the_demo_budget_on_every_arm():
+    result = run_module("benchmarks.reproduce", "--study=long", "--dry_run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    commands = [line.split() for line in result.stdout.splitlines() if line.startswith("-m trainers.pretrain")]
+    assert len(commands) == 9 * 3
+    for cmd in commands:  # 60 000 images x 6 epochs at batch 128 = 2 808 steps
+        assert {"--epochs=6", "--batch_size=128", "--train_limit=60000"} <= set(cmd)
+    joined = [" ".join(c) for c in commands]
+    for branch in ("none", "mixmask", "erase", "mscn", "saliency"):
+        assert any(f"--branch={branch}" in c and "demo.cfg" in c for c in joined), branch
+    assert sum("quick_simclr.cfg" in c and "--branch=mscn" in c for c in joined) == 3
+    assert sum("--saliency_fill=" in c for c in joined) == 9

@@ -175,7 +175,8 @@ def test_views_montage_shows_each_mscn_view_before_and_after_the_branch(tmp_path
     views = np.random.default_rng(0).normal(size=(6, 4, 16, 16, 3)).astype(np.float32)
     arrays = visualize.save_views_montage_png(str(tmp_path / "masks.png"), views, branch, seed=5,
                                               mean=(0.5,) * 3, std=(0.25,) * 3, num_examples=3)
-    assert sorted(k for k in arrays if k != "stats") == sorted(
+    assert arrays["maps"] == {}  # MSCN shows no maps (the saliency branch shows its foreground cells)
+    assert sorted(k for k in arrays if k not in ("stats", "maps")) == sorted(
         [f"view{v}" for v in range(1, 5)] + [f"network{v}" for v in range(1, 5)])
     filtered = tuple(branch.input_filter(tf.constant(views[:3, v])) for v in range(4))
     expected = branch.transform_views(filtered, tf.constant([0, 5])).views

@@ -176,3 +176,23 @@ def test_mixed_view_summary_shows_every_mscn_view_as_the_network_is_given_it(tmp
     for v in range(4):
         shown = visualize.network_display(expected[v].numpy()[:4], MEAN, STD, filtered=True)
         np.testing.assert_allclose(np.stack(events[(f"network_view{v + 1}", 0)]), shown, atol=1.5 / 255)
+
+
+def test_mixed_view_summary_shows_the_saliency_map_masked_query_and_hard_negative(tmp_path):
+    model = build_trainer("mocov2", backbones.small_convnet((16, 16, 3), width=2), seed=7, embedding_dim=4,
+                          queue_size=16, branch=branches.build_branch("saliency", fill="mean"))
+    model.compile(optimizer=keras.optimizers.SGD(0.05))
+    batch = _two_view_batch()
+    summary = callbacks.MixedViewSummary(str(tmp_path), batch, seed=(5, 6), mean=MEAN, std=STD)
+    summary.set_model(model)
+    summary.on_epoch_end(0)
+    summary.on_train_end()
+    events = _image_events(summary.folder)
+    assert sorted(events) == [("clean_views", 0), ("hard_negative1", 0), ("network_view1", 0), ("network_view2", 0),
+                              ("saliency_foreground_view1", 0), ("saliency_foreground_view2", 0)]
+    out = model.branch.transform_views((tf.constant(batch[:, 0]), tf.constant(batch[:, 1])), tf.constant((5, 6)))
+    shown = visualize.to_display(out.negatives[0].images.numpy()[:4], MEAN, STD)
+    np.testing.assert_allclose(np.stack(events[("hard_negative1", 0)]), shown, atol=1.5 / 255)
+    foreground = model.branch.display_maps((tf.constant(batch[:, 0]), tf.constant(batch[:, 1])))
+    np.testing.assert_allclose(np.stack(events[("saliency_foreground_view1", 0)])[..., :1],
+                               foreground["foreground (view 1)"].numpy()[:4], atol=1.5 / 255)

@@ -54,23 +54,56 @@ flags.DEFINE_float("highpass_sigma", None, "MSCN: sigma (pixels) of the high-pas
                    "default 5 * min(H, W) / 224 (the paper's 5 at 224 px, scaled) [ours: the scaling].")
 flags.DEFINE_integer("highpass_radius", None, "MSCN: kernel radius of the filter (2r + 1 taps); default ceil(3 sigma) [ours].")
 flags.DEFINE_boolean("highpass", True, "MSCN: apply the high-pass input filter (off only for ablations).")
+# Saliency-guided masking (--branch=saliency; mixmask_tf/branches/saliency.py). None = the fill's default.
+flags.DEFINE_enum("saliency_fill", "highpass", ["highpass", "blur", "mean"],
+                  "Saliency: fill of masked cells: high-pass filter + noise, strong blur, or per-channel mean.")
+flags.DEFINE_list("saliency_query_ratio", ["0.05", "0.25"], "Saliency: 'a,b': r ~ U(a, b) of the cells of the query mask.")
+flags.DEFINE_list("saliency_negative_ratio", ["0.4", "0.7"],
+                  "Saliency: 'a,b': r ~ U(a, b) of the foreground cells masked in a hard negative.")
+flags.DEFINE_float("saliency_fg_cap", None, "Saliency: cap of the foreground share of the query's masked cells "
+                   "(default: 0.55 for highpass, none for blur/mean, as the authors' code).")
+flags.DEFINE_float("saliency_focal_prob", None, "Saliency: probability of a focal query mask (default 0.2 highpass, "
+                   "0 blur/mean).")
+flags.DEFINE_float("saliency_spatial_prob", None, "Saliency: probability that a query grid mask is spatial, else "
+                   "channel-independent (default 0.3 highpass, 1 blur/mean).")
+flags.DEFINE_float("saliency_negative_fg_cap", None, "Saliency: the same cap for the hard negatives.")
+flags.DEFINE_float("saliency_negative_focal_prob", None, "Saliency: probability of a focal hard negative (a square "
+                   "of noise; default 0.2 highpass, 0 blur/mean).")
+flags.DEFINE_float("saliency_negative_spatial_prob", None, "Saliency: spatial probability of the hard negatives' masks.")
+flags.DEFINE_float("saliency_std_factor", 0.6, "Saliency: foreground cells: map value >= mean - factor * std.")
+flags.DEFINE_float("saliency_alpha", 2.0, "Saliency: penalty ratio alpha of the hard negative's logit (the paper: 2).")
+flags.DEFINE_integer("saliency_hard_negatives", 1, "Saliency: hard negatives per sample (0: off; needed for BYOL and "
+                     "SimSiam, which have no negatives).")
+flags.DEFINE_float("saliency_noise_std", 0.18, "Saliency, highpass fill: noise std of the query's masked pixels.")
+flags.DEFINE_float("saliency_negative_noise_std", 0.14, "Saliency, highpass fill: noise std of the hard negatives.")
+flags.DEFINE_string("saliency_model", "target", "Saliency: localisation network: 'target' (the target encoder's own "
+                    "last feature map; no pretrained weights needed) [ours], 'resnet50_imagenet' (keras.applications "
+                    "ResNet-50 with ImageNet weights, only if they are on disk), or a path to a .keras model "
+                    "images -> feature map.")
 
 
 def ratio_range():
     """--mask_ratio_range as (a, b), or None; raises UserError when malformed."""
-    if FLAGS.mask_ratio_range is None:
-        return None
-    if len(FLAGS.mask_ratio_range) != 2:
-        raise UserError(f"--mask_ratio_range takes two numbers 'a,b', got {','.join(FLAGS.mask_ratio_range)}")
+    return None if FLAGS.mask_ratio_range is None else _pair_flag("mask_ratio_range")
+
+
+def _pair_flag(name):
+    """A list flag 'a,b' as (a, b) floats; raises UserError when malformed."""
+    value = FLAGS[name].value
+    if len(value) != 2:
+        raise UserError(f"--{name} takes two numbers 'a,b', got {','.join(value)}")
     try:
-        return tuple(float(v) for v in FLAGS.mask_ratio_range)
+        return tuple(float(v) for v in value)
     except ValueError as e:
-        raise UserError(f"--mask_ratio_range: {e}") from e
+        raise UserError(f"--{name}: {e}") from e
 
 
 def validate():
     """Checks the branch flags that absl's types cannot; raises UserError."""
     ratio_range()
+    if FLAGS.branch == "saliency":
+        _pair_flag("saliency_query_ratio")
+        _pair_flag("saliency_negative_ratio")
 
 
 def option_values():
@@ -81,6 +114,15 @@ def option_values():
     --highpass* flags (its `ratio` and `grid_size` are not MixMask's --mask_ratio / --grid_size).
     """
     f = FLAGS
+    if f.branch == "saliency":
+        return dict(fill=f.saliency_fill, query_ratio=_pair_flag("saliency_query_ratio"),
+                    negative_ratio=_pair_flag("saliency_negative_ratio"), fg_cap=f.saliency_fg_cap,
+                    focal_prob=f.saliency_focal_prob, spatial_prob=f.saliency_spatial_prob,
+                    negative_fg_cap=f.saliency_negative_fg_cap, negative_focal_prob=f.saliency_negative_focal_prob,
+                    negative_spatial_prob=f.saliency_negative_spatial_prob, std_factor=f.saliency_std_factor,
+                    alpha=f.saliency_alpha, hard_negatives=f.saliency_hard_negatives, noise_std=f.saliency_noise_std,
+                    negative_noise_std=f.saliency_negative_noise_std, localisation=f.saliency_model,
+                    sigma=f.highpass_sigma, radius=f.highpass_radius)
     if f.branch == "mscn":
         return dict(ratio=f.mscn_ratio, key_ratio=f.mscn_key_ratio, grid_size=f.mscn_grid_size,
                     noise_std=f.mscn_noise_std, focal_prob=f.mscn_focal_prob, focal_size=f.mscn_focal_size,
@@ -94,13 +136,18 @@ def option_values():
                 fill=f.erase_fill)
 
 
-def build_branch():
+# Branch options that come from the data, not from a flag (the CLI passes them: `build_branch(mean=..., std=...)`).
+DATA_OPTIONS = ("mean", "std")
+
+
+def build_branch(**data_options):
     """The --branch with the options it takes (``branches.branch_options``), from their flags.
 
-    An option no flag sets keeps the branch's default.
+    An option no flag sets keeps the branch's default. `data_options` (e.g. the data's `mean` and
+    `std`) are passed to branches that take them.
     """
     from mixmask_tf import branches
 
-    values = option_values()
+    values = {**option_values(), **data_options}
     return branches.build_branch(FLAGS.branch, **{name: values[name] for name in branches.branch_options(FLAGS.branch)
                                                   if name in values})

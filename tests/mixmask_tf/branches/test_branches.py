@@ -185,7 +185,7 @@ def test_erase_branch_semantics():
 
 
 def test_build_branch_and_registry():
-    assert set(branches.BRANCHES) == {"none", "mixmask", "unmix", "mixmask_unmix", "erase"}
+    assert set(branches.BRANCHES) == {"none", "mixmask", "unmix", "mixmask_unmix", "erase", "mscn", "saliency"}
     for name, cls in branches.BRANCHES.items():
         assert cls.name == name
         assert isinstance(branches.build_branch(name), cls)

@@ -111,3 +111,72 @@ def test_wrong_number_of_views_is_a_clear_error():
     x = tf.zeros((4,) + SHAPE)
     with pytest.raises(ValueError, match=r"takes 4 views per image .* extra_views=2"):
         model.compute_losses(x, x, training=False)
+
+
+class _OneNegative:
+    """A branch stub whose transform adds view 2 reversed as one hard negative per sample (scale 2)."""
+
+    name = "stub"
+    term_names = ()
+    stat_names = ("stub_logit",)
+    extra_views = 0
+    input_filter = None
+    uses_negatives = True
+    changes_views = True
+
+    def validate(self, image_shape):
+        pass
+
+    def bind(self, trainer):
+        pass
+
+    def transform_views(self, views, seed):
+        from mixmask_tf import branches
+
+        return branches.ViewsOutput(tuple(views), {}, (branches.NegativeBatch(views[1][::-1], 2.0, "stub"),))
+
+    def __call__(self, images, seed):
+        from mixmask_tf import branches
+
+        return branches.BranchOutput((), {})
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+@pytest.mark.parametrize("framework", ["mocov2", "simclr"])
+def test_hard_negatives_join_the_query_logits(framework):
+    keras.utils.set_random_seed(1)
+    model = build_trainer(framework, backbones.small_convnet(SHAPE, width=4), branch=_OneNegative(), seed=0,
+                          **SMALL[framework])
+    model.compile(optimizer="sgd")
+    rng = np.random.default_rng(5)
+    x1, x2 = (tf.constant(rng.normal(size=(6,) + SHAPE).astype(np.float32)) for _ in range(2))
+    result, stats, _ = model.compute_losses(x1, x2, training=False)
+    negative = x2[::-1]
+    t = model.temperature
+    if framework == "mocov2":
+        q = _norm(model.query_encoder(x1, training=False))
+        k, n = (_norm(model.key_encoder(v, training=False)) for v in (x2, negative))
+        logits = np.concatenate([(q * k).sum(1, keepdims=True), q @ np.asarray(model.queue, np.float64).T,
+                                 2.0 * (q * n).sum(1, keepdims=True)], axis=1) / t
+        expected = np.mean(_logsumexp(logits, 1) - logits[:, 0])
+        hard = 2.0 * (q * n).sum(1) / t
+    else:
+        z1, z2, n = (_norm(model.encoder(v, training=False)) for v in (x1, x2, negative))
+        z = np.concatenate([z1, z2])
+        sim = z @ z.T / t
+        np.fill_diagonal(sim, -np.inf)
+        hard = 2.0 * (z1 * n).sum(1) / t
+        rows = np.concatenate([sim, np.concatenate([hard, np.full(6, -np.inf)])[:, None]], axis=1)  # anchors of view 1 only
+        positive = np.concatenate([np.arange(6, 12), np.arange(6)])
+        per = _logsumexp(rows, 1) - sim[np.arange(12), positive]
+        expected = 0.5 * (per[:6].mean() + per[6:].mean())
+    np.testing.assert_allclose(float(result["loss_clean"]), expected, rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(float(stats["stub_logit"]), hard.mean(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("framework", ["byol", "simsiam"])
+def test_frameworks_without_negatives_refuse_a_branch_that_adds_them(framework):
+    with pytest.raises(ValueError, match="has no negatives"):
+        build_trainer(framework, backbones.small_convnet(SHAPE, width=4), branch=_OneNegative(), **SMALL[framework])

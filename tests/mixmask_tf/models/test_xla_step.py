@@ -17,14 +17,17 @@ SMALL = {"mocov1": dict(embedding_dim=8, queue_size=32), "mocov2": dict(embeddin
          "simclr": dict(embedding_dim=8, hidden_dim=16), "byol": dict(embedding_dim=8, hidden_dim=16),
          "simsiam": dict(embedding_dim=8, hidden_dim=16)}
 BRANCH_OPTIONS = {"none": {}, "mixmask": dict(grid_size=4), "unmix": {}, "mixmask_unmix": dict(grid_size=4),
-                  "erase": dict(grid_size=4), "mscn": dict(grid_size=4, extra_views=1)}
+                  "erase": dict(grid_size=4), "mscn": dict(grid_size=4, extra_views=1), "saliency": dict(fill="blur")}
+NO_NEGATIVES = ("byol", "simsiam")  # the saliency branch trains there without its hard negatives
 
 
 def _fit(framework, branch_name, jit, steps_per_execution=1):
     keras.utils.set_random_seed(0)
+    options = dict(BRANCH_OPTIONS[branch_name])
+    if branch_name == "saliency" and framework in NO_NEGATIVES:
+        options["hard_negatives"] = 0
     model = build_trainer(framework, backbones.small_convnet(SHAPE, width=4),
-                          branch=branches.build_branch(branch_name, **BRANCH_OPTIONS[branch_name]), seed=1,
-                          **SMALL[framework])
+                          branch=branches.build_branch(branch_name, **options), seed=1, **SMALL[framework])
     model.watch_stop_requests = True
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), jit_compile=jit,
                   steps_per_execution=steps_per_execution)
