@@ -116,7 +116,7 @@ def run():
 
     saved_model = export_module("saved_model")
 
-    validate_flags()
+    validate_flags()  # again, for callers of run() other than main (cheap)
     # The strategy first: collectives and the logical CPU split are set up before other TF work.
     strategy = distribute_flags.build_strategy()
     worker = distribute.worker_of(strategy)
@@ -313,6 +313,11 @@ def main(argv):
     """The command: runs pretraining with the parsed flags; exits 2 with one line on a user error."""
     if len(argv) > 1:
         print(f"pretrain: error: unexpected arguments {argv[1:]} (flags are --name=value)", file=sys.stderr)
+        sys.exit(2)
+    try:
+        validate_flags()  # before TensorFlow is imported: a bad flag combination fails in a fraction of a second
+    except UserError as e:
+        print(f"pretrain: error: {e}", file=sys.stderr)
         sys.exit(2)
     import tensorflow as tf
 

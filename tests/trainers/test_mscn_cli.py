@@ -1,4 +1,4 @@
-"""MSCN from the CLI on every framework, and its export: the high-pass filter is in the serving graph.
+"""MSCN from the CLI (SimCLR, BYOL, MoCo v2), and its export: the high-pass filter is in the serving graph.
 
 The judged check: an MSCN export gives the same embedding for an image and for the same image
 shifted by a constant (the high-pass filter removes it), through both serving signatures; a
@@ -21,13 +21,14 @@ SMALL = ["--train_limit=256", "--test_limit=128", "--batch_size=64", "--queue_si
          "--random_init_knn=false", "--knn_k=20"]
 
 
+# The MSCN paper's two frameworks; MoCo v2 trains from the CLI in the export test below. MoCo v1 and
+# SimSiam run the same flag plumbing; their MSCN steps are checked in-process (test_multi_view.py
+# against NumPy, test_frameworks.py, test_xla_step.py).
 @pytest.mark.parametrize("framework, extra", [
-    ("mocov1", ["--temperature=0.07", "--mscn_key_ratio=0.3"]),
-    ("simclr", ["--optimizer=adam", "--learning_rate=0.003"]),
-    ("byol", ["--optimizer=adam", "--learning_rate=0.003", "--mscn_extra_views=0"]),
-    ("simsiam", ["--learning_rate=0.03", "--mscn_focal_prob=1.0"]),
+    ("simclr", ["--optimizer=adam", "--learning_rate=0.003", "--mscn_key_ratio=0.3"]),
+    ("byol", ["--optimizer=adam", "--learning_rate=0.003", "--mscn_extra_views=0", "--mscn_focal_prob=1.0"]),
 ])
-def test_mscn_trains_from_the_cli_on_every_framework(tmp_path, framework, extra):
+def test_mscn_trains_from_the_cli(tmp_path, framework, extra):
     result = _run("--flagfile=configs/smoke.cfg", f"--model_dir={tmp_path}", f"--framework={framework}",
                   "--branch=mscn", "--export=false", *SMALL, *extra)
     assert result.returncode == 0, result.stderr[-3000:]

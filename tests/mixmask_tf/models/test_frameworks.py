@@ -127,7 +127,8 @@ CASES = [(f, "mixmask", dict(grid_size=4)) for f in FRAMEWORK_NAMES] + [
     ("mocov2", "unmix", dict(global_prob=0.5)),
     ("byol", "mixmask_unmix", dict(grid_size=4, per_sample=True)),
     ("simsiam", "erase", dict(grid_size=4, fill="noise", per_sample=True)),
-] + [(f, "mscn", dict(grid_size=4, ratio=0.3, extra_views=1)) for f in ("mocov2", "simclr", "byol")] + [
+] + [  # MSCN where the views meet cross-replica code: MoCo's key gather and queue, SimCLR's gathered 2N
+    (f, "mscn", dict(grid_size=4, ratio=0.3, extra_views=1)) for f in ("mocov2", "simclr")] + [
     ("mocov2", "saliency", dict(fill="blur")),  # localisation: the key encoder's own map
     # A given localisation network (cell means, see `pool_localisation`) with the high-pass fill.
     # With the default target localisation on these random views the map after the high-pass filter
