@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
-from conftest import run_pretrain as _run
+from conftest import run_pretrain as _run, run_pretrain_cases
 from image_folders import make_folder, plant_bad_files
 
 
@@ -48,7 +48,7 @@ def test_image_folder_run_skips_unreadable_images_and_writes_logs_and_plots(tmp_
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("args, message", [
+DATASET_ERRORS = [
     (["--dataset=folder"], "--dataset=folder needs --data_dir"),
     (["--dataset=folder", "--data_dir=/tmp"], "needs --image_size"),
     (["--dataset=folder", "--data_dir=/nonexistent/photos", "--image_size=32"], "does not exist"),
@@ -56,10 +56,23 @@ def test_image_folder_run_skips_unreadable_images_and_writes_logs_and_plots(tmp_
     (["--dataset=no_such_dataset_xyz"], "not a tfds dataset name"),
     (["--dataset=cifar100", "--data_dir={tmp}"], "--download"),
     (["--augment=nope"], "--augment"),
-])
-def test_dataset_flag_errors_are_one_clear_line(tmp_path, args, message):
-    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    done = _run(*args, f"--model_dir={tmp_path / 'run'}", timeout=120)
+]
+
+
+@pytest.fixture(scope="module")
+def dataset_error_results(tmp_path_factory):
+    """Every DATASET_ERRORS case through the command's `main`, in one interpreter
+    (conftest.run_pretrain_cases); {tmp} is an empty folder of the case's own."""
+    cases = []
+    for i, (args, _) in enumerate(DATASET_ERRORS):
+        folder = tmp_path_factory.mktemp(f"dataset_error{i}")
+        cases.append([a.replace("{tmp}", str(folder)) for a in args] + [f"--model_dir={folder / 'run'}"])
+    return run_pretrain_cases(cases, timeout=300)
+
+
+@pytest.mark.parametrize("case", range(len(DATASET_ERRORS)), ids=[" ".join(args) for args, _ in DATASET_ERRORS])
+def test_dataset_flag_errors_are_one_clear_line(dataset_error_results, case):
+    message, done = DATASET_ERRORS[case][1], dataset_error_results[case]
     assert done.returncode != 0
     assert message in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import run_pretrain as _run
+from conftest import run_pretrain as _run, run_pretrain_cases
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-mnist"),
                                 reason="needs Debian's dataset-fashion-mnist (installed by .ci/run)")
@@ -76,12 +76,23 @@ def test_mscn_export_removes_a_constant_shift_where_mixmask_does_not(tmp_path):
     assert np.abs(moved_bytes - plain_bytes).max() > 0.05 * np.abs(plain_bytes).max()
 
 
-@pytest.mark.parametrize("args, message", [
+BAD_FLAGS = [
     (["--mscn_ratio=1.5"], "ratio must lie in [0, 1)"),
     (["--mscn_focal_prob=2"], "focal_prob must be a probability"),
     (["--highpass_sigma=20"], "radius"),
     (["--mscn_grid_size=40"], "grid"),
-])
-def test_bad_mscn_flags_are_one_clear_line(tmp_path, args, message):
-    result = _run("--flagfile=configs/smoke.cfg", f"--model_dir={tmp_path}", "--branch=mscn", *args)
-    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+]
+
+
+@pytest.fixture(scope="module")
+def bad_flag_results(tmp_path_factory):
+    """Every BAD_FLAGS case through the command's `main`, in one interpreter (conftest.run_pretrain_cases)."""
+    base = tmp_path_factory.mktemp("bad_mscn_flags")
+    return run_pretrain_cases([["--flagfile=configs/smoke.cfg", f"--model_dir={base / str(i)}", "--branch=mscn", *args]
+                               for i, (args, _) in enumerate(BAD_FLAGS)])
+
+
+@pytest.mark.parametrize("case", range(len(BAD_FLAGS)), ids=[" ".join(args) for args, _ in BAD_FLAGS])
+def test_bad_mscn_flags_are_one_clear_line(bad_flag_results, case):
+    message, result = BAD_FLAGS[case][1], bad_flag_results[case]
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr

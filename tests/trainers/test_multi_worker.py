@@ -17,11 +17,9 @@ each of those is made once per session, by the first test worker that needs it, 
 worker reads its record (a file lock in the session's shared temporary folder).
 """
 
-import fcntl
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -32,7 +30,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, made_once
 from mixmask_tf import checkpoint
 
 pytestmark = pytest.mark.slow
@@ -127,32 +125,6 @@ def _where(epoch, step):
     return f"epoch {epoch}" + (f" + {step} steps" if step else "")
 
 
-def _made_once(tmp_path_factory, name, make):
-    """make(model_dir) -> a JSON record of a run; made once per test session, xdist workers included."""
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        return make(str(tmp_path_factory.mktemp(name)))
-    root = tmp_path_factory.getbasetemp().parent / "multi_worker_runs"  # shared by the session's workers
-    root.mkdir(exist_ok=True)
-    with open(root / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the other worker waits here while this run is made
-        record_path = root / f"{name}.json"
-        if not record_path.exists():
-            model_dir = root / name
-            shutil.rmtree(model_dir, ignore_errors=True)  # a crashed worker's attempt
-            model_dir.mkdir()
-            try:
-                record = make(str(model_dir))
-            except Exception as e:  # noqa: BLE001 (the record says why, for whichever worker reads it)
-                import traceback
-
-                record = {"error": f"{type(e).__name__}: {e}\n{traceback.format_exc()[-5000:]}"}
-            record_path.write_text(json.dumps(record))
-        record = json.loads(record_path.read_text())
-    if "error" in record:
-        pytest.fail(f"making the {name} run failed: {record['error']}")
-    return record
-
-
 def _make_single_process(model_dir):
     done = subprocess.run([sys.executable, "-m", "trainers.pretrain", *ARGS, "--strategy=mirrored", "--cpu_devices=2",
                            f"--model_dir={model_dir}"], cwd=REPO_ROOT, env=_env(), capture_output=True, text=True,
@@ -210,18 +182,18 @@ def _make_interrupted(model_dir):
 @pytest.fixture(scope="module")
 def single_process(tmp_path_factory):
     """The reference: one process, 2 replicas on 2 logical CPUs, the same global batch."""
-    return _made_once(tmp_path_factory, "single", _make_single_process)
+    return made_once(tmp_path_factory, "single", _make_single_process)
 
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory):
     """The uninterrupted 2-worker run."""
-    return _made_once(tmp_path_factory, "two_workers", _make_two_workers)
+    return made_once(tmp_path_factory, "two_workers", _make_two_workers)
 
 
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory):
-    return _made_once(tmp_path_factory, "interrupted", _make_interrupted)
+    return made_once(tmp_path_factory, "interrupted", _make_interrupted)
 
 
 def test_two_workers_equal_one_process_and_only_the_chief_writes(single_process, two_workers):

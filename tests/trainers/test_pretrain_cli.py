@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, run_pretrain as _run
+from conftest import REPO_ROOT, run_pretrain as _run, run_pretrain_cases
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-mnist"),
                                 reason="needs Debian's dataset-fashion-mnist (installed by .ci/run)")
@@ -45,7 +45,7 @@ def test_smoke_config_trains_resumes_and_exports(tmp_path):
     assert os.path.exists(os.path.join(model_dir, "export", "2", "saved_model.pb"))
 
 
-@pytest.mark.parametrize("args, message", [
+BAD_INPUT = [
     (["--data_dir=/nonexistent/fashion"], "apt-get install dataset-fashion-mnist"),
     (["--grid_size=64"], "larger than"),
     (["--grid_size=1"], "grid"),
@@ -55,10 +55,22 @@ def test_smoke_config_trains_resumes_and_exports(tmp_path):
     (["--crop_scale=0.5"], "--crop_scale takes 'a,b' with 0 < a <= b <= 1, got 0.5"),
     (["--crop_scale=0.8,0.2"], "--crop_scale takes 'a,b'"),
     (["--crop_scale=a,1"], "--crop_scale: could not convert"),
-])
-def test_bad_input_gives_clear_error(tmp_path, args, message):
-    result = _run("--flagfile=configs/smoke.cfg", f"--model_dir={tmp_path}", *args)
-    assert result.returncode != 0
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_results(tmp_path_factory):
+    """Every BAD_INPUT case through the command's `main`, in one interpreter (conftest.run_pretrain_cases)."""
+    base = tmp_path_factory.mktemp("bad_input")
+    return run_pretrain_cases([["--flagfile=configs/smoke.cfg", f"--model_dir={base / str(i)}", *args]
+                               for i, (args, _) in enumerate(BAD_INPUT)])
+
+
+@pytest.mark.parametrize("case", range(len(BAD_INPUT)), ids=[" ".join(args) for args, _ in BAD_INPUT])
+def test_bad_input_gives_clear_error(bad_input_results, case):
+    message = BAD_INPUT[case][1]
+    result = bad_input_results[case]
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     assert message in result.stderr
     assert "Traceback" not in result.stderr
 

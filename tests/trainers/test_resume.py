@@ -10,8 +10,9 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, made_once
 from mixmask_tf import checkpoint
 
 ARGS = ["--dataset=synthetic", "--image_size=16", "--train_limit=512", "--test_limit=64", "--width=8",
@@ -35,9 +36,17 @@ def _finish(model_dir, timeout=300):
     return done.stdout
 
 
-def test_kill_mid_run_then_same_command_resumes_exactly(tmp_path):
-    reference = str(tmp_path / "reference")
-    _finish(reference)
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run both tests end against: made once per session (conftest.made_once)."""
+    def make(model_dir):
+        _finish(model_dir)
+        return {"dir": model_dir}
+
+    return made_once(tmp_path_factory, "resume_reference", make)["dir"]
+
+
+def test_kill_mid_run_then_same_command_resumes_exactly(tmp_path, reference):
 
     killed = str(tmp_path / "killed")
     proc = subprocess.Popen(_command(killed), cwd=REPO_ROOT, env=_env(), stdout=subprocess.DEVNULL,
@@ -81,11 +90,9 @@ def _assert_same_end(reference, run, epochs=4):
         np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-def test_sigterm_mid_epoch_saves_then_the_rerun_loses_nothing(tmp_path):
+def test_sigterm_mid_epoch_saves_then_the_rerun_loses_nothing(tmp_path, reference):
     """SIGTERM (a preemption) in the middle of epoch 2: a checkpoint at that step, exit 143, and the
     rerun finishes the epoch from there, ending exactly where an uninterrupted run ends."""
-    reference = str(tmp_path / "reference")
-    _finish(reference)
     run = str(tmp_path / "preempted")
     proc = subprocess.Popen(_command(run) + ["--steps_per_execution=2"], cwd=REPO_ROOT, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
