@@ -4,7 +4,8 @@ Subpackages and modules (see the README's "Layout"): ``seeds`` (stateless seed d
 ``masks``, ``mixing``, ``losses``, ``augment/`` (pure TF functions); ``branches/`` (MixMask,
 Un-Mix, ...); ``backbones``; ``models/`` (framework trainers, ``keras.Model`` subclasses);
 ``data/``; ``knn``, ``linear_probe``, ``finetune``, ``encoders``; ``checkpoint``; ``registry``
-(every selectable name, readable without TensorFlow).
+(every selectable name) and ``checks`` (argument and branch-option checks), both readable without
+TensorFlow.
 
 Importing the package itself imports nothing (no TensorFlow), so the command-line tools can read
 the registries and set TensorFlow's environment before TensorFlow starts. The BatchNorm layer the

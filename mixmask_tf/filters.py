@@ -26,6 +26,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mixmask_tf import checks
+
 __all__ = ["PAPER_SIGMA", "PAPER_SIZE", "default_sigma", "default_radius", "gaussian_kernel", "gaussian_blur",
            "high_pass", "HighPassFilter", "from_config", "HighPassLayer", "with_input_filter"]
 
@@ -50,15 +52,7 @@ def gaussian_kernel(sigma: float, radius: int) -> np.ndarray:
     return (k / k.sum()).astype(np.float32)
 
 
-def _check(sigma, radius, height=None, width=None):
-    if not (isinstance(sigma, (int, float)) and not isinstance(sigma, bool)) or not math.isfinite(sigma) or sigma <= 0:
-        raise ValueError(f"the high-pass sigma must be a positive number, got {sigma!r}")
-    if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or radius < 1:
-        raise ValueError(f"the high-pass kernel radius must be an integer >= 1, got {radius!r}")
-    for name, size in (("height", height), ("width", width)):
-        if size is not None and radius >= size:
-            raise ValueError(f"the high-pass kernel radius {radius} needs images larger than it (reflect padding); "
-                             f"the image {name} is {size}: use a smaller sigma or radius")
+_check = checks.high_pass
 
 
 def gaussian_blur(images, sigma: float, radius: int) -> tf.Tensor:

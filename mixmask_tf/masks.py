@@ -40,13 +40,12 @@ full-resolution mask with :func:`mask_fraction`, never assumed from the ratio.
 """
 
 import math
-import numbers
 
 import tensorflow as tf
 
-from mixmask_tf import seeds
+from mixmask_tf import checks, seeds
 
-MASK_TYPES = ("blocked", "discrete")
+MASK_TYPES = checks.MASK_TYPES
 
 # BEiT block-wise masking constants (beit/masking_generator.py), used by the
 # MixMask reference code unchanged.
@@ -60,33 +59,9 @@ _MAX_DISCRETE_REDRAWS = 100
 
 
 
-def _is_tensor(x):
-    return isinstance(x, (tf.Tensor, tf.Variable))
-
-
-def _is_real(x):
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
-
-
-def _is_int(x):
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def _check_grid_fits(grid_size, image_size):
-    """ValueError unless ``image_size`` is a pair of positive ints with both sides >= ``grid_size``."""
-    try:
-        height, width = image_size
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"image_size must be a pair (height, width), got {image_size!r}.") from None
-    if not (_is_int(height) and _is_int(width)) or height < 1 or width < 1:
-        raise ValueError(
-            f"image_size must be a pair of positive integers (height, width), "
-            f"got {image_size!r}.")
-    if grid_size > min(height, width):
-        raise ValueError(
-            f"grid size {grid_size} is larger than the {height}x{width} image: "
-            f"use a grid size of at most {min(height, width)}.")
+_is_tensor = checks.is_tensor
+_is_real = checks.is_real
+_is_int = checks.is_int
 
 
 def validate_mask_args(grid_size, ratio=0.5, ratio_range=None, mask_type="blocked",
@@ -112,41 +87,7 @@ def validate_mask_args(grid_size, ratio=0.5, ratio_range=None, mask_type="blocke
     Raises:
       ValueError: if any argument is invalid, with a message naming it.
     """
-    if not _is_int(grid_size):
-        raise ValueError(
-            f"grid_size must be an integer >= 2, got {grid_size!r} "
-            f"({type(grid_size).__name__}).")
-    if grid_size < 2:
-        raise ValueError(
-            f"grid_size must be an integer >= 2 (a {grid_size}x{grid_size} grid cannot "
-            f"mix two images), got {grid_size}.")
-    if image_size is not None:
-        _check_grid_fits(grid_size, image_size)
-    if not _is_tensor(ratio):
-        if not _is_real(ratio):
-            raise ValueError(f"ratio must be a number in (0, 1), got {ratio!r}.")
-        if not 0.0 < float(ratio) < 1.0:
-            raise ValueError(
-                f"ratio must be in the open interval (0, 1), got {ratio}: a ratio of 0 "
-                f"or 1 leaves one of the two images out of every mixture.")
-    if ratio_range is not None and not _is_tensor(ratio_range):
-        try:
-            low, high = ratio_range
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"ratio_range must be None or a pair (a, b) with 0 <= a < b <= 1, "
-                f"got {ratio_range!r}.") from None
-        if not (_is_tensor(low) or _is_tensor(high)):
-            if not (_is_real(low) and _is_real(high)):
-                raise ValueError(
-                    f"ratio_range must be a pair of numbers (a, b) with 0 <= a < b <= 1, "
-                    f"got {ratio_range!r}.")
-            if not 0.0 <= float(low) < float(high) <= 1.0:
-                raise ValueError(
-                    f"ratio_range must satisfy 0 <= a < b <= 1, got {tuple(ratio_range)}.")
-    if mask_type not in MASK_TYPES:
-        raise ValueError(
-            f"mask_type must be one of {MASK_TYPES}, got {mask_type!r}.")
+    checks.mask_args(grid_size, ratio, ratio_range, mask_type, image_size)
 
 
 def default_min_block_cells(grid_size):
@@ -521,16 +462,7 @@ def mask_fraction(masks):
 # the direction of the discrete masks.
 
 
-def _check_probability(name, value):
-    """ValueError unless ``value`` is a Python/NumPy real number in [0, 1]."""
-    if not _is_real(value) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name} must be a probability, a number in [0, 1], got {value!r}.")
-
-
-def _check_positive_int(name, value, minimum=1):
-    """ValueError unless ``value`` is an integer >= ``minimum``."""
-    if not _is_int(value) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+_check_positive_int = checks.integer
 
 
 def _check_num_masks(num_masks):
@@ -665,10 +597,10 @@ def validate_mscn_args(height, width, channels, grid_size, ratio, focal_prob, fo
     _check_positive_int("channels", channels)
     _check_grid_ratio(grid_size, ratio)
     _check_focal_size(focal_size, height, width)
-    _check_grid_fits(grid_size, (height, width))
+    checks.grid_fits(grid_size, (height, width))
     for name, value in (("focal_prob", focal_prob), ("channel_prob", channel_prob),
                         ("mask_prob", mask_prob)):
-        _check_probability(name, value)
+        checks.probability(name, value)
 
 
 def mscn_masks(seed, num_masks, height, width, channels, grid_size, ratio, focal_prob, focal_size,

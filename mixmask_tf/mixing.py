@@ -22,16 +22,16 @@ that XLA may round differently.
 """
 
 import math
-import numbers
 from typing import NamedTuple
 
 import tensorflow as tf
 
+from mixmask_tf import checks
 from mixmask_tf import masks as masks_lib
 from mixmask_tf import seeds
 
-PERMUTATIONS = ("reverse", "random")
-FILLS = ("zero", "noise")
+PERMUTATIONS = checks.PERMUTATIONS
+FILLS = checks.ERASE_FILLS
 
 # Marsaglia–Tsang candidates drawn at once for one Gamma sample (see _sample_gamma).
 _GAMMA_CANDIDATES = 16
@@ -215,10 +215,6 @@ def mixmask(images, seed, grid_size, mask_type="blocked", ratio=0.5, ratio_range
 # ---------------------------------------------------------------------------
 
 
-def _is_number(x):
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
-
-
 def validate_unmix_args(global_prob=0.5, beta=1.0, permutation="reverse"):
     """Checks Un-Mix arguments before tracing; raises a user-facing ValueError.
 
@@ -230,15 +226,7 @@ def validate_unmix_args(global_prob=0.5, beta=1.0, permutation="reverse"):
     Raises:
       ValueError: naming the invalid argument.
     """
-    if not _is_number(global_prob) or not 0.0 <= float(global_prob) <= 1.0:
-        raise ValueError(
-            f"global_prob must be a number in [0, 1] (the probability of the global "
-            f"mixup mode; 0 = region/CutMix only), got {global_prob!r}.")
-    if not _is_number(beta) or not math.isfinite(float(beta)) or float(beta) <= 0.0:
-        raise ValueError(f"beta must be a finite number > 0 (λ ~ Beta(beta, beta)), got {beta!r}.")
-    if permutation not in PERMUTATIONS:
-        raise ValueError(
-            f"unknown permutation {permutation!r}; choose one of {PERMUTATIONS}.")
+    checks.unmix_args(global_prob, beta, permutation)
 
 
 def _standard_normal(seed, shape):
@@ -446,10 +434,8 @@ def erase(images, masks, fill="zero", seed=None, noise_std=1.0):
     """
     if fill not in FILLS:
         raise ValueError(f"fill must be one of {FILLS}, got {fill!r}.")
-    if not isinstance(noise_std, (tf.Tensor, tf.Variable)) and (
-            not _is_number(noise_std) or not math.isfinite(float(noise_std))
-            or float(noise_std) <= 0.0):
-        raise ValueError(f"noise_std must be a finite number > 0, got {noise_std!r}.")
+    if not checks.is_tensor(noise_std):
+        checks.positive("noise_std", noise_std)
     images = tf.convert_to_tensor(images)
     m = tf.cast(masks, images.dtype)
     mask_channels, channels = m.shape[-1], images.shape[-1]

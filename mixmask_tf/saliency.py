@@ -35,12 +35,11 @@ size, which may be dynamic in a plain graph.
 """
 
 import math
-import numbers
 
 import tensorflow as tf
 
+from mixmask_tf import checks
 from mixmask_tf import filters
-from mixmask_tf import losses
 from mixmask_tf.losses import hard_negative_logits  # noqa: F401  (the op lives in losses; re-exported)
 from mixmask_tf import masks as masks_lib
 from mixmask_tf import mixing
@@ -50,7 +49,7 @@ __all__ = ["FILL_STRATEGIES", "QUERY_FOCAL_PX", "NEGATIVE_FOCAL_PX", "BLUR_SIGMA
            "saliency_maps", "foreground_cells", "cell_counts", "select_cells", "default_focal_size",
            "query_masks", "negative_masks", "default_blur", "fill", "hard_negative_logits"]
 
-FILL_STRATEGIES = ("highpass", "blur", "mean")
+FILL_STRATEGIES = checks.SALIENCY_FILLS
 
 # Sizes at the authors' 224 px (main_moco.py 295-296, loader.py 17), scaled with min(H, W).
 QUERY_FOCAL_PX = 200     # side of the square a query focal mask keeps
@@ -62,36 +61,15 @@ BLUR_RADIUS_PX = 15      # strong-blur radius (kernel 31)
 # ----------------------------------------------------------------------------- argument checks
 
 
-def _is_real(x):
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
-
-
-def _check_fraction(name, value):
-    """ValueError unless ``value`` is a Python/NumPy number in [0, 1]."""
-    if not _is_real(value) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}.")
-
-
-def _check_ratio_range(ratio_range):
-    """ValueError unless ``ratio_range`` is a pair of numbers ``0 <= a <= b <= 1``."""
-    try:
-        low, high = ratio_range
-    except (TypeError, ValueError):
-        raise ValueError(f"ratio_range must be a pair (a, b) with 0 <= a <= b <= 1, got {ratio_range!r}.") from None
-    if not (_is_real(low) and _is_real(high)) or not 0.0 <= float(low) <= float(high) <= 1.0:
-        raise ValueError(f"ratio_range must be a pair of numbers (a, b) with 0 <= a <= b <= 1, got {ratio_range!r}.")
-
-
 def _check_cap(fg_cap):
     if fg_cap is not None:
-        _check_fraction("fg_cap", fg_cap)
+        checks.probability("fg_cap", fg_cap)
 
 
 def _grid_input(foreground, height, width, channels):
     """(foreground as float32 {0, 1}, g_h, g_w) after checking the shapes; ValueError otherwise."""
     for name, value in (("height", height), ("width", width), ("channels", channels)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+        checks.integer(name, value)
     foreground = tf.convert_to_tensor(foreground)
     if foreground.shape.rank != 3 or foreground.shape[1] is None or foreground.shape[2] is None:
         raise ValueError(f"foreground must have shape [N, g_h, g_w] with a static grid, got {foreground.shape}.")
@@ -152,8 +130,7 @@ def foreground_cells(saliency, std_factor=0.6):
     Raises:
       ValueError: a negative or non-numeric ``std_factor`` or a rank other than 3.
     """
-    if not _is_real(std_factor) or not math.isfinite(float(std_factor)) or float(std_factor) < 0.0:
-        raise ValueError(f"std_factor must be a finite number >= 0, got {std_factor!r}.")
+    checks.interval("std_factor", std_factor, 0.0, math.inf, high_open=True)
     saliency = tf.cast(tf.convert_to_tensor(saliency), tf.float32)
     if saliency.shape.rank != 3:
         raise ValueError(f"saliency must have shape [N, g_h, g_w], got {saliency.shape}.")
@@ -194,8 +171,7 @@ def cell_counts(ratio, fg_fraction, num_cells, fg_cap=0.55):
     Raises:
       ValueError: a ``num_cells`` below 1 or a cap outside [0, 1].
     """
-    if not isinstance(num_cells, numbers.Integral) or isinstance(num_cells, bool) or num_cells < 1:
-        raise ValueError(f"num_cells must be an integer >= 1, got {num_cells!r}.")
+    checks.integer("num_cells", num_cells)
     _check_cap(fg_cap)
     ratio = tf.cast(ratio, tf.float64)
     fg_fraction = tf.cast(fg_fraction, tf.float64)
@@ -276,10 +252,10 @@ def default_focal_size(height, width, pixels_at_224):
 def _saliency_masks(seed, foreground, height, width, channels, ratio_range, fg_cap, focal_prob,
                     spatial_prob, focal_size, negative):
     """The draw shared by :func:`query_masks` and :func:`negative_masks`: (masks, fg_fraction)."""
-    _check_ratio_range(ratio_range)
+    checks.fraction_pair("ratio_range", ratio_range)
     _check_cap(fg_cap)
-    _check_fraction("focal_prob", focal_prob)
-    _check_fraction("spatial_prob", spatial_prob)
+    checks.probability("focal_prob", focal_prob)
+    checks.probability("spatial_prob", spatial_prob)
     foreground, grid_h, grid_w = _grid_input(foreground, height, width, channels)
     if focal_size is None:
         focal_size = default_focal_size(height, width, NEGATIVE_FOCAL_PX if negative else QUERY_FOCAL_PX)
@@ -460,9 +436,7 @@ def fill(images, masks, strategy, seed=None, noise_std=0.18, blur_sigma=None, bl
         height, width = images.shape[1], images.shape[2]
         sigma, radius = default_blur(height, width)
         if blur_sigma is not None:
-            if not _is_real(blur_sigma) or not math.isfinite(float(blur_sigma)) or float(blur_sigma) <= 0.0:
-                raise ValueError(f"blur_sigma must be a finite number > 0, got {blur_sigma!r}.")
-            sigma = float(blur_sigma)
+            sigma = checks.positive("blur_sigma", blur_sigma)
             radius = min(max(1, int(round(1.5 * float(sigma)))), max(1, min(height, width) - 1))
         if blur_radius is not None:
             radius = blur_radius

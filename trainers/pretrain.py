@@ -107,7 +107,6 @@ def _fit_phases(initial_epoch, start_step, epochs):
 def run():
     import math
 
-    import keras
     import tensorflow as tf
 
     from mixmask_tf import augment, checkpoint, data, distribute, encoders, knn, visualize

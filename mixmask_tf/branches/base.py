@@ -44,11 +44,11 @@ The branches themselves are one file each beside this one; the names are the reg
 
 import dataclasses
 import inspect
-import numbers
 from typing import NamedTuple, Optional, Tuple
 
 import tensorflow as tf
 
+from mixmask_tf import checks
 from mixmask_tf import masks as masks_lib
 from mixmask_tf import registry
 
@@ -166,8 +166,7 @@ class Branch:
         return {"name": self.name}
 
 
-def _is_int(x):
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+_is_int = checks.is_int
 
 
 def image_hw(image_shape) -> Tuple[int, int]:
@@ -202,7 +201,7 @@ class MaskOptions:
       ValueError: an invalid option (see ``masks.validate_mask_args``).
     """
 
-    grid_size: int = 4
+    grid_size: int = checks.DEFAULT_GRID_SIZE
     mask_type: str = "blocked"
     ratio: float = 0.5
     ratio_range: Optional[Tuple[float, float]] = None

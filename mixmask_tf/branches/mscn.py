@@ -32,21 +32,13 @@ Stats: ``mask_ratio_query`` and ``mask_ratio_key``, the realised masked fraction
 (and channels) of the query-side and key-side views.
 """
 
-import numbers
-
 import tensorflow as tf
 
-from mixmask_tf import filters
+from mixmask_tf import checks, filters
 from mixmask_tf import masks as masks_lib
 from mixmask_tf import mixing
 from mixmask_tf import seeds
 from mixmask_tf.branches.base import Branch, ViewsOutput, image_hw
-
-
-def _probability(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
-    return float(value)
 
 
 class MSCNBranch(Branch):
@@ -82,34 +74,12 @@ class MSCNBranch(Branch):
     def __init__(self, ratio=0.15, key_ratio=None, grid_size=7, noise_std=0.18, focal_prob=0.4, focal_size=0.9,
                  channel_prob=0.7, mask_prob=1.0, key_mask_prob=None, extra_views=2, sigma=None, radius=None,
                  high_pass=True):
-        for name, value in (("ratio", ratio), ("key_ratio", key_ratio)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
-                                      or not 0.0 <= float(value) < 1.0):
-                raise ValueError(f"{name} must lie in [0, 1), got {value!r}")
-        if isinstance(grid_size, bool) or not isinstance(grid_size, numbers.Integral) or grid_size < 1:
-            raise ValueError(f"grid_size must be an integer >= 1, got {grid_size!r}")
-        if isinstance(noise_std, bool) or not isinstance(noise_std, numbers.Real) or not float(noise_std) > 0:
-            raise ValueError(f"noise_std must be > 0, got {noise_std!r}")
-        if isinstance(focal_size, bool) or not isinstance(focal_size, numbers.Real) or not 0.0 < float(focal_size) <= 1.0:
-            raise ValueError(f"focal_size is a fraction of the shorter image side in (0, 1], got {focal_size!r}")
-        if isinstance(extra_views, bool) or not isinstance(extra_views, numbers.Integral) or extra_views < 0:
-            raise ValueError(f"extra_views must be an integer >= 0, got {extra_views!r}")
-        self.ratio = float(ratio)
-        self.key_ratio = self.ratio if key_ratio is None else float(key_ratio)
-        self.grid_size = int(grid_size)
-        self.noise_std = float(noise_std)
-        self.focal_prob = _probability("focal_prob", focal_prob)
-        self.focal_size = float(focal_size)
-        self.channel_prob = _probability("channel_prob", channel_prob)
-        self.mask_prob = _probability("mask_prob", mask_prob)
-        self.key_mask_prob = self.mask_prob if key_mask_prob is None else _probability("key_mask_prob", key_mask_prob)
-        self.extra_views = int(extra_views)
-        self.sigma = None if sigma is None else float(sigma)
-        self.radius = None if radius is None else int(radius)
-        self.high_pass = bool(high_pass)
-        if self.high_pass:  # checks σ and radius now (the image size only in validate)
-            filters.HighPassFilter(1.0 if self.sigma is None else self.sigma,
-                                   1 if self.radius is None else self.radius)
+        options = checks.mscn_options(
+            ratio=ratio, key_ratio=key_ratio, grid_size=grid_size, noise_std=noise_std, focal_prob=focal_prob,
+            focal_size=focal_size, channel_prob=channel_prob, mask_prob=mask_prob, key_mask_prob=key_mask_prob,
+            extra_views=extra_views, sigma=sigma, radius=radius, high_pass=high_pass)
+        for name, value in options.items():
+            setattr(self, name, value)
         self.input_filter = None
 
     def focal_pixels(self, height, width):

@@ -46,14 +46,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mixmask_tf import backbones, filters
+from mixmask_tf import backbones, checks, filters
 from mixmask_tf import masks as masks_lib
 from mixmask_tf import saliency as sal
 from mixmask_tf import seeds
 from mixmask_tf.branches.base import Branch, NegativeBatch, ViewsOutput, image_hw
 
 RESNET50_NOTOP = os.path.join("~", ".keras", "models", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
-LOCALISATIONS = ("target", "resnet50_imagenet")
+LOCALISATIONS = checks.SALIENCY_LOCALISATIONS
 
 # The authors' per-strategy masking (hp.py / blur.py / mean.py): (focal_prob, spatial_prob, fg_cap) of
 # the query and of the negative masks.
@@ -62,16 +62,6 @@ _STRATEGY_DEFAULTS = {
     "blur": {"query": (0.0, 1.0, None), "negative": (0.0, 1.0, None)},
     "mean": {"query": (0.0, 1.0, None), "negative": (0.0, 1.0, None)},
 }
-
-
-def _pair(name, value):
-    try:
-        low, high = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair (a, b) with 0 <= a <= b <= 1, got {value!r}") from None
-    if not 0.0 <= low <= high <= 1.0:
-        raise ValueError(f"{name} must be a pair (a, b) with 0 <= a <= b <= 1, got {value!r}")
-    return (low, high)
 
 
 def resnet50_imagenet(image_shape, mean, std, weights=None):
@@ -123,45 +113,22 @@ class SaliencyBranch(Branch):
                  focal_prob=None, spatial_prob=None, negative_fg_cap=None, negative_focal_prob=None,
                  negative_spatial_prob=None, std_factor=0.6, alpha=2.0, hard_negatives=1, noise_std=0.18,
                  negative_noise_std=0.14, localisation="target", mean=None, std=None, sigma=None, radius=None):
-        if fill not in sal.FILL_STRATEGIES:
-            raise ValueError(f"fill must be one of {', '.join(sal.FILL_STRATEGIES)}, got {fill!r}")
-        self.fill = fill
-        self.query_ratio = _pair("query_ratio", query_ratio)
-        self.negative_ratio = _pair("negative_ratio", negative_ratio)
-        defaults = _STRATEGY_DEFAULTS[fill]
-        given = {"query": (focal_prob, spatial_prob, fg_cap),
-                 "negative": (negative_focal_prob, negative_spatial_prob, negative_fg_cap)}
+        options = checks.saliency_options(
+            fill=fill, query_ratio=query_ratio, negative_ratio=negative_ratio, std_factor=std_factor, alpha=alpha,
+            hard_negatives=hard_negatives, noise_std=noise_std, negative_noise_std=negative_noise_std,
+            localisation=localisation, sigma=sigma, radius=radius, fg_cap=fg_cap, focal_prob=focal_prob,
+            spatial_prob=spatial_prob, negative_fg_cap=negative_fg_cap, negative_focal_prob=negative_focal_prob,
+            negative_spatial_prob=negative_spatial_prob)
+        for name in ("fill", "query_ratio", "negative_ratio", "std_factor", "alpha", "hard_negatives", "noise_std",
+                     "negative_noise_std", "localisation", "sigma", "radius"):
+            setattr(self, name, options[name])
+        defaults = _STRATEGY_DEFAULTS[fill]  # (focal_prob, spatial_prob, fg_cap) where not given
         self.query_masking, self.negative_masking = (
-            tuple(d if g is None else g for g, d in zip(given[side], defaults[side])) for side in ("query", "negative"))
-        for side, (focal, spatial, cap) in (("", self.query_masking), ("negative_", self.negative_masking)):
-            for name, value in ((f"{side}focal_prob", focal), (f"{side}spatial_prob", spatial)):
-                if not 0.0 <= float(value) <= 1.0:
-                    raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
-            if cap is not None and not 0.0 < float(cap) <= 1.0:
-                raise ValueError(f"{side}fg_cap must lie in (0, 1], got {cap!r}")
-        if not float(std_factor) >= 0.0:
-            raise ValueError(f"std_factor must be >= 0, got {std_factor!r}")
-        if isinstance(hard_negatives, bool) or int(hard_negatives) != hard_negatives or hard_negatives < 0:
-            raise ValueError(f"hard_negatives must be an integer >= 0, got {hard_negatives!r}")
-        for name, value in (("noise_std", noise_std), ("negative_noise_std", negative_noise_std)):
-            if not float(value) > 0.0:
-                raise ValueError(f"{name} must be > 0, got {value!r}")
-        if not (localisation in LOCALISATIONS or str(localisation).endswith(".keras")):
-            raise ValueError(f"localisation must be {', '.join(map(repr, LOCALISATIONS))} or a path to a .keras "
-                             f"model, got {localisation!r}")
-        if str(localisation).endswith(".keras") and not os.path.isfile(localisation):
-            raise ValueError(f"localisation model {localisation} does not exist")
-        self.std_factor = float(std_factor)
-        self.alpha = float(alpha)
-        self.hard_negatives = int(hard_negatives)
-        self.noise_std = float(noise_std)
-        self.negative_noise_std = float(negative_noise_std)
-        self.localisation = str(localisation)
+            tuple(d if options[f"{prefix}{n}"] is None else options[f"{prefix}{n}"]
+                  for n, d in zip(("focal_prob", "spatial_prob", "fg_cap"), defaults[side]))
+            for side, prefix in (("query", ""), ("negative", "negative_")))
         self.mean = None if mean is None else tuple(float(v) for v in np.asarray(mean).reshape(-1))
         self.std = None if std is None else tuple(float(v) for v in np.asarray(std).reshape(-1))
-        self.sigma, self.radius = sigma, radius
-        if fill == "highpass":  # checks σ and radius now (the image size only in validate)
-            filters.HighPassFilter(1.0 if sigma is None else sigma, 1 if radius is None else radius)
         self.uses_negatives = self.hard_negatives > 0
         self.stat_names = ("mask_ratio", "fg_ratio") + (
             ("negative_mask_ratio",) + tuple(f"{n}_logit" for n in self.negative_names()) if self.uses_negatives

@@ -85,3 +85,39 @@ def test_distribute_flag_errors():
          "        assert message in str(e), (argv, e)\n"
          "    else:\n"
          "        raise AssertionError(argv)\n")
+
+
+def test_bad_branch_options_fail_before_tensorflow_naming_the_flag():
+    # The checks the branch constructors make (mixmask_tf.checks), run by validate_flags without TensorFlow.
+    code = ("import sys\n"
+               "from absl import flags\n"
+               "import trainers.pretrain as pretrain\n"
+               "from trainers.flag_groups import UserError\n"
+               "cases = [(['--branch=mscn', '--mscn_ratio=1.5'], '--mscn_ratio: ratio must lie in [0, 1)'),\n"
+               "         (['--branch=mscn', '--mscn_focal_prob=2'], '--mscn_focal_prob: focal_prob must be a probability'),\n"
+               "         (['--branch=mscn', '--mscn_extra_views=-1'], '--mscn_extra_views: extra_views must be an integer >= 0'),\n"
+               "         (['--branch=mscn', '--highpass_sigma=-1'], 'the high-pass sigma must be a positive number'),\n"
+               "         (['--branch=saliency', '--saliency_alpha=0'], '--saliency_alpha: alpha'),\n"
+               "         (['--branch=saliency', '--saliency_negative_fg_cap=0'], '--saliency_negative_fg_cap: negative_fg_cap must lie in (0, 1]'),\n"
+               "         (['--branch=saliency', '--saliency_query_ratio=0.5,0.1'], '--saliency_query_ratio: query_ratio'),\n"
+               "         (['--branch=saliency', '--saliency_model=vgg'], '--saliency_model: localisation must be'),\n"
+               "         (['--branch=mixmask', '--grid_size=1'], '--grid_size: grid_size must be an integer >= 2'),\n"
+               "         (['--branch=erase', '--mask_ratio=1.0'], '--mask_ratio: ratio must be in the open interval (0, 1)'),\n"
+               "         (['--branch=mixmask_unmix', '--unmix_beta=0'], '--unmix_beta: beta must be a finite number > 0'),\n"
+               "         (['--branch=unmix', '--unmix_prob=1.5'], '--unmix_prob: global_prob must be a number in [0, 1]')]\n"
+               "for argv, message in cases:\n"
+               "    flags.FLAGS.unparse_flags()\n"
+               "    flags.FLAGS(['pretrain', '--flagfile=configs/smoke.cfg', '--model_dir=/nonexistent/m', *argv])\n"
+               "    try:\n"
+               "        pretrain.validate_flags()\n"
+               "    except UserError as e:\n"
+               "        assert message in str(e), (argv, str(e))\n"
+               "    else:\n"
+               "        raise AssertionError(f'{argv}: no error')\n"
+               "for branch in ('none', 'mixmask', 'unmix', 'mixmask_unmix', 'erase', 'mscn', 'saliency'):\n"
+               "    flags.FLAGS.unparse_flags()\n"
+               "    flags.FLAGS(['pretrain', '--flagfile=configs/smoke.cfg', '--model_dir=/nonexistent/m', f'--branch={branch}'])\n"
+               "    pretrain.validate_flags()\n"
+               "print(len(cases), 'tensorflow' in sys.modules, 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert out.stdout.split() == ["12", "False", "False"], out.stderr[-2000:]

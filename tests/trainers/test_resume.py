@@ -112,7 +112,7 @@ def test_sigterm_mid_epoch_saves_then_the_rerun_loses_nothing(tmp_path, referenc
     assert (epoch, saved_step) == (1, step)
 
     out = _finish(run)
-    assert f"resumed from" in out and f"(epoch 1 + {step} steps, step {STEPS + step})" in out, out
+    assert "resumed from" in out and f"(epoch 1 + {step} steps, step {STEPS + step})" in out, out
     _assert_same_end(reference, run)
     rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
     assert rows[1]["resumed_at_step"] == step and "resumed_at_step" not in rows[2]

@@ -82,11 +82,6 @@ flags.DEFINE_string("saliency_model", "target", "Saliency: localisation network:
                     "images -> feature map.")
 
 
-def ratio_range():
-    """--mask_ratio_range as (a, b), or None; raises UserError when malformed."""
-    return None if FLAGS.mask_ratio_range is None else _pair_flag("mask_ratio_range")
-
-
 def _pair_flag(name):
     """A list flag 'a,b' as (a, b) floats; raises UserError when malformed."""
     value = FLAGS[name].value
@@ -98,42 +93,64 @@ def _pair_flag(name):
         raise UserError(f"--{name}: {e}") from e
 
 
+# Branch option -> the flag that sets it, by kind of branch (`option_values`). MixMask*'s
+# `permutation` is not set from --permutation: it follows --same_permutation (random, or Un-Mix's
+# reverse), as the flag's help says. MSCN's `ratio` and `grid_size` are not MixMask's --mask_ratio /
+# --grid_size. The pairs ('a,b' list flags) are parsed by `_pair_flag`.
+SALIENCY_FLAGS = dict(
+    fill="saliency_fill", query_ratio="saliency_query_ratio", negative_ratio="saliency_negative_ratio",
+    fg_cap="saliency_fg_cap", focal_prob="saliency_focal_prob", spatial_prob="saliency_spatial_prob",
+    negative_fg_cap="saliency_negative_fg_cap", negative_focal_prob="saliency_negative_focal_prob",
+    negative_spatial_prob="saliency_negative_spatial_prob", std_factor="saliency_std_factor",
+    alpha="saliency_alpha", hard_negatives="saliency_hard_negatives", noise_std="saliency_noise_std",
+    negative_noise_std="saliency_negative_noise_std", localisation="saliency_model", sigma="highpass_sigma",
+    radius="highpass_radius")
+MSCN_FLAGS = dict(
+    ratio="mscn_ratio", key_ratio="mscn_key_ratio", grid_size="mscn_grid_size", noise_std="mscn_noise_std",
+    focal_prob="mscn_focal_prob", focal_size="mscn_focal_size", channel_prob="mscn_channel_prob",
+    mask_prob="mscn_mask_prob", key_mask_prob="mscn_key_mask_prob", extra_views="mscn_extra_views",
+    sigma="highpass_sigma", radius="highpass_radius", high_pass="highpass")
+MIXTURE_FLAGS = dict(
+    grid_size="grid_size", mask_type="mask_type", ratio="mask_ratio", ratio_range="mask_ratio_range",
+    per_sample="per_sample_mask", min_block_cells="min_block_cells", permutation="permutation",
+    switch="switch_term", global_prob="unmix_prob", beta="unmix_beta", same_permutation="same_permutation",
+    fill="erase_fill")
+_PAIR_FLAGS = ("saliency_query_ratio", "saliency_negative_ratio", "mask_ratio_range")
+
+
+def option_flags(branch):
+    """Option -> flag name of the options of `branch` that flags set (every option of every branch)."""
+    return {"saliency": SALIENCY_FLAGS, "mscn": MSCN_FLAGS}.get(branch, MIXTURE_FLAGS)
+
+
 def validate():
-    """Checks the branch flags that absl's types cannot; raises UserError."""
-    ratio_range()
-    if FLAGS.branch == "saliency":
-        _pair_flag("saliency_query_ratio")
-        _pair_flag("saliency_negative_ratio")
+    """Checks the branch flags that absl's types cannot, and the branch's options, before TensorFlow
+    is imported (`mixmask_tf.checks.branch_options`: the checks the branch's constructor makes);
+    raises UserError naming the flag. What needs the images (a grid larger than them) is checked
+    when the branch meets the data."""
+    from mixmask_tf import checks
+
+    values = option_values()
+    try:
+        checks.branch_options(FLAGS.branch, values)
+    except ValueError as e:
+        message = str(e)
+        named = [flag for option, flag in option_flags(FLAGS.branch).items()
+                 if message.startswith((f"{option} ", f"{option},"))]
+        raise UserError(f"{f'--{named[0]}: ' if named else ''}{message}") from e
 
 
 def option_values():
-    """Branch option -> the value its flag gives (every option of every branch, by option name).
-
-    MixMask*'s `permutation` is not set from --permutation: it follows --same_permutation (random,
-    or Un-Mix's reverse), as the flag's help says. MSCN's options come from the --mscn_* and
-    --highpass* flags (its `ratio` and `grid_size` are not MixMask's --mask_ratio / --grid_size).
-    """
-    f = FLAGS
-    if f.branch == "saliency":
-        return dict(fill=f.saliency_fill, query_ratio=_pair_flag("saliency_query_ratio"),
-                    negative_ratio=_pair_flag("saliency_negative_ratio"), fg_cap=f.saliency_fg_cap,
-                    focal_prob=f.saliency_focal_prob, spatial_prob=f.saliency_spatial_prob,
-                    negative_fg_cap=f.saliency_negative_fg_cap, negative_focal_prob=f.saliency_negative_focal_prob,
-                    negative_spatial_prob=f.saliency_negative_spatial_prob, std_factor=f.saliency_std_factor,
-                    alpha=f.saliency_alpha, hard_negatives=f.saliency_hard_negatives, noise_std=f.saliency_noise_std,
-                    negative_noise_std=f.saliency_negative_noise_std, localisation=f.saliency_model,
-                    sigma=f.highpass_sigma, radius=f.highpass_radius)
-    if f.branch == "mscn":
-        return dict(ratio=f.mscn_ratio, key_ratio=f.mscn_key_ratio, grid_size=f.mscn_grid_size,
-                    noise_std=f.mscn_noise_std, focal_prob=f.mscn_focal_prob, focal_size=f.mscn_focal_size,
-                    channel_prob=f.mscn_channel_prob, mask_prob=f.mscn_mask_prob, key_mask_prob=f.mscn_key_mask_prob,
-                    extra_views=f.mscn_extra_views, sigma=f.highpass_sigma, radius=f.highpass_radius,
-                    high_pass=f.highpass)
-    return dict(grid_size=f.grid_size, mask_type=f.mask_type, ratio=f.mask_ratio, ratio_range=ratio_range(),
-                per_sample=f.per_sample_mask, min_block_cells=f.min_block_cells,
-                permutation=None if f.branch == "mixmask_unmix" else f.permutation, switch=f.switch_term,
-                global_prob=f.unmix_prob, beta=f.unmix_beta, same_permutation=f.same_permutation,
-                fill=f.erase_fill)
+    """Branch option -> the value its flag gives (every option of the --branch, by option name)."""
+    values = {}
+    for option, flag in option_flags(FLAGS.branch).items():
+        if flag in _PAIR_FLAGS:
+            values[option] = None if FLAGS[flag].value is None else _pair_flag(flag)
+        else:
+            values[option] = FLAGS[flag].value
+    if FLAGS.branch == "mixmask_unmix":
+        values["permutation"] = None
+    return values
 
 
 # Branch options that come from the data, not from a flag (the CLI passes them: `build_branch(mean=..., std=...)`).
