@@ -260,9 +260,15 @@ def branch_options(name, options):
         the values of every branch flag).
 
     Raises:
-      ValueError: naming the invalid option. What needs the images (a grid larger than them, a
-        filter radius they cannot pad) is checked when the branch is validated against them.
+      ValueError: an unknown branch, or naming the invalid option. What needs the images (a grid
+        larger than them, a filter radius they cannot pad) is checked when the branch is validated
+        against them.
     """
+    from mixmask_tf import registry  # no TensorFlow either
+
+    if name not in registry.BRANCHES:
+        raise ValueError(f"unknown branch {name!r}; known: {', '.join(registry.BRANCHES)}")
+
     def take(*names):
         return {n: options[n] for n in names if n in options}
 

@@ -120,6 +120,11 @@ def test_defaults_and_configs_pass(name):
     checks.branch_options(name, {})      # and so are the defaults
 
 
+def test_unknown_branch():
+    with pytest.raises(ValueError, match="unknown branch 'cutmix'; known: none, mixmask"):
+        checks.branch_options("cutmix", {})
+
+
 def test_saliency_only_checks_the_filter_for_the_highpass_fill():
     # The blur and mean fills do not filter: a filter option they ignore is not an error.
     assert branches.build_branch("saliency", fill="blur", radius=0).fill == "blur"
