@@ -299,6 +299,26 @@ def network_display(x, mean=None, std=None, filtered=False):
     return np.clip(0.5 + x * std, 0.0, 1.0).astype(np.float32)
 
 
+def transformed_displays(branch, views, out, mean=None, std=None, filtered=False):
+    """Display images of what a branch's ``transform_views`` made of ``views``.
+
+    Args:
+      branch: the ``branches.Branch`` (its ``display_maps``).
+      views: the views ``transform_views`` was given: a tuple of float [K, H, W, C].
+      out: the ``branches.ViewsOutput`` it returned.
+      mean, std, filtered: as :func:`network_display`.
+
+    Returns:
+      (networks, negatives, maps): [K, H, W, C] display images of each view as the network is given
+      it and of each hard negative (lists, in order), and ``branch.display_maps(views)`` as
+      {label: float32 [K, H, W, 1]}.
+    """
+    networks = [network_display(np.asarray(v), mean, std, filtered) for v in out.views]
+    negatives = [network_display(np.asarray(n.images), mean, std, filtered) for n in out.negatives]
+    maps = {label: np.asarray(value, np.float32) for label, value in branch.display_maps(views).items()}
+    return networks, negatives, maps
+
+
 def views_montage_arrays(views, branch, seed, num_examples=4, mean=None, std=None):
     """Every view of a batch before and after a branch's view changes.
 
@@ -324,14 +344,13 @@ def views_montage_arrays(views, branch, seed, num_examples=4, mean=None, std=Non
     if filtered and not branch.filters_views:
         inputs = tuple(branch.input_filter(v) for v in inputs)
     out = branch.transform_views(inputs, seeds.as_seed(seed))
-    arrays = {"stats": {k: float(v) for k, v in out.stats.items()}, "maps": {}}
+    networks, negatives, maps = transformed_displays(branch, inputs, out, mean, std, filtered)
+    arrays = {"stats": {k: float(v) for k, v in out.stats.items()}, "maps": maps}
     for v in range(x.shape[1]):
         arrays[f"view{v + 1}"] = to_display(x[:, v], mean, std)
-        arrays[f"network{v + 1}"] = network_display(np.asarray(out.views[v]), mean, std, filtered)
-    for h, negative in enumerate(out.negatives):
-        arrays[f"negative{h + 1}"] = network_display(np.asarray(negative.images), mean, std, filtered)
-    for label, value in branch.display_maps(inputs).items():
-        arrays["maps"][label] = np.asarray(value, np.float32)
+        arrays[f"network{v + 1}"] = networks[v]
+    for h, negative in enumerate(negatives):
+        arrays[f"negative{h + 1}"] = negative
     return arrays
 
 

@@ -364,15 +364,14 @@ class MixedViewSummary(keras.callbacks.Callback):
             views = self.model.input_views(tuple(tf.constant(self.images[:, v]) for v in range(self.images.shape[1])))
             out = (self.model.transformed_views(views) if self.seed is None
                    else self.model.branch.transform_views(views, self.seed))
-            filtered = self.model.input_filter is not None
-            for v, view in enumerate(out.views):
-                result[f"network_view{v + 1}"] = visualize.network_display(np.asarray(view), self.mean, self.std,
-                                                                           filtered=filtered)
-            for h, negative in enumerate(out.negatives):
-                result[f"hard_negative{h + 1}"] = visualize.network_display(np.asarray(negative.images), self.mean,
-                                                                            self.std, filtered=filtered)
-            for label, value in self.model.branch.display_maps(views).items():
-                result["saliency_" + label.split(" ")[0] + f"_view{label[-2]}"] = np.asarray(value)
+            networks, negatives, maps = visualize.transformed_displays(
+                self.model.branch, views, out, self.mean, self.std, filtered=self.model.input_filter is not None)
+            for v, view in enumerate(networks):
+                result[f"network_view{v + 1}"] = view
+            for h, negative in enumerate(negatives):
+                result[f"hard_negative{h + 1}"] = negative
+            for label, value in maps.items():  # "foreground (view 1)" -> "saliency_foreground_view1"
+                result["saliency_" + label.split(" ")[0] + f"_view{label[-2]}"] = value
             x1 = out.views[0]
         if self.seed is None:
             out = self.model.branch_outputs(x1)
