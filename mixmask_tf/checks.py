@@ -259,6 +259,10 @@ def branch_options(name, options):
       options: option name -> value; names the branch does not take are ignored (the CLI passes
         the values of every branch flag).
 
+    Only the checks the constructors make through this module (mask, Un-Mix, MSCN and saliency
+    options), so the two cannot disagree; MixMask's permutation and erase's fill are checked by
+    their constructors (on the CLI they are enum flags).
+
     Raises:
       ValueError: an unknown branch, or naming the invalid option. What needs the images (a grid
         larger than them, a filter radius they cannot pad) is checked when the branch is validated
@@ -274,12 +278,6 @@ def branch_options(name, options):
 
     if name in ("mixmask", "erase", "mixmask_unmix"):
         mask_args(**{"grid_size": DEFAULT_GRID_SIZE, **take("grid_size", "ratio", "ratio_range", "mask_type")})
-        if options.get("min_block_cells") is not None:
-            integer("min_block_cells", options["min_block_cells"])
-    if name == "mixmask" and "permutation" in options:
-        choice("permutation", options["permutation"], PERMUTATIONS)
-    if name == "erase" and "fill" in options:
-        choice("fill", options["fill"], ERASE_FILLS)
     if name in ("unmix", "mixmask_unmix"):
         unmix_args(**take("global_prob", "beta"))
     if name == "mscn":
