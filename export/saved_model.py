@@ -482,7 +482,8 @@ def export_from_model_dir(model_dir, export_dir, version=None):
                          f"image_shape {config['image_shape']}")
     metadata = {"framework": config.get("framework"), "branch": config.get("branch"),
                 "dataset": config.get("dataset"), "backbone": config.get("backbone") or backbone.name,
-                "epochs": results.get("epochs_completed"), "knn_top1": results.get("knn_top1"),
+                "epochs": results.get("epochs_completed"), "steps": results.get("steps_completed"),
+                "knn_top1": results.get("knn_top1"),
                 "knn_top1_random_init": results.get("knn_top1_random_init"),
                 "knn_feature": results.get("knn_feature", "backbone"),
                 "knn_k": results.get("knn_k"), "knn_t": results.get("knn_t"),

@@ -18,6 +18,8 @@ Runs written before this format (`checkpoints/ckpt-<epoch>.npz`) still resume: t
 new format.
 """
 
+import contextlib
+import errno
 import io
 import json
 import os
@@ -38,6 +40,48 @@ class CheckpointMismatchError(ValueError):
 
 class NonFiniteStateError(ValueError):
     """A weight or optimizer variable holds NaN or Inf: such a state is never saved."""
+
+
+class WriteFailed(OSError):
+    """A run file could not be written (a full disk, a quota, a read-only or vanished folder).
+
+    `what` names the file or files; the message adds the reason. What was written before is intact:
+    every run file is replaced atomically, so a failed write leaves the previous version.
+    """
+
+    def __init__(self, what, reason):
+        super().__init__(f"could not write {what}: {reason}")
+        self.what = what
+        self.reason = reason
+
+
+_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+_SPACE_WORDS = ("no space left", "disk quota", "read-only file system", "permission denied")
+
+
+@contextlib.contextmanager
+def writing(what):
+    """Turns a failed write inside the block into one `WriteFailed` naming `what`.
+
+    Catches what a full disk, a quota or a read-only folder raises: an `OSError` with one of those
+    errnos, and TensorFlow's file errors (`ResourceExhaustedError`, `PermissionDeniedError`, or any
+    `OpError` whose message says so). Other errors (a lost worker's collective, a bug) pass through.
+    """
+    import tensorflow as tf
+
+    try:
+        yield
+    except WriteFailed:
+        raise
+    except (OSError, tf.errors.OpError) as e:
+        message = str(getattr(e, "message", None) or e).strip()
+        space = (isinstance(e, OSError) and e.errno in _SPACE_ERRNOS) or isinstance(
+            e, (tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError)) or any(
+            w in message.lower() for w in _SPACE_WORDS)
+        if not space:
+            raise
+        reason = message.splitlines()[0][:300] if message else type(e).__name__
+        raise WriteFailed(what, reason) from e
 
 
 def _gfile():
@@ -140,6 +184,20 @@ def _unescape(key):
             out.append(key[i])
             i += 1
     return "".join(out)
+
+
+def progress_of(path):
+    """(completed epochs, steps into the next epoch) of a checkpoint, read without a model.
+
+    Reads only the `progress` entry (a legacy `.npz`: its epoch, step 0).
+    """
+    if is_legacy(path):
+        return int(_LEGACY_RE.search(path).group(1)), 0
+    from tensorflow.python.training import py_checkpoint_reader
+
+    reader = py_checkpoint_reader.NewCheckpointReader(path)
+    epoch, step = (int(v) for v in reader.get_tensor("progress/.ATTRIBUTES/VARIABLE_VALUE"))
+    return epoch, step
 
 
 def is_legacy(path):

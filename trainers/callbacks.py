@@ -133,7 +133,8 @@ class Checkpoint(keras.callbacks.Callback):
         if done >= self.steps_per_epoch:
             self._stop_at_epoch_end = True  # the end-of-epoch checkpoint comes next
             return
-        path = self.saver.save(self._epoch, done)
+        with checkpoint.writing(f"the checkpoint at epoch {self._epoch} + {done} steps"):
+            path = self.saver.save(self._epoch, done)
         self.preempted = (self._epoch, done)
         self.model.stop_training = True
         self.model.interrupted_epoch = True  # the epoch-end callbacks skip this unfinished epoch
@@ -146,9 +147,11 @@ class Checkpoint(keras.callbacks.Callback):
         if getattr(self.model, "nan_stopped", False) or (
                 loss is not None and not math.isfinite(float(np.asarray(loss).reshape(-1)[0]))):
             return
-        path = self.saver.save(epoch + 1, 0)
+        with checkpoint.writing(f"the checkpoint of epoch {epoch + 1}"):
+            path = self.saver.save(epoch + 1, 0)
         if self.is_chief:
-            checkpoint.atomic_save_keras(self.model.backbone, os.path.join(self.model_dir, "backbone.keras"))
+            with checkpoint.writing(f"{os.path.join(self.model_dir, 'backbone.keras')} (epoch {epoch + 1})"):
+                checkpoint.atomic_save_keras(self.model.backbone, os.path.join(self.model_dir, "backbone.keras"))
             logging.info("saved %s", path)
         if self._stop_at_epoch_end:
             self.preempted = (epoch + 1, 0)
@@ -253,7 +256,8 @@ class MetricsLog(keras.callbacks.Callback):
         text = checkpoint.read_text(self.path, "")
         if text and not text.endswith("\n"):
             text += "\n"
-        checkpoint.atomic_write_text(self.path, text + json.dumps(row) + "\n")
+        with checkpoint.writing(f"{self.path} (epoch {epoch + 1})"):
+            checkpoint.atomic_write_text(self.path, text + json.dumps(row) + "\n")
 
 
 class PlotCurves(keras.callbacks.Callback):

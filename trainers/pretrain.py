@@ -41,6 +41,16 @@ PREEMPTED_EXIT_CODE = 143
 LOST_WORKER_EXIT_CODE = 3
 
 
+# Flags that fix what a run's checkpoints hold (which weights, of which shapes, for which data): a
+# run folder with checkpoints refuses a rerun with other values, before writing anything.
+RUN_IDENTITY_FLAGS = ("dataset", "image_size", "channels", "framework", "branch", "backbone", "width", "depth",
+                      "pool_grid", "embedding_dim", "hidden_dim", "projector_layers", "predictor_hidden_dim",
+                      "queue_size", "online_probe", "mixed_precision")
+# Exit status when a run file could not be written (a full disk, a quota, a read-only folder):
+# sysexits' EX_IOERR. What was written before is intact; the same command finishes the run later.
+WRITE_FAILED_EXIT_CODE = 74
+
+
 def validate_flags():
     """Checks flag combinations that absl's types cannot, group by group; raises UserError."""
     run_flags.validate()
@@ -95,6 +105,77 @@ def write_run_files(model_dir, info, image_shape, two_views, eval_crop_ratio=1.0
     checkpoint.atomic_write_text(os.path.join(model_dir, "config.json"), json.dumps(config, indent=2))
 
 
+def _flag_lines(text):
+    """{flag name: its line} of a flags.cfg ("--name=value", "--name" or "--noname")."""
+    lines = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("--"):
+            continue
+        name = line[2:].split("=", 1)[0]
+        if "=" not in line and name not in FLAGS and name.startswith("no") and name[2:] in FLAGS:
+            name = name[2:]
+        lines[name] = line
+    return lines
+
+
+def check_same_run(model_dir, checkpoints):
+    """Raises UserError when a flag of RUN_IDENTITY_FLAGS differs from the run that wrote `checkpoints`
+    in `model_dir` (read from its flags.cfg), naming the first such flag."""
+    from mixmask_tf import checkpoint
+
+    text = checkpoint.read_text(os.path.join(model_dir, "flags.cfg")) if checkpoints else None
+    if text is None:
+        return
+    old = _flag_lines(text)
+    for name in RUN_IDENTITY_FLAGS:
+        now = FLAGS[name].serialize()
+        if name in old and old[name] != now:
+            raise UserError(f"{model_dir} holds a run with {old[name]}, whose checkpoints cannot continue with "
+                            f"{now}; rerun with the run's flags ({os.path.join(model_dir, 'flags.cfg')}) or use "
+                            "another --model_dir")
+
+
+def _step_of(path):
+    """The global step in a checkpoint's name (`ckpt-<step>`), or None (a legacy `.npz`)."""
+    tail = os.path.basename(path).rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+def _results_complete(results, epochs, step):
+    """Whether results.json is the final one of a run that ended at (epochs, step)."""
+    return step is not None and results.get("epochs_completed") == epochs and results.get("steps_completed") == step
+
+
+def _recorded_export(results, export_dir, model_dir, step):
+    """The export version folder of the run's state at `step`, or None.
+
+    The version that results.json records for `step` (under the same --export_dir; the default one
+    moves with the run folder), else one whose model card says it was exported from `model_dir` at
+    `step` (an export that a kill interrupted before results.json recorded it).
+    """
+    from mixmask_tf import checkpoint
+
+    saved_model = export_module("saved_model")
+    if step is None:
+        return None
+    versions = saved_model.list_versions(export_dir)
+    record = results.get("export") or {}
+    if (record.get("steps") == step and record.get("export_dir") == (FLAGS.export_dir or "")
+            and record.get("version") in versions):
+        return os.path.join(export_dir, str(record["version"]))
+    source = model_dir if "://" in model_dir else os.path.abspath(model_dir)
+    for version in reversed(versions):
+        folder = os.path.join(export_dir, str(version))
+        try:
+            card = json.loads(checkpoint.read_text(os.path.join(folder, "assets.extra", "export.json"), "{}"))
+        except ValueError:
+            continue
+        if card.get("model_dir") == source and card.get("steps") == step:
+            return folder
+    return None
+
+
 def _fit_phases(initial_epoch, start_step, epochs):
     """(first epoch, first step) of each `fit` call: the rest of a resumed epoch, then whole epochs."""
     phases = [(initial_epoch, start_step)] if start_step else []
@@ -122,7 +203,33 @@ def run():
     chief = worker.is_chief
     say = print if chief else (lambda *a, **k: None)
     model_dir = FLAGS.model_dir
-    tf.io.gfile.makedirs(model_dir)
+    results_path = os.path.join(model_dir, "results.json")
+    export_dir = FLAGS.export_dir or os.path.join(model_dir, "export")
+    # A rerun: refuse flags the checkpoints cannot continue under, and stop at once (one line, exit 0)
+    # when the run has nothing left to do; both before anything is written.
+    existing = checkpoint.list_checkpoints(os.path.join(model_dir, "checkpoints"))
+    check_same_run(model_dir, existing)
+    finished = False
+    if existing:
+        done_epochs, _ = checkpoint.progress_of(existing[-1])
+        if done_epochs > FLAGS.epochs:
+            raise UserError(f"{model_dir} has trained {done_epochs} epochs ({existing[-1]}), more than "
+                            f"--epochs={FLAGS.epochs}; rerun with --epochs={done_epochs} or more, or use another "
+                            "--model_dir")
+        finished = done_epochs == FLAGS.epochs
+    if finished:
+        step = _step_of(existing[-1])
+        if not chief:
+            print(f"worker {worker.index}: pretraining done", flush=True)
+            return
+        results = json.loads(checkpoint.read_text(results_path, "{}"))
+        export_path = _recorded_export(results, export_dir, model_dir, step) if FLAGS.export else None
+        if _results_complete(results, FLAGS.epochs, step) and (export_path or not FLAGS.export):
+            print(f"nothing to do: {model_dir} has completed its {FLAGS.epochs} epochs ({existing[-1]}); results in "
+                  f"{results_path}" + (f"; export {export_path}" if export_path else ""), flush=True)
+            return
+    with checkpoint.writing(f"the run folder {model_dir}"):
+        tf.io.gfile.makedirs(model_dir)
     train_source, test_source, no_knn = data_flags.open_sources()
     info = train_source.info
     image_shape = tuple(int(d) for d in info.image_shape)
@@ -174,12 +281,12 @@ def run():
         model.watch_stop_requests = True
         model.compile(optimizer=optimisation_flags.build_optimizer(steps, model), jit_compile=FLAGS.jit_compile,
                       steps_per_execution=execution)
-    if chief:
-        write_run_files(model_dir, info, image_shape, two_views, train_source.crop_ratio, model.input_filter,
-                        model.branch)
+    if chief and not (finished and tf.io.gfile.exists(os.path.join(model_dir, "config.json"))):
+        with checkpoint.writing(f"the run's flags.cfg and config.json in {model_dir}"):
+            write_run_files(model_dir, info, image_shape, two_views, train_source.crop_ratio, model.input_filter,
+                            model.branch)
     saver = checkpoint.TrainingCheckpoint(model, os.path.join(model_dir, "checkpoints"), keep=FLAGS.keep_checkpoints,
                                           is_chief=chief, worker_id=worker.task_id or 0)
-    results_path = os.path.join(model_dir, "results.json")
     results = json.loads(checkpoint.read_text(results_path, "{}"))
     initial_epoch = start_step = 0
     last = saver.latest()
@@ -197,7 +304,8 @@ def run():
             encoders.feature_model(model, FLAGS.knn_feature), bank_ds, test_ds, info.num_classes, FLAGS.knn_k,
             FLAGS.knn_t)
         results["knn_feature_random_init"] = FLAGS.knn_feature
-        checkpoint.atomic_write_text(results_path, json.dumps(results, indent=2))
+        with checkpoint.writing(results_path):
+            checkpoint.atomic_write_text(results_path, json.dumps(results, indent=2))
         print(f"random init: kNN top-1 {results['knn_top1_random_init']:.2f}%"
               + (f" (kNN of the {FLAGS.knn_feature} output)" if FLAGS.knn_feature != "backbone" else ""), flush=True)
 
@@ -213,7 +321,7 @@ def run():
     ckpt = callbacks.Checkpoint(saver, model_dir, steps, stop=stop, is_chief=chief)
     monitor = metrics_log = None
     fit_callbacks = [stop]
-    if chief:
+    if chief and not finished:
         sample = next(iter(make_shard(0, 1, 0, 0)))
         sample = sample[0] if isinstance(sample, tuple) else sample
         montage_path = os.path.join(model_dir, "masks.png")
@@ -252,7 +360,7 @@ def run():
         say(f"pretraining {FLAGS.framework} + {FLAGS.branch} on {FLAGS.dataset} ({train_source.num_examples} "
             f"images, {steps} steps/epoch, epochs {initial_epoch + 1}..{FLAGS.epochs})"
             + (" with an online linear probe" if FLAGS.online_probe else ""), flush=True)
-    for first_epoch, first_step in _fit_phases(initial_epoch, start_step, FLAGS.epochs):
+    for first_epoch, first_step in ([] if finished else _fit_phases(initial_epoch, start_step, FLAGS.epochs)):
         phase_steps = steps - first_step
         # A resumed epoch's remainder is a multiple of the steps per execution unless the flag changed.
         model.steps_per_execution = math.gcd(execution, phase_steps)
@@ -283,14 +391,53 @@ def run():
     if not chief:
         print(f"worker {worker.index}: pretraining done", flush=True)
         return
-    results.update({"epochs_completed": FLAGS.epochs, "steps_completed": int(model.optimizer.iterations.numpy()),
-                    "train_seconds_this_run": round(time.time() - start, 1)})
+    step = int(model.optimizer.iterations.numpy())
+    if not _results_complete(results, FLAGS.epochs, step):
+        _complete_results(model, results, step, monitor if not finished else None,
+                          None if finished else round(time.time() - start, 1), bank_ds, test_ds, info)
+    else:
+        print(f"results of the {FLAGS.epochs} epochs already in {results_path}", flush=True)
+    if FLAGS.export:
+        path = _recorded_export(results, export_dir, model_dir, step)
+        if path is None:
+            with checkpoint.writing(f"the SavedModel export in {export_dir}"):
+                path = saved_model.export_from_model_dir(model_dir, export_dir)
+            print(f"exported SavedModel to {path}", flush=True)
+        else:
+            print(f"export of this state already in {path}", flush=True)
+        results["export"] = {"version": int(os.path.basename(os.path.normpath(path))), "steps": step,
+                             "export_dir": FLAGS.export_dir or "", "path": path}
+        with checkpoint.writing(results_path):
+            checkpoint.atomic_write_text(results_path, json.dumps(results, indent=2))
+
+
+def _complete_results(model, results, step, monitor, train_seconds, bank_ds, test_ds, info):
+    """Writes the final results.json of the run (and prints its summary line).
+
+    `monitor` is the kNN monitor of a run that trained now (its last evaluation is reused), None for
+    a rerun of a run that had finished training but not its results: that rerun writes
+    `backbone.keras` again from the restored checkpoint (a kill may have left the previous epoch's)
+    and evaluates the kNN afresh.
+    """
+    from mixmask_tf import checkpoint, encoders, knn
+
+    model_dir = FLAGS.model_dir
+    results_path = os.path.join(model_dir, "results.json")
+    if monitor is None:
+        backbone_path = os.path.join(model_dir, "backbone.keras")
+        with checkpoint.writing(backbone_path):
+            checkpoint.atomic_save_keras(model.backbone, backbone_path)
+    results.update({"epochs_completed": FLAGS.epochs, "steps_completed": step})
+    if train_seconds is not None:
+        results["train_seconds_this_run"] = train_seconds
     summary = "pretraining done"
-    if monitor is not None:
-        if monitor.last is None:
-            monitor.last = monitor.evaluate()
-        results.update({"knn_top1": monitor.last, "knn_k": FLAGS.knn_k, "knn_t": FLAGS.knn_t,
-                        "knn_feature": FLAGS.knn_feature})
+    if bank_ds is not None:
+        if monitor is not None and monitor.last is not None:
+            results["knn_top1"] = monitor.last
+        else:
+            results["knn_top1"] = knn.evaluate_encoder(encoders.feature_model(model, FLAGS.knn_feature), bank_ds,
+                                                       test_ds, info.num_classes, FLAGS.knn_k, FLAGS.knn_t)
+        results.update({"knn_k": FLAGS.knn_k, "knn_t": FLAGS.knn_t, "knn_feature": FLAGS.knn_feature})
         summary = f"kNN top-1 on {FLAGS.dataset} {FLAGS.test_split}: pretrained {results['knn_top1']:.2f}%"
         if "knn_top1_random_init" in results:
             summary += f" | random init (same architecture) {results['knn_top1_random_init']:.2f}%"
@@ -300,12 +447,24 @@ def run():
             summary += f" (kNN of the {FLAGS.knn_feature} output)"
     if "probe_top1" in results and FLAGS.online_probe:
         summary += f" | online linear probe top-1 {results['probe_top1']:.2f}%"
-    checkpoint.atomic_write_text(results_path, json.dumps(results, indent=2))
+    with checkpoint.writing(results_path):
+        checkpoint.atomic_write_text(results_path, json.dumps(results, indent=2))
     print(summary, flush=True)
-    if FLAGS.export:
-        export_dir = FLAGS.export_dir or os.path.join(model_dir, "export")
-        path = saved_model.export_from_model_dir(model_dir, export_dir)
-        print(f"exported SavedModel to {path}", flush=True)
+
+
+def _intact(model_dir):
+    """What a failed write left intact in `model_dir`, in words: the newest checkpoint and the results."""
+    from mixmask_tf import checkpoint
+
+    try:
+        paths = checkpoint.list_checkpoints(os.path.join(model_dir, "checkpoints"))
+        if not paths:
+            return "no checkpoint was written yet"
+        epoch, step = checkpoint.progress_of(paths[-1])
+        where = f"epoch {epoch}" + (f" + {step} steps" if step else "")
+        return f"the checkpoint {paths[-1]} ({where}) and every file written before it"
+    except Exception as e:  # noqa: BLE001 (the folder itself may be unreadable now)
+        return f"unknown ({type(e).__name__} reading {model_dir})"
 
 
 def main(argv):
@@ -325,7 +484,18 @@ def main(argv):
     if FLAGS.verbosity <= 0:  # absl's -v flag: INFO only when asked for
         logging.set_verbosity(logging.WARNING)
     try:
-        run()
+        try:
+            run()
+        except (OSError, tf.errors.ResourceExhaustedError) as e:
+            if isinstance(e, checkpoint.WriteFailed):
+                raise
+            with checkpoint.writing("a run file"):  # a write this command does not name: the same one line
+                raise
+    except checkpoint.WriteFailed as e:
+        logging.debug("error", exc_info=True)
+        print(f"pretrain: error: {e}. Intact: {_intact(FLAGS.model_dir)}. Free space (or make the folder "
+              "writable) and run the same command again to finish the run", file=sys.stderr)
+        sys.exit(WRITE_FAILED_EXIT_CODE)
     except (UserError, ValueError, FileExistsError, data.DatasetNotFoundError, data.CorruptDatasetError,
             checkpoint.CheckpointMismatchError) as e:
         logging.debug("error", exc_info=True)
