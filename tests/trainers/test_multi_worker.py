@@ -176,6 +176,10 @@ def _make_interrupted(model_dir):
     term.update(progress=_progress(model_dir), epochs_logged=_epochs_logged(model_dir))
 
     record["final_outs"] = _run_workers_to_end(model_dir)
+    # What a scheduler does when it restarts a finished job: both commands once more.
+    record["rerun_outs"] = _run_workers_to_end(model_dir)
+    record["after_rerun"] = {"epochs_logged": _epochs_logged(model_dir),
+                             "exports": sorted(os.listdir(os.path.join(model_dir, "export")))}
     return record
 
 
@@ -268,3 +272,18 @@ def test_sigterm_to_one_worker_saves_on_both_and_the_rerun_loses_nothing(interru
     assert (epoch, step) in {(resumed_epoch + 1, s) for s in range(1, STEPS)} | {(resumed_epoch + 2, 0)}, (epoch, step)
     assert term["epochs_logged"] == list(range(1, epoch + 1))
     _assert_final_rerun(interrupted, two_workers["dir"])
+
+
+def test_rerun_of_the_finished_run_is_a_no_op_on_every_worker(interrupted):
+    """Both commands of the finished run, again: every worker exits 0 at once, the chief says in one
+    line that the run is complete and where its export is; no epoch is logged twice, no second export."""
+    outs = interrupted["rerun_outs"]
+    _assert_succeeded(outs)
+    (_, chief_out, _), (_, other_out, _) = outs
+    model_dir = interrupted["dir"]
+    assert chief_out.strip().splitlines() == [
+        f"nothing to do: {model_dir} has completed its {EPOCHS} epochs ({os.path.join(model_dir, 'checkpoints')}"
+        f"/ckpt-{EPOCHS * STEPS}); results in {os.path.join(model_dir, 'results.json')}; export "
+        f"{os.path.join(model_dir, 'export', '1')}"], chief_out
+    assert other_out.strip().splitlines() == ["worker 1: pretraining done"], other_out
+    assert interrupted["after_rerun"] == {"epochs_logged": list(range(1, EPOCHS + 1)), "exports": ["1"]}
