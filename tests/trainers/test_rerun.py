@@ -180,7 +180,7 @@ def test_full_disk_is_one_line_and_the_rerun_finishes(tmp_path):
         subprocess.run(["umount", "-l", folder], capture_output=True)
 
 
-def _phase(out):
+def _phase(out, epochs):
     """Where a run was when it was stopped, from the last line it had printed."""
     lines = [line for line in out.splitlines() if line.strip()]
     last = lines[-1] if lines else ""
@@ -188,7 +188,7 @@ def _phase(out):
         return "start-up"
     if last.startswith(("pretraining ", "resumed")):
         return "first epoch"
-    if last.startswith(f"epoch {EPOCHS_LONG}/"):
+    if last.startswith(f"epoch {epochs}/"):
         return "final kNN and results"
     if last.startswith("epoch "):
         return "training, kNN monitor, checkpoint"
@@ -200,8 +200,8 @@ def _phase(out):
 EPOCHS_LONG = 3
 
 
-def interrupt_until_done(model_dir, interruptions, seed, max_delay=2.0, timeout=300):
-    """Starts the command and stops it with SIGKILL or SIGTERM, `interruptions` times, then runs it
+def interrupt_until_done(args, epochs, interruptions, seed, max_delay=2.0, timeout=300):
+    """Starts `python -m trainers.pretrain *args --epochs=<epochs>` and stops it with SIGKILL or SIGTERM, `interruptions` times, then runs it
     to its end. Each stop comes a random delay in [0, max_delay) s after a random one of the lines the
     command prints (0: from the start), so that start-up, every epoch, the kNN monitor, checkpoint
     writing and the export are all hit whatever the machine's speed. Returns [(signal or None,
@@ -210,29 +210,30 @@ def interrupt_until_done(model_dir, interruptions, seed, max_delay=2.0, timeout=
 
     rng = random.Random(seed)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "trainers.pretrain", *ARGS, f"--epochs={EPOCHS_LONG}", f"--model_dir={model_dir}"]
+    cmd = [sys.executable, "-m", "trainers.pretrain", *args, f"--epochs={epochs}"]
     attempts = []
     for attempt in range(interruptions + 1):
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 text=True)
-        lines, seen = [], threading.Condition()
+        lines, seen, ended = [], threading.Condition(), []
 
-        def read(proc=proc, lines=lines, seen=seen):
+        def read(proc=proc, lines=lines, seen=seen, ended=ended):
             for line in proc.stdout:
                 with seen:
                     lines.append(line)
                     seen.notify_all()
             with seen:
+                ended.append(True)  # its output closed: it is ending
                 seen.notify_all()
 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
         sig = after = delay = None
         if attempt < interruptions:
-            after, delay = rng.randint(0, 2 + EPOCHS_LONG + 2), rng.uniform(0.0, max_delay)
+            after, delay = rng.randint(0, 2 + epochs + 2), rng.uniform(0.0, max_delay)
             sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
             with seen:
-                seen.wait_for(lambda: len(lines) >= after or proc.poll() is not None, timeout=timeout)
+                seen.wait_for(lambda: len(lines) >= after or ended, timeout=timeout)
             try:
                 proc.wait(timeout=delay)
                 sig = None  # it ended first
@@ -242,7 +243,7 @@ def interrupt_until_done(model_dir, interruptions, seed, max_delay=2.0, timeout=
                 proc.send_signal(sig)
         code = proc.wait(timeout=timeout)
         reader.join(timeout=10)
-        attempts.append((sig.name if sig else None, after, delay, code, _phase(printed) if sig else "to the end"))
+        attempts.append((sig.name if sig else None, after, delay, code, _phase(printed, epochs) if sig else "to the end"))
     return attempts
 
 
@@ -258,7 +259,7 @@ def test_random_interruptions_lose_nothing(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     model_dir = str(tmp_path / "interrupted" / "run")
     os.makedirs(os.path.dirname(model_dir))
-    attempts = interrupt_until_done(model_dir, interruptions=6, seed=7)
+    attempts = interrupt_until_done([*ARGS, f"--model_dir={model_dir}"], EPOCHS_LONG, interruptions=6, seed=7)
     print("\n".join(map(str, attempts)))
     assert attempts[-1][3] == 0, attempts
     for sig, _, _, code, _ in attempts[:-1]:
