@@ -304,7 +304,7 @@ def run():
     print(summary, flush=True)
     if FLAGS.export:
         export_dir = FLAGS.export_dir or os.path.join(model_dir, "export")
-        path = saved_model.export_from_model_dir(model_dir, export_dir)
+        path = saved_model.export_from_model_dir(model_dir, export_dir, max_image_pixels=FLAGS.max_image_pixels)
         print(f"exported SavedModel to {path}", flush=True)
 
 
