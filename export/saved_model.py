@@ -18,7 +18,10 @@ Signatures (all `tensorflow/serving/predict`, tag `serve`):
 * `serve_bytes`: input `image_bytes`, string [N]: one encoded JPEG/PNG/GIF/BMP per element, any
   sizes. Each is decoded in the graph (`tf.io.decode_image(channels=C,
   expand_animations=False)`, as the training pipeline reads image files), conformed to H x W,
-  then handled as `serving_default`.
+  then handled as `serving_default`. Pixel budget: each image's header is read first
+  (`mixmask_tf.data.image_header`) and an image declaring more than `max_image_pixels` pixels
+  (default 89478485, Pillow's limit; set at export, in the model card) is refused, undecoded,
+  with InvalidArgumentError; the images of a request are decoded one at a time.
 * `tflite` (:data:`TFLITE`): input `pixels`, float32 [N, H, W, C]: pixel values in [0, 255]
   (uint8 images cast to float32) at exactly the training size, N >= 1. No resize, no decoding,
   float32 throughout: built from TensorFlow Lite builtin ops only, for
