@@ -46,8 +46,9 @@ UNREADABLE = (f"not a {FORMATS} image whose size can be read from its header "
 
 # The GIF walk's bound: a step reads one block (an image descriptor or an extension) or skips up
 # to 256 data sub-blocks. A GIF needing more steps (over ~4000 frames) is not measured: unreadable.
-# It bounds the walk's time (a few milliseconds per 1000 steps), which a file of many tiny
-# frames could otherwise stretch to a second per 100 KB.
+# It bounds the walk's time (about 30 microseconds a step on a 2-core machine: 0.25 s for the
+# longest walk), which a file of many tiny frames (12 bytes each) could otherwise stretch to
+# seconds per 100 KB.
 GIF_MAX_STEPS = 8192
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
