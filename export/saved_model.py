@@ -18,7 +18,10 @@ Signatures (all `tensorflow/serving/predict`, tag `serve`):
 * `serve_bytes`: input `image_bytes`, string [N]: one encoded JPEG/PNG/GIF/BMP per element, any
   sizes. Each is decoded in the graph (`tf.io.decode_image(channels=C,
   expand_animations=False)`, as the training pipeline reads image files), conformed to H x W,
-  then handled as `serving_default`.
+  then handled as `serving_default`. Pixel budget: each image's header is read first
+  (`mixmask_tf.data.image_header`) and an image declaring more than `max_image_pixels` pixels
+  (default 89478485, Pillow's limit; set at export, in the model card) is refused, undecoded,
+  with InvalidArgumentError; the images of a request are decoded one at a time.
 * `tflite` (:data:`TFLITE`): input `pixels`, float32 [N, H, W, C]: pixel values in [0, 255]
   (uint8 images cast to float32) at exactly the training size, N >= 1. No resize, no decoding,
   float32 throughout: built from TensorFlow Lite builtin ops only, for
@@ -62,6 +65,7 @@ from mixmask_tf import batchnorm  # noqa: F401  (registers the backbones' BatchN
 from mixmask_tf import checkpoint
 from mixmask_tf import data
 from mixmask_tf import filters
+from mixmask_tf.data import image_header
 
 gfile = tf.io.gfile
 
@@ -249,7 +253,7 @@ def _float32_compute(model):
 
 
 def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None, crop_ratio=1.0,
-                    input_filter=None):
+                    input_filter=None, max_image_pixels=image_header.DEFAULT_MAX_IMAGE_PIXELS):
     """Writes `backbone` as the SavedModel `<export_dir>/<version>/`, atomically.
 
     Signatures (see the module docstring): `serving_default` (`images` uint8 [N, H', W', C] ->
@@ -271,14 +275,18 @@ def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None
       input_filter: the run's input filter (`filters.HighPassFilter` or its dict, e.g.
         `config.json`'s "input_filter"), applied in every signature after normalisation; None for none.
         Recorded in the model card; `assets.extra/backbone.keras` stays the raw backbone.
+      max_image_pixels: `serve_bytes`' pixel budget: an image whose header declares more pixels
+        (`mixmask_tf.data.image_header.declared_size`) is refused before it is decoded
+        (InvalidArgumentError naming its size and the budget). Default: Pillow's
+        decompression-bomb limit, 89478485. Recorded in the model card.
 
     Returns:
       the path of the written version folder.
 
     Raises:
       FileExistsError: that version already exists.
-      ValueError: bad backbone input shape, mean/std length or std <= 0, or an input filter the
-        images cannot take.
+      ValueError: bad backbone input shape, mean/std length or std <= 0, an input filter the
+        images cannot take, or a pixel budget that is not a positive integer.
     """
     input_shape = tuple(backbone.input_shape[1:])
     if len(input_shape) != 3 or any(d is None for d in input_shape) or input_shape[-1] not in (1, 3):
@@ -299,6 +307,7 @@ def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None
             raise FileExistsError(f"export version {os.path.join(export_dir, str(version))} already exists; "
                                   f"pick another --version")
     crop_ratio = data.check_crop_ratio(crop_ratio)
+    max_image_pixels = image_header.check_max_pixels(max_image_pixels)
     input_filter = filters.from_config(input_filter)
     if input_filter is not None:
         input_filter.validate(input_shape)
@@ -328,7 +337,11 @@ def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None
         images = tf.ensure_shape(images, [None, None, None, channels], name=SIGNATURE_INPUT)
         return {SIGNATURE_OUTPUT: embed(conform_batch(images, height, width, crop_ratio))}
 
-    def decode(encoded):
+    def decode(args):
+        encoded, index = args
+        # The pixel budget: the header's declared size is checked before the decoder runs.
+        encoded = image_header.check_pixel_budget(
+            encoded, max_image_pixels, tf.strings.format("image_bytes[{}]", [index]))
         image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
         image.set_shape([None, None, channels])
         return conform_batch(image[tf.newaxis], height, width, crop_ratio)[0]
@@ -336,8 +349,11 @@ def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SIGNATURE_BYTES_INPUT)])
     def serve_bytes(image_bytes):
         image_bytes = tf.ensure_shape(image_bytes, [None], name=SIGNATURE_BYTES_INPUT)
-        images = tf.map_fn(decode, image_bytes,
-                           fn_output_signature=tf.TensorSpec([height, width, channels], tf.uint8))
+        # One image at a time (parallel_iterations=1): a request's peak memory is that of its
+        # largest image, which the pixel budget bounds, not the sum over the request.
+        images = tf.map_fn(decode, (image_bytes, tf.range(tf.shape(image_bytes)[0])),
+                           fn_output_signature=tf.TensorSpec([height, width, channels], tf.uint8),
+                           parallel_iterations=1)
         return {SIGNATURE_OUTPUT: embed(images)}
 
     # For TensorFlow Lite: TFLite builtin ops only (no EnsureShape, no resize, no float64, no
@@ -373,7 +389,8 @@ def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None
                 SERVE_BYTES: {"method": PREDICT_METHOD,
                               "inputs": {SIGNATURE_BYTES_INPUT: {
                                   **_spec("string", [None]),
-                                  "content": f"one encoded JPEG/PNG/GIF/BMP image per element, any size, "
+                                  "content": f"one encoded JPEG/PNG/GIF/BMP/WebP image per element, any size up "
+                                             f"to max_image_pixels ({max_image_pixels}) declared pixels, "
                                              f"decoded to {channels} channel(s)"}},
                               "outputs": {SIGNATURE_OUTPUT: output}},
                 TFLITE: {"method": PREDICT_METHOD,
@@ -387,6 +404,8 @@ def export_backbone(backbone, export_dir, mean, std, version=None, metadata=None
             "normalization": {"mean": mean, "std": std, "formula": "(uint8 / 255 - mean) / std" + (
                 ", then input_filter: x - GaussianBlur(x)" if input_filter is not None else "")},
             "input_filter": input_filter.as_dict() if input_filter is not None else None,
+            # serve_bytes refuses, before decoding, an image whose header declares more pixels.
+            "max_image_pixels": max_image_pixels,
             "resize": {"rule": RESIZE_RULE, "method": "bilinear", "antialias": True,
                        "target": [height, width], "crop_ratio": crop_ratio},
             "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -456,8 +475,10 @@ def _evaluations(model_dir, results):
     return found
 
 
-def export_from_model_dir(model_dir, export_dir, version=None):
+def export_from_model_dir(model_dir, export_dir, version=None, max_image_pixels=image_header.DEFAULT_MAX_IMAGE_PIXELS):
     """Exports the backbone of the last checkpoint of a pretraining run in `model_dir`.
+
+    `max_image_pixels` is `serve_bytes`' pixel budget (see :func:`export_backbone`).
 
     Reads `backbone.keras`, `config.json` (framework, branch, dataset, backbone, mean/std,
     image_shape, input_filter) and, when present, `results.json` (epochs, kNN accuracies) of the run.
@@ -489,7 +510,8 @@ def export_from_model_dir(model_dir, export_dir, version=None):
                 "knn_k": results.get("knn_k"), "knn_t": results.get("knn_t"),
                 "model_dir": model_dir if "://" in model_dir else os.path.abspath(model_dir), "evaluations": _evaluations(model_dir, results)}
     return export_backbone(backbone, export_dir, config["mean"], config["std"], version=version, metadata=metadata,
-                           crop_ratio=config.get("eval_crop_ratio", 1.0), input_filter=config.get("input_filter"))
+                           crop_ratio=config.get("eval_crop_ratio", 1.0), input_filter=config.get("input_filter"),
+                           max_image_pixels=max_image_pixels)
 
 
 def main(argv):
@@ -501,7 +523,8 @@ def main(argv):
     tf.get_logger().setLevel("WARNING")
     f = flags.FLAGS
     try:
-        path = export_from_model_dir(f.model_dir, f.export_dir or os.path.join(f.model_dir, "export"), f.version)
+        path = export_from_model_dir(f.model_dir, f.export_dir or os.path.join(f.model_dir, "export"), f.version,
+                                     max_image_pixels=f.max_image_pixels)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"export: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -515,6 +538,9 @@ def entry_point():
     flags.DEFINE_string("model_dir", None, "Model directory of a pretraining run.", required=True)
     flags.DEFINE_string("export_dir", None, "Base folder of the versioned export (default <model_dir>/export).")
     flags.DEFINE_integer("version", None, "Version number (default: next free number).")
+    flags.DEFINE_integer("max_image_pixels", image_header.DEFAULT_MAX_IMAGE_PIXELS,
+                         "serve_bytes' pixel budget: an image whose header declares more pixels is refused before it "
+                         "is decoded (recorded in the model card). Default: Pillow's MAX_IMAGE_PIXELS.")
     app.run(main)
 
 

@@ -401,7 +401,8 @@ def run():
         path = _recorded_export(results, export_dir, model_dir, step)
         if path is None:
             with checkpoint.writing(f"the SavedModel export in {export_dir}"):
-                path = saved_model.export_from_model_dir(model_dir, export_dir)
+                path = saved_model.export_from_model_dir(model_dir, export_dir,
+                                                         max_image_pixels=FLAGS.max_image_pixels)
             print(f"exported SavedModel to {path}", flush=True)
         else:
             print(f"export of this state already in {path}", flush=True)

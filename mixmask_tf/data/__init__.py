@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from mixmask_tf.data import image_folder
+from mixmask_tf.data import image_folder, image_header
 from mixmask_tf.data.info import (
     FASHION_MNIST_CLASS_NAMES,
     FASHION_MNIST_DIR,
@@ -59,7 +59,7 @@ __all__ = [
     "synthetic_info", "DATASETS", "LOCAL_DATASETS", "register_dataset", "load_dataset", "MNIST_NPZ", "MNIST_INFO",
     "load_mnist", "make_pretrain_dataset", "make_eval_dataset", "check_crop_ratio", "resize_cover_crop", "conform_image",
     "estimate_mean_std", "Source", "ArraySource", "FileSource", "StreamSource", "as_source", "array_source",
-    "read_image_file", "open_tfds", "image_folder", "open_source",
+    "read_image_file", "open_tfds", "image_folder", "image_header", "open_source",
 ]
 
 
@@ -68,7 +68,8 @@ def open_source(name: str, split: str = "train", data_dir: Optional[str] = None,
                 channels: Optional[int] = None, download: bool = False,
                 manual_dir: Optional[str] = None, verify: bool = True,
                 class_names: Optional[Sequence[str]] = None,
-                in_memory_bytes: int = 2 ** 30, crop_ratio: float = 0.875, **options) -> Source:
+                in_memory_bytes: int = 2 ** 30, crop_ratio: float = 0.875,
+                max_image_pixels: Optional[int] = None, **options) -> Source:
     """Opens one split of a dataset by name.
 
     Names:
@@ -100,6 +101,8 @@ def open_source(name: str, split: str = "train", data_dir: Optional[str] = None,
       in_memory_bytes: tfds only: the in-memory threshold.
       crop_ratio: file-based sources: the evaluation centre crop's share of the resized shorter
         side, in (0, 1] (0.875 = torchvision's Resize(256) + CenterCrop(224) at 224 px).
+      max_image_pixels: folder only: the pixel budget (None: ``image_header.DEFAULT_MAX_IMAGE_PIXELS``,
+        Pillow's 89478485); a file whose header declares more pixels is skipped, never decoded.
       **options: dataset-specific options (synthetic: image_shape, num_classes).
 
     Returns:
@@ -118,7 +121,8 @@ def open_source(name: str, split: str = "train", data_dir: Optional[str] = None,
         if not data_dir:
             raise ValueError("the folder dataset needs data_dir (--data_dir=<root>)")
         return image_folder.open_folder(data_dir, split, image_size, channels or 3, limit,
-                                        verify=verify, class_names=class_names, crop_ratio=crop_ratio)
+                                        verify=verify, class_names=class_names, crop_ratio=crop_ratio,
+                                        max_pixels=max_image_pixels or image_header.DEFAULT_MAX_IMAGE_PIXELS)
     if name == "mnist":
         images, labels = load_mnist(split, data_dir, limit)
         return array_source(name, split, images, labels, MNIST_INFO, image_size, channels)

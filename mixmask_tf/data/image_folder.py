@@ -16,6 +16,11 @@ train split's classes. Files are decoded on the fly (:class:`mixmask_tf.FileSour
 the folder never has to fit in memory. With ``verify=True`` every file is decoded once when the
 split is opened (in parallel, in tf.data); files that fail (corrupt, truncated, not an image,
 unreadable) are left out and listed in ``Source.skipped`` instead of stopping a run.
+
+The pixel budget (``max_pixels``, default :data:`mixmask_tf.data.image_header.DEFAULT_MAX_IMAGE_PIXELS`,
+Pillow's decompression-bomb limit): a file whose header declares more pixels is never decoded.
+With ``verify=True`` it is left out and listed in ``skipped`` ("declares H x W = N pixels,
+beyond the pixel budget of B pixels"); without, it is dropped when read, as a corrupt file is.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from mixmask_tf.data import image_header
 from mixmask_tf.data.info import DatasetInfo, DatasetNotFoundError
-from mixmask_tf.data.sources import FileSource, estimate_mean_std, read_image_file
+from mixmask_tf.data.sources import FileSource, estimate_mean_std
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 SPLIT_FOLDERS = {
@@ -174,36 +180,57 @@ def scan(folder: str, class_names: Optional[Sequence[str]] = None
     return paths, np.asarray(labels, np.int64), names, True
 
 
-def find_unreadable(paths: Sequence[str], channels: int = 3) -> List[Tuple[str, str]]:
-    """Decodes every file once (parallel tf.data) and returns the ones that fail.
+def find_unreadable(paths: Sequence[str], channels: int = 3,
+                    max_pixels: int = image_header.DEFAULT_MAX_IMAGE_PIXELS) -> List[Tuple[str, str]]:
+    """Checks every file once (parallel tf.data) and returns the ones that fail.
+
+    Each file's header is read first (:func:`mixmask_tf.data.image_header.declared_size`); a
+    file declaring more than ``max_pixels`` pixels is listed without being decoded, the others
+    are decoded once.
 
     Args:
       paths: file paths.
       channels: channels to decode to.
+      max_pixels: the pixel budget.
 
     Returns:
-      [(path, reason)] of the files that cannot be read or decoded, or decode to an empty
-      image, in path order.
+      [(path, reason)] of the files that cannot be read or decoded, decode to an empty image,
+      or declare more pixels than the budget, in path order.
     """
+    max_pixels = image_header.check_max_pixels(max_pixels)
     if not paths:
         return []
 
     def check(i, path):
-        image = read_image_file(path, channels)
-        shape = tf.shape(image)
-        tf.debugging.assert_positive(shape[0] * shape[1], message="empty image")
-        return i
+        contents = tf.io.read_file(path)
+        size = image_header.declared_size(contents)
+
+        def decode():
+            image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
+            shape = tf.shape(image)
+            check = tf.debugging.assert_positive(shape[0] * shape[1], message="empty image")
+            with tf.control_dependencies([check]):
+                return tf.constant(True)
+
+        within = tf.cond(size[2] <= max_pixels, decode, lambda: tf.constant(False))
+        return i, size, within
 
     ds = tf.data.Dataset.from_tensor_slices(list(paths)).enumerate()
     ds = ds.map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).ignore_errors()
     good = np.zeros(len(paths), bool)
-    for batch in ds.batch(4096):
-        good[batch.numpy()] = True
+    beyond = {}
+    for index, size, within in ds.batch(4096).as_numpy_iterator():
+        good[index[within]] = True
+        for i, (h, w, pixels) in zip(index[~within], size[~within]):
+            beyond[int(i)] = (f"declares {h} x {w} = {pixels} pixels, beyond the pixel budget of {max_pixels} "
+                              f"pixels (max_image_pixels); not decoded")
     bad = []
     for i in np.flatnonzero(~good):
         path = paths[i]
         reason = "cannot be decoded (corrupt, truncated or not an image)"
-        if not os.access(path, os.R_OK):
+        if int(i) in beyond:
+            reason = beyond[int(i)]
+        elif not os.access(path, os.R_OK):
             reason = "unreadable"
         elif os.path.getsize(path) == 0:
             reason = "empty file"
@@ -213,7 +240,8 @@ def find_unreadable(paths: Sequence[str], channels: int = 3) -> List[Tuple[str, 
 
 def open_folder(root: str, split: str = "train", image_size: Optional[int] = None,
                 channels: int = 3, limit: Optional[int] = None, verify: bool = True,
-                class_names: Optional[Sequence[str]] = None, crop_ratio: float = 0.875) -> FileSource:
+                class_names: Optional[Sequence[str]] = None, crop_ratio: float = 0.875,
+                max_pixels: int = image_header.DEFAULT_MAX_IMAGE_PIXELS) -> FileSource:
     """Opens one split of an image folder as a streamed source.
 
     Args:
@@ -229,6 +257,8 @@ def open_folder(root: str, split: str = "train", image_size: Optional[int] = Non
       class_names: the train split's classes, to label a test split consistently.
       crop_ratio: the evaluation centre crop's share of the resized shorter side, (0, 1]
         (0.875, torchvision's Resize(256) + CenterCrop(224) at 224 px; 1 keeps the whole side).
+      max_pixels: the pixel budget: a file whose header declares more pixels is never decoded
+        (left out and listed in ``skipped`` with ``verify``; dropped when read otherwise).
 
     Returns:
       FileSource with ``info.image_shape == (S, S, channels)``; mean/std measured on up
@@ -243,6 +273,7 @@ def open_folder(root: str, split: str = "train", image_size: Optional[int] = Non
                          "(--image_size=64, say) to resize them to a square")
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
+    max_pixels = image_header.check_max_pixels(max_pixels)
     folder = split_folder(os.fspath(root), split)
     annotated = read_annotations(folder, class_names)
     skipped = []
@@ -257,7 +288,7 @@ def open_folder(root: str, split: str = "train", image_size: Optional[int] = Non
     if limit is not None:
         paths, labels = paths[:limit], labels[:limit]
     if verify:
-        unreadable = find_unreadable(paths, channels)
+        unreadable = find_unreadable(paths, channels, max_pixels)
         if unreadable:
             bad = {p for p, _ in unreadable}
             keep = [i for i, p in enumerate(paths) if p not in bad]
@@ -271,7 +302,7 @@ def open_folder(root: str, split: str = "train", image_size: Optional[int] = Non
     shape = (int(image_size), int(image_size), int(channels))
     provisional = DatasetInfo("folder", shape, len(names), (0.5,) * channels,
                                    (0.25,) * channels, names)
-    source = FileSource(paths, labels, provisional, labeled, "", skipped, crop_ratio)
+    source = FileSource(paths, labels, provisional, labeled, "", skipped, crop_ratio, max_pixels)
     sample = np.stack([x.numpy() for x, _ in source.stream(True, 0).take(256)])
     mean, std = estimate_mean_std(sample)
     source.info = DatasetInfo("folder", shape, len(names), mean, std, names)

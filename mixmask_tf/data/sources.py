@@ -14,6 +14,7 @@ from typing import Callable, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from mixmask_tf.data import image_header
 from mixmask_tf.data.info import KNOWN_STATS, DatasetInfo
 
 __all__ = ["check_crop_ratio", "resize_cover_crop", "conform_image", "encoded_image_size", "estimate_mean_std", "Source", "permuted_index", "ArraySource",
@@ -233,43 +234,29 @@ class ArraySource(Source):
 
 
 def encoded_image_size(contents) -> tf.Tensor:
-    """(height, width) of an encoded image, from its header where the format allows.
+    """(height, width) of an encoded image, read from its header without decoding it.
 
-    JPEG: ``tf.io.extract_jpeg_shape`` (header only); PNG: the IHDR chunk (bytes 16-23, big
-    endian); other formats (BMP, GIF): decoded.
+    :func:`mixmask_tf.data.image_header.declared_size` (JPEG: ``tf.image.extract_jpeg_shape``;
+    PNG: the IHDR chunk; GIF: the largest frame sides; BMP, WebP: their headers).
 
     Args:
       contents: string scalar, the file's bytes.
 
     Returns:
-      int32 [2]. Raises (when run) on data that is not a readable image.
+      int32 [2]. Raises (when run) on data whose header is not a readable image's.
     """
-    contents = tf.convert_to_tensor(contents, tf.string)
-
-    def jpeg():
-        return tf.io.extract_jpeg_shape(contents)[:2]
-
-    def png():
-        header = tf.cast(tf.io.decode_raw(tf.strings.substr(contents, 16, 8), tf.uint8), tf.int32)
-        width = ((header[0] * 256 + header[1]) * 256 + header[2]) * 256 + header[3]
-        height = ((header[4] * 256 + header[5]) * 256 + header[6]) * 256 + header[7]
-        return tf.stack([height, width])
-
-    def other():
-        return tf.shape(tf.io.decode_image(contents, expand_animations=False))[:2]
-
-    is_png = tf.equal(tf.strings.substr(contents, 0, 8), b"\x89PNG\r\n\x1a\n")
-    size = tf.cond(tf.io.is_jpeg(contents), jpeg, lambda: tf.cond(is_png, png, other))
-    tf.debugging.assert_positive(size, message="empty image")
-    return size
+    return tf.cast(image_header.declared_size(contents)[:2], tf.int32)
 
 
-def read_image_file(path, channels: int) -> tf.Tensor:
-    """Reads and decodes one JPEG/PNG/BMP/GIF file (first frame) to uint8 [H, W, channels].
+def read_image_file(path, channels: int, max_pixels: int = image_header.DEFAULT_MAX_IMAGE_PIXELS) -> tf.Tensor:
+    """Reads and decodes one JPEG/PNG/BMP/GIF/WebP file (first frame) to uint8 [H, W, channels].
 
-    Raises (when run) on an unreadable or corrupt file.
+    The file's header is checked against the pixel budget ``max_pixels`` first
+    (:func:`mixmask_tf.data.image_header.check_pixel_budget`): a file declaring more pixels is
+    never decoded. Raises (when run) on an unreadable or corrupt file, or one beyond the budget.
     """
-    image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+    contents = image_header.check_pixel_budget(tf.io.read_file(path), max_pixels, path)
+    image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
     image.set_shape([None, None, channels])
     return image
 
@@ -277,7 +264,8 @@ def read_image_file(path, channels: int) -> tf.Tensor:
 class FileSource(Source):
     """Image files decoded on the fly (JPEG, PNG, BMP, GIF), never all held in memory.
 
-    A file that fails to decode at read time is dropped from the stream (``ignore_errors``,
+    A file that fails to decode at read time, or whose header declares more pixels than
+    ``max_pixels`` (checked before decoding), is dropped from the stream (``ignore_errors``,
     with a logged warning) instead of stopping the run; :func:`mixmask_tf.data.image_folder.open_folder` finds such
     files up front and leaves them out, listing them in ``skipped``.
 
@@ -295,29 +283,35 @@ class FileSource(Source):
       skipped: (path, reason) pairs already left out.
       crop_ratio: the evaluation centre crop's share of the resized shorter side, in (0, 1]
         (0.875: shorter side 256, centre 224 at S = 224).
+      max_pixels: the pixel budget (``mixmask_tf.data.image_header``): a file whose header
+        declares more pixels is dropped without being decoded.
     """
 
     encoded = True
 
     def __init__(self, paths, labels, info: DatasetInfo, labeled: bool, description: str,
-                 skipped=(), crop_ratio: float = 1.0):
+                 skipped=(), crop_ratio: float = 1.0, max_pixels: int = image_header.DEFAULT_MAX_IMAGE_PIXELS):
         self.paths = np.asarray([os.fspath(p) for p in paths], dtype=object)
         self.labels = np.asarray(labels, np.int64).reshape(-1)
         self.crop_ratio = check_crop_ratio(crop_ratio)
+        self.max_pixels = image_header.check_max_pixels(max_pixels)
         super().__init__(info, len(self.paths), labeled, description, skipped)
 
     def decode(self, path) -> tf.Tensor:
-        """Reads and decodes one file to uint8 [S, S, C] (raises on a corrupt file)."""
+        """Reads and decodes one file to uint8 [S, S, C] (raises on a corrupt file or one beyond the budget)."""
         size, _, channels = self.info.image_shape
-        return conform_image(read_image_file(path, channels), size, channels, self.crop_ratio)
+        return conform_image(read_image_file(path, channels, self.max_pixels), size, channels, self.crop_ratio)
 
     def load_encoded(self, indices):
         paths = tf.constant(self.paths.astype(str))
         labels = tf.constant(self.labels)
 
         def read(i):
-            contents = tf.io.read_file(tf.gather(paths, i))
-            return (contents, encoded_image_size(contents)), tf.gather(labels, i)
+            path = tf.gather(paths, i)
+            contents = tf.io.read_file(path)
+            # Beyond the pixel budget: an error here, so the file is dropped before any decoding.
+            size = image_header.budgeted_size(contents, self.max_pixels, path)
+            return (contents, tf.cast(size[:2], tf.int32)), tf.gather(labels, i)
 
         ds = indices.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.ignore_errors(log_warning=True)

@@ -19,6 +19,8 @@ from conftest import REPO_ROOT
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
+from image_folders import bombs, png_bomb
+
 from export import saved_model
 from mixmask_tf import backbones, data
 
@@ -121,6 +123,7 @@ def test_layout_signature_defs_and_model_card(exported):
     assert exported_at.utcoffset() == datetime.timedelta(0)
     assert abs((datetime.datetime.now(datetime.UTC) - exported_at).total_seconds()) < 3600
     assert card["tensorflow_version"] == tf.__version__ and card["keras_version"] == keras.__version__
+    assert card["max_image_pixels"] == 89_478_485  # serve_bytes' pixel budget, Pillow's default
 
     # The .keras backbone reloads and gives the same features.
     images = _photos(2, 28, 28, seed=5)
@@ -292,8 +295,8 @@ def test_both_signatures_in_fresh_tensorflow_only_process(exported, tmp_path):
     assert "Shape of tensor images [2,28,28,3] is not compatible with expected shape [?,?,?,1]" in errors["channels"][1]
     assert errors["rank"][0] == "InvalidArgumentError"
     assert "Shape of tensor images [28,28,1] is not compatible with expected shape [?,?,?,1]" in errors["rank"][1]
-    assert errors["corrupt"][0] == "InvalidArgumentError"
-    assert "Unknown image file format" in errors["corrupt"][1]
+    assert errors["corrupt"][0] == "InvalidArgumentError"  # refused by the pixel budget's header reader
+    assert "not a JPEG, PNG, GIF, BMP or WebP image whose size can be read from its header" in errors["corrupt"][1]
     assert errors["bytes_rank"][0] == "InvalidArgumentError"
     assert "Shape of tensor image_bytes [] is not compatible with expected shape [?]" in errors["bytes_rank"][1]
     close(out["after_errors"], out["batch_3"])
@@ -406,3 +409,96 @@ def test_model_card_lists_the_runs_evaluations(tmp_path):
     assert found["knn"]["knn_top1"] == 77.9 and found["knn"]["command"] == "trainers.knn_eval"
     assert found["linear-fast"] == {"linear_top1": 82.1, "protocol": "fast", "dataset": "fashion_mnist",
                                     "test_split": "test", "command": "trainers.linear_eval"}
+
+
+BOMB_SCRIPT = r"""
+import base64, json, resource, sys
+import numpy as np
+import tensorflow as tf
+
+path, inputs_path = sys.argv[1:3]
+spec = json.load(open(inputs_path))
+serve = tf.saved_model.load(path).signatures["serve_bytes"]
+good = [base64.b64decode(s) for s in spec["good"]]
+
+
+def peak_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+first = serve(image_bytes=tf.constant(good))["embedding"].numpy()
+report = {"baseline_mib": peak_mib(), "refused": {}, "peak_mib": {}}
+for name, b64 in spec["bombs"].items():
+    try:  # a request of a good image and the bomb, second
+        serve(image_bytes=tf.constant([good[0], base64.b64decode(b64)]))
+        report["refused"][name] = ["served", ""]
+    except tf.errors.OpError as e:
+        report["refused"][name] = [type(e).__name__, e.message]
+    report["peak_mib"][name] = peak_mib()
+again = serve(image_bytes=tf.constant(good))["embedding"].numpy()
+report["same_after"] = bool(np.array_equal(first, again))
+print(json.dumps(report))
+"""
+
+
+def test_serve_bytes_refuses_decompression_bombs_before_decoding(exported, tmp_path):
+    """Bombs (a few hundred KB or less, declaring up to 65000 x 65000 pixels: gigabytes once decoded)
+    are refused with their size and the budget; peak memory stays at the good request's; the same
+    loaded model then serves good requests as before. In a fresh TensorFlow-only process."""
+    path, backbone = exported
+    good_images = [_photo(1000, 1200, 70), _photo(28, 28, 71)]  # 1.2 megapixels: a real decode as baseline
+    good = [tf.io.encode_png(good_images[0]).numpy(), tf.io.encode_jpeg(good_images[1]).numpy()]
+    made = bombs()
+    inputs = str(tmp_path / "inputs.json")
+    with open(inputs, "w") as f:
+        json.dump({"good": [base64.b64encode(b).decode() for b in good],
+                   "bombs": {name: base64.b64encode(b).decode() for name, (b, _) in made.items()}}, f)
+    result = subprocess.run([sys.executable, "-c", BOMB_SCRIPT, path, inputs],
+                            capture_output=True, text=True, timeout=300, env=TF_ONLY_ENV, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for name, (contents, (height, width)) in made.items():
+        kind, message = report["refused"][name]
+        assert kind == "InvalidArgumentError", (name, kind, message)
+        assert (f"image_bytes[1] declares {height} x {width} = {height * width} pixels, beyond the pixel budget "
+                f"of 89478485 pixels (max_image_pixels)") in message, message
+        # Decoding would need height * width bytes even as greyscale (>= 256 MiB); the refusal adds
+        # next to nothing to the good request's peak.
+        assert height * width / 2 ** 20 > 240
+        assert report["peak_mib"][name] - report["baseline_mib"] < 100, (name, report)
+    assert report["same_after"]
+
+
+def test_pixel_budget_set_at_export(exported, tmp_path):
+    """`max_image_pixels` at export (library and CLI): recorded in the model card, enforced at the boundary."""
+    _, backbone = exported
+    path = saved_model.export_backbone(backbone, str(tmp_path / "export"), MEAN, STD, max_image_pixels=1200)
+    card = json.loads(open(os.path.join(path, "assets.extra", "export.json")).read())
+    assert card["max_image_pixels"] == 1200 and "1200" in card["signatures"]["serve_bytes"]["inputs"]["image_bytes"]["content"]
+    serve = tf.saved_model.load(path).signatures["serve_bytes"]
+    at_budget = [tf.io.encode_png(_photo(30, 40, 80)).numpy(), tf.io.encode_jpeg(_photo(40, 30, 81)).numpy()]
+    assert serve(image_bytes=tf.constant(at_budget))["embedding"].shape == (2, FEATURES)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"image_bytes\[0\] declares 41 x 30 = 1230 pixels, beyond the pixel budget of 1200"):
+        serve(image_bytes=tf.constant([tf.io.encode_png(_photo(41, 30, 82)).numpy()]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="declares 200 x 300 = 60000 pixels"):
+        serve(image_bytes=tf.constant([at_budget[0], png_bomb(200, 300)]))
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="pixel budget"):
+            saved_model.export_backbone(backbone, str(tmp_path / "bad"), MEAN, STD, max_image_pixels=bad)
+
+    # The command's flag, through export_from_model_dir.
+    model_dir = tmp_path / "run"
+    model_dir.mkdir()
+    backbone.save(str(model_dir / "backbone.keras"))
+    (model_dir / "config.json").write_text(json.dumps({"image_shape": [28, 28, 1], "mean": list(MEAN), "std": list(STD)}))
+    result = subprocess.run([sys.executable, "-m", "export.saved_model", f"--model_dir={model_dir}",
+                             "--max_image_pixels=5000"], capture_output=True, text=True, timeout=300, env=ENV,
+                            cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = json.loads((model_dir / "export" / "1" / "assets.extra" / "export.json").read_text())
+    assert card["max_image_pixels"] == 5000
+    result = subprocess.run([sys.executable, "-m", "export.saved_model", f"--model_dir={model_dir}",
+                             "--max_image_pixels=0"], capture_output=True, text=True, timeout=300, env=ENV,
+                            cwd=REPO_ROOT)
+    assert result.returncode == 2 and "pixel budget must be a positive integer" in result.stderr

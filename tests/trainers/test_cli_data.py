@@ -53,6 +53,7 @@ DATASET_ERRORS = [
     (["--dataset=folder", "--data_dir=/tmp"], "needs --image_size"),
     (["--dataset=folder", "--data_dir=/nonexistent/photos", "--image_size=32"], "does not exist"),
     (["--dataset=synthetic", "--channels=2"], "--channels must be 1 or 3"),
+    (["--dataset=synthetic", "--max_image_pixels=0"], "--max_image_pixels must be a positive number of pixels"),
     (["--dataset=no_such_dataset_xyz"], "not a tfds dataset name"),
     (["--dataset=cifar100", "--data_dir={tmp}"], "--download"),
     (["--augment=nope"], "--augment"),

@@ -31,6 +31,10 @@ flags.DEFINE_float("eval_crop_ratio", 0.875, "Image folders and streamed tfds sp
                    "CenterCrop(224) at 224 px, 1 keeps the whole shorter side. In (0, 1].")
 flags.DEFINE_integer("channels", 0, "Convert images to 1 or 3 channels (0: keep the dataset's).")
 flags.DEFINE_boolean("verify_images", True, "Image folders: decode every file once at start and skip unreadable ones.")
+flags.DEFINE_integer("max_image_pixels", 89_478_485,  # = mixmask_tf.data.image_header.DEFAULT_MAX_IMAGE_PIXELS
+                     "Pixel budget (decompression-bomb guard): an image file whose header declares more pixels is never "
+                     "decoded. Image folders skip and list it (skipped_images.txt); pretraining's export records it as "
+                     "the serve_bytes signature's budget. Default: Pillow's MAX_IMAGE_PIXELS.")
 flags.DEFINE_integer("train_limit", None, "Use only the first N training images (smoke runs).")
 flags.DEFINE_integer("test_limit", None, "Use only the first N test images for kNN.")
 
@@ -53,6 +57,8 @@ def validate_data_flags():
         raise UserError(f"--image_size must be positive (or 0 to keep the dataset's size), got {f.image_size}")
     if not 0.0 < f.eval_crop_ratio <= 1.0:
         raise UserError(f"--eval_crop_ratio must lie in (0, 1], got {f.eval_crop_ratio}")
+    if f.max_image_pixels < 1:
+        raise UserError(f"--max_image_pixels must be a positive number of pixels, got {f.max_image_pixels}")
     if f.channels not in (0, 1, 3):
         raise UserError(f"--channels must be 1 or 3 (or 0 to keep the dataset's), got {f.channels}")
     if f.dataset == "folder" and not f.data_dir:
@@ -67,7 +73,7 @@ def open_sources():
 
     common = dict(data_dir=FLAGS.data_dir, image_size=FLAGS.image_size or None, channels=FLAGS.channels or None,
                   download=FLAGS.download, manual_dir=FLAGS.manual_dir, verify=FLAGS.verify_images,
-                  crop_ratio=FLAGS.eval_crop_ratio)
+                  crop_ratio=FLAGS.eval_crop_ratio, max_image_pixels=FLAGS.max_image_pixels)
     train = data.open_source(FLAGS.dataset, FLAGS.train_split, limit=FLAGS.train_limit, **common)
     if not train.labeled:
         return train, None, f"the {FLAGS.train_split!r} split has no labels"
@@ -92,6 +98,7 @@ def report_skipped(model_dir, sources):
         return
     path = os.path.join(model_dir, "skipped_images.txt")
     checkpoint.atomic_write_text(path, "".join(f"{p}\t{why}\n" for p, why in skipped))
-    print(f"skipped {len(skipped)} unreadable image(s), listed in {path}", flush=True)
+    print(f"skipped {len(skipped)} unreadable image(s) (corrupt, or beyond --max_image_pixels), listed in {path}",
+          flush=True)
 
 

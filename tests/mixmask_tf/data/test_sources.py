@@ -2,14 +2,18 @@
 unreadable images, and the epoch-exact pretraining pipeline."""
 
 import gzip
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from image_folders import make_folder, plant_bad_files, write_image
+from conftest import REPO_ROOT
+from image_folders import bombs, make_folder, plant_bad_files, write_image
 from mixmask_tf import augment, data
 
 
@@ -115,6 +119,103 @@ def test_folder_unreadable_images_are_reported_and_skipped(tmp_path):
     views = augment.TwoViewAugment.from_preset("cifar", (8, 8), 3, lazy.info.mean, lazy.info.std)
     batches = list(data.make_pretrain_dataset(lazy, 4, views, seed=0).as_numpy_iterator())
     assert len(batches) == 3 and all(np.isfinite(b).all() for b in batches)
+
+
+def _plant_bombs(folder):
+    """Every generated bomb, under image extensions (one under another format's extension: the
+    decoder goes by the bytes). Returns {file name: (height, width)}."""
+    names = {"png": "bomb.png", "jpeg": "bomb.jpg", "jpeg_progressive": "bomb_progressive.jpeg",
+             "gif": "bomb.gif", "bmp": "bomb.bmp", "webp": "webp_bomb.png"}
+    planted = {}
+    for kind, (contents, size) in bombs().items():
+        with open(os.path.join(folder, names[kind]), "wb") as f:
+            f.write(contents)
+        planted[names[kind]] = size
+    return planted
+
+
+def test_folder_decompression_bombs_are_skipped_and_listed_never_decoded(tmp_path):
+    root = str(tmp_path / "ds")
+    make_folder(root)
+    planted = _plant_bombs(os.path.join(root, "train", "emu"))
+    bad = plant_bad_files(os.path.join(root, "train", "emu"))
+    source = data.open_source("folder", "train", data_dir=root, image_size=8)
+    assert source.num_examples == 12 and len(source.skipped) == len(planted) + bad
+    reasons = {os.path.basename(p): why for p, why in source.skipped}
+    for name, (height, width) in planted.items():
+        assert reasons[name] == (f"declares {height} x {width} = {height * width} pixels, beyond the pixel budget of "
+                                 f"89478485 pixels (max_image_pixels); not decoded"), name
+    assert reasons["empty.png"] == "empty file" and "decoded" in reasons["truncated.jpg"]
+    # Without the up-front check, the stream drops them when reading (before decoding), as corrupt files.
+    lazy = data.open_source("folder", "train", data_dir=root, image_size=8, verify=False)
+    assert lazy.num_examples == 12 + len(planted) + bad and not lazy.skipped
+    assert sum(1 for _ in lazy.stream(True, 0)) == 12
+    assert sum(1 for _ in lazy.stream_encoded(True, 0)) == 12
+    views = augment.TwoViewAugment.from_preset("cifar", (8, 8), 3, lazy.info.mean, lazy.info.std)
+    batches = list(data.make_pretrain_dataset(lazy, 4, views, seed=0).as_numpy_iterator())
+    assert len(batches) == 3
+
+
+def test_folder_pixel_budget_is_configurable(tmp_path):
+    root = str(tmp_path / "ds")
+    make_folder(root)  # 24 images of 20..39 x 20..39 pixels
+    sizes = {}
+    for dirpath, _, names in os.walk(os.path.join(root, "train")):
+        for name in names:
+            image = tf.io.decode_image(tf.io.read_file(os.path.join(dirpath, name)))
+            sizes[os.path.join(dirpath, name)] = image.shape[0] * image.shape[1]
+    budget = sorted(sizes.values())[len(sizes) // 2]
+    within = sum(pixels <= budget for pixels in sizes.values())
+    assert 0 < within < len(sizes)
+    source = data.open_source("folder", "train", data_dir=root, image_size=8, max_image_pixels=budget)
+    assert source.num_examples == within and len(source.skipped) == len(sizes) - within
+    assert all(sizes[p] > budget and f"= {sizes[p]} pixels, beyond the pixel budget of {budget} pixels" in why
+               for p, why in source.skipped)
+    assert source.max_pixels == budget
+    lazy = data.open_source("folder", "train", data_dir=root, image_size=8, max_image_pixels=budget, verify=False)
+    assert sum(1 for _ in lazy.stream(True, 0)) == within
+    with pytest.raises(ValueError, match="pixel budget"):
+        data.open_source("folder", "train", data_dir=root, image_size=8, max_image_pixels=-3)
+
+
+FOLDER_MEMORY_SCRIPT = r"""
+import json, os, resource, sys
+sys.path.insert(0, os.path.join(sys.argv[3], "tests"))
+from mixmask_tf import augment, data
+
+
+def peak_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+report = {}
+for name, root in (("clean", sys.argv[1]), ("bombs", sys.argv[2])):
+    source = data.open_source("folder", "train", data_dir=root, image_size=8)  # verify: header, then decode
+    lazy = data.open_source("folder", "train", data_dir=root, image_size=8, verify=False)
+    views = augment.TwoViewAugment.from_preset("cifar", (8, 8), 3, lazy.info.mean, lazy.info.std)
+    batches = sum(1 for _ in data.make_pretrain_dataset(lazy, 4, views, seed=0))
+    evaluated = sum(1 for _ in lazy.stream(False, 0))
+    report[name] = {"skipped": len(source.skipped), "batches": batches, "evaluated": evaluated, "peak_mib": peak_mib()}
+print(json.dumps(report))
+"""
+
+
+def test_folder_bombs_keep_peak_memory_small(tmp_path):
+    """Opening (verify and not), pretraining batches and evaluation over a folder of bombs: the
+    process's peak memory stays at what the same folder without bombs needs (a fresh process)."""
+    clean, bombed = str(tmp_path / "clean"), str(tmp_path / "bombed")
+    make_folder(clean, splits=("",))
+    make_folder(bombed, splits=("",))
+    planted = _plant_bombs(os.path.join(bombed, "emu"))
+    result = subprocess.run([sys.executable, "-c", FOLDER_MEMORY_SCRIPT, clean, bombed, REPO_ROOT],
+                            capture_output=True, text=True, timeout=600, cwd=str(tmp_path),
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO_ROOT})
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["clean"]["skipped"] == 0 and report["bombs"]["skipped"] == len(planted)
+    assert report["bombs"]["evaluated"] == report["clean"]["evaluated"] == 12
+    # The smallest bomb decodes to 16000 x 16000 x 3 bytes (732 MiB).
+    assert report["bombs"]["peak_mib"] - report["clean"]["peak_mib"] < 100, report
 
 
 # ----------------------------------------------------------------------------- tfds
