@@ -34,7 +34,8 @@ Stats: ``mask_ratio_query`` and ``mask_ratio_key``, the realised masked fraction
 
 import tensorflow as tf
 
-from mixmask_tf import checks, filters
+from mixmask_tf import filters
+from mixmask_tf import options as declared
 from mixmask_tf import masks as masks_lib
 from mixmask_tf import mixing
 from mixmask_tf import seeds
@@ -74,10 +75,9 @@ class MSCNBranch(Branch):
     def __init__(self, ratio=0.15, key_ratio=None, grid_size=7, noise_std=0.18, focal_prob=0.4, focal_size=0.9,
                  channel_prob=0.7, mask_prob=1.0, key_mask_prob=None, extra_views=2, sigma=None, radius=None,
                  high_pass=True):
-        options = checks.mscn_options(
-            ratio=ratio, key_ratio=key_ratio, grid_size=grid_size, noise_std=noise_std, focal_prob=focal_prob,
-            focal_size=focal_size, channel_prob=channel_prob, mask_prob=mask_prob, key_mask_prob=key_mask_prob,
-            extra_views=extra_views, sigma=sigma, radius=radius, high_pass=high_pass)
+        options = declared.resolve(declared.MSCN, locals())
+        options["key_ratio"] = options["ratio"] if key_ratio is None else options["key_ratio"]
+        options["key_mask_prob"] = options["mask_prob"] if key_mask_prob is None else options["key_mask_prob"]
         for name, value in options.items():
             setattr(self, name, value)
         self.input_filter = None

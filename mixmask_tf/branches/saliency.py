@@ -47,6 +47,7 @@ import numpy as np
 import tensorflow as tf
 
 from mixmask_tf import backbones, checks, filters
+from mixmask_tf import options as declared
 from mixmask_tf import masks as masks_lib
 from mixmask_tf import saliency as sal
 from mixmask_tf import seeds
@@ -113,12 +114,7 @@ class SaliencyBranch(Branch):
                  focal_prob=None, spatial_prob=None, negative_fg_cap=None, negative_focal_prob=None,
                  negative_spatial_prob=None, std_factor=0.6, alpha=2.0, hard_negatives=1, noise_std=0.18,
                  negative_noise_std=0.14, localisation="target", mean=None, std=None, sigma=None, radius=None):
-        options = checks.saliency_options(
-            fill=fill, query_ratio=query_ratio, negative_ratio=negative_ratio, std_factor=std_factor, alpha=alpha,
-            hard_negatives=hard_negatives, noise_std=noise_std, negative_noise_std=negative_noise_std,
-            localisation=localisation, sigma=sigma, radius=radius, fg_cap=fg_cap, focal_prob=focal_prob,
-            spatial_prob=spatial_prob, negative_fg_cap=negative_fg_cap, negative_focal_prob=negative_focal_prob,
-            negative_spatial_prob=negative_spatial_prob)
+        options = declared.resolve(declared.SALIENCY, locals())
         for name in ("fill", "query_ratio", "negative_ratio", "std_factor", "alpha", "hard_negatives", "noise_std",
                      "negative_noise_std", "localisation", "sigma", "radius"):
             setattr(self, name, options[name])
