@@ -6,8 +6,8 @@ are not numbers here. A TensorFlow tensor (which can exist only once TensorFlow 
 :func:`is_tensor`) is left alone where a caller says so: its value is known at run time only.
 
 Importing this module does not import TensorFlow, so the command-line tools check a whole set of
-branch options (:func:`branch_options`, declared in :mod:`mixmask_tf.options`) before TensorFlow starts: a bad ``--mscn_ratio`` or
-``--saliency_alpha`` fails in a fraction of a second. The branch constructors and the ops
+branch options (declared with these checks in :mod:`mixmask_tf.options`) before TensorFlow starts: a
+bad ``--mscn_ratio`` or ``--saliency_alpha`` fails in a fraction of a second. The branch constructors and the ops
 (``masks``, ``mixing``, ``filters``, ``saliency``) call the same functions.
 """
 
@@ -167,28 +167,3 @@ def high_pass(sigma, radius, height=None, width=None):
         if size is not None and radius >= size:
             raise ValueError(f"the high-pass kernel radius {radius} needs images larger than it (reflect padding); "
                              f"the image {name} is {size}: use a smaller sigma or radius")
-
-
-# ----------------------------------------------------------------------------- branch options
-
-
-def branch_options(name, options):
-    """Checks the options of branch ``name`` without building it (nor importing TensorFlow).
-
-    Args:
-      name: a registered branch name (``mixmask_tf.registry.BRANCHES``).
-      options: option name -> value; names the branch does not take are ignored (the CLI passes
-        the values of every branch flag).
-
-    The checks declared with the options (:mod:`mixmask_tf.options`), the ones the constructors
-    make, so the two cannot disagree; MixMask's permutation and erase's fill are checked by their
-    constructors (on the CLI they are enum flags).
-
-    Raises:
-      ValueError: an unknown branch, or naming the invalid option. What needs the images (a grid
-        larger than them, a filter radius they cannot pad) is checked when the branch is validated
-        against them.
-    """
-    from mixmask_tf import options as declared  # no TensorFlow either
-
-    declared.check(name, options)
