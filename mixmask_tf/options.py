@@ -2,7 +2,7 @@
 
 Pure Python (no TensorFlow): the command-line flags of every branch are generated from these
 declarations (``trainers/flag_groups/branch.py``) and checked before TensorFlow is imported
-(``checks.branch_options``); the branch constructors run the same checks
+(:func:`check`); the branch constructors run the same checks
 (:func:`resolve`, or ``MaskOptions`` / ``mixing.validate_unmix_args``, which call the same
 functions of :mod:`mixmask_tf.checks`), so the two cannot disagree. The constructors keep their
 keyword defaults (readable signatures); ``tests/trainers/test_branch_options.py`` proves every

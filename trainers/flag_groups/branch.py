@@ -56,11 +56,6 @@ def flag_value(option):
     return value
 
 
-def option_flags(branch):
-    """Option -> flag name of the options of `branch` that flags set."""
-    return {option.name: option.flag for option in declared.declared(branch) if option.flag}
-
-
 def validate():
     """Checks the --branch's options as its constructor does, before TensorFlow is imported (each option's
     declared check, ``mixmask_tf.options``); raises UserError naming the flag. What needs the images (a
@@ -86,13 +81,12 @@ DATA_OPTIONS = ("mean", "std")
 
 
 def build_branch(**data_options):
-    """The --branch with the options it takes (``branches.branch_options``), from their flags.
+    """The --branch with its options from their flags (or their declared defaults).
 
-    An option no flag sets keeps the branch's default. `data_options` (e.g. the data's `mean` and
-    `std`) are passed to branches that take them.
+    `data_options` (e.g. the data's `mean` and `std`) are passed to branches that take them.
     """
     from mixmask_tf import branches
 
-    values = {**option_values(), **data_options}
-    return branches.build_branch(FLAGS.branch, **{name: values[name] for name in branches.branch_options(FLAGS.branch)
-                                                  if name in values})
+    values = option_values()
+    values.update({name: value for name, value in data_options.items() if name in values})
+    return branches.build_branch(FLAGS.branch, **values)
