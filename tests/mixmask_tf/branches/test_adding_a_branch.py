@@ -24,13 +24,9 @@ from mixmask_tf.models import build_trainer
 
 DOC = os.path.join(REPO_ROOT, "docs", "adding-a-branch.md")
 SHAPE = (16, 16, 1)
-SMALL = {
-    "mocov1": dict(embedding_dim=8, queue_size=32),
-    "mocov2": dict(embedding_dim=8, queue_size=32),
-    "simclr": dict(embedding_dim=8, hidden_dim=16),
-    "byol": dict(embedding_dim=8, hidden_dim=16),
-    "simsiam": dict(embedding_dim=8, hidden_dim=16),
-}
+# Small heads and queue: MoCo's queue, the other frameworks' hidden width.
+SMALL = {name: dict(embedding_dim=8, **({"queue_size": 32} if name.startswith("moco") else {"hidden_dim": 16}))
+         for name in registry.FRAMEWORKS}
 
 # Registers the page's branch from its blocks (`blocks`), as adding it to the repository would: its
 # registry line and option declaration (no TensorFlow), and its file as module mixmask_tf.branches.flip.
