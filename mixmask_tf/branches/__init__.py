@@ -20,7 +20,8 @@ One file per branch on the contract in :mod:`~mixmask_tf.branches.base` (``Term`
   cells from a localisation network's map) and hard negatives (the key view with foreground
   cells masked) through ``prepare_views`` and ``NegativeBatch``.
 
-A new branch is one more file here and one line in ``mixmask_tf.registry``.
+A new branch is one more file here, one line in ``mixmask_tf.registry`` and, if it has options, their
+declaration in ``mixmask_tf.options`` (docs/adding-a-branch.md).
 """
 
 from mixmask_tf import registry
