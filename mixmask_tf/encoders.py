@@ -195,6 +195,32 @@ def _inner_filter(model):
     return None
 
 
+def attach_filter(model, input_filter=None, replace_inner=False):
+    """`model` with its input filter in front: the one place an encoder's filter is attached.
+
+    Args:
+      model: a Keras model, normalised float images -> features.
+      input_filter: a `filters.HighPassFilter`, its dict, or None: put in front of `model`
+        (`filters.with_input_filter`). A model with a `HighPassLayer` inside already filters: its
+        filter is the encoder's.
+      replace_inner: False: a filter given for a model with one inside is an error; True: the inner
+        one is kept and the given one ignored (a run's recorded filter for a model saved with it).
+
+    Returns:
+      (the model that filters, the filter as a `filters.HighPassFilter`, or None).
+
+    Raises:
+      ValueError: a filter given for a model that already has one inside (unless `replace_inner`).
+    """
+    input_filter = filters.from_config(input_filter)
+    inner = _inner_filter(model)
+    if inner is None:
+        return filters.with_input_filter(model, input_filter), input_filter
+    if input_filter is not None and not replace_inner:
+        raise ValueError(f"{model.name} already applies the input filter {inner}; give it no input_filter")
+    return model, inner
+
+
 def from_keras(backbone, mean, std, metadata=None, input_filter=None):
     """Wraps a Keras model (normalised float images -> features: a backbone, or a backbone with its
     projection head, `feature_model`) as an Encoder.
@@ -204,17 +230,17 @@ def from_keras(backbone, mean, std, metadata=None, input_filter=None):
       mean, std: per-channel normalisation in [0, 1] pixel units.
       metadata: dict recorded in `Encoder.metadata`.
       input_filter: a `filters.HighPassFilter`, its dict, or None: applied after normalising, in
-        front of `backbone` (`filters.with_input_filter`). A model with a `HighPassLayer` inside
-        already filters: its filter is reported as the encoder's.
+        front of `backbone` (`attach_filter`). A model with a `HighPassLayer` inside already
+        filters: its filter is reported as the encoder's.
 
     Raises:
       ValueError: `input_filter` given for a model that already has a filter inside.
     """
-    input_filter = filters.from_config(input_filter)
-    inner = _inner_filter(backbone)
-    if input_filter is not None and inner is not None:
-        raise ValueError(f"{backbone.name} already applies the input filter {inner}; give it no input_filter")
-    model = filters.with_input_filter(backbone, input_filter)
+    return _keras_encoder(*attach_filter(backbone, input_filter), mean, std, metadata)
+
+
+def _keras_encoder(model, input_filter, mean, std, metadata):
+    """The Encoder of `model` (which filters already), normalising raw pixels with mean and std."""
     mean_t = tf.constant(np.asarray(mean, np.float32))
     std_t = tf.constant(np.asarray(std, np.float32))
 
@@ -228,9 +254,9 @@ def from_keras(backbone, mean, std, metadata=None, input_filter=None):
         clone.set_weights(model.get_weights())
         return clone
 
-    return Encoder(fn, backbone.input_shape[1:], backbone.output_shape[-1], mean, std,
+    return Encoder(fn, model.input_shape[1:], model.output_shape[-1], mean, std,
                    {"source": "keras", **(metadata or {})}, kind="keras", backbone_loader=copy,
-                   input_filter=input_filter or inner)
+                   input_filter=input_filter)
 
 
 def random_init_like(encoder, seed=0):
@@ -475,9 +501,9 @@ def load_encoder(path, checkpoint: Optional[str] = None, mean: Optional[Sequence
         backbone = keras.models.load_model(path, compile=False)
         # A .keras file in a run folder gets the run's input filter, unless it has one inside (a
         # fine-tuned classifier saved there).
-        input_filter = None if _inner_filter(backbone) is not None else config.get("input_filter")
-        return from_keras(backbone, mean, std, {"source": "keras", "path": os.path.abspath(path),
-                                                "feature": "backbone"}, input_filter)
+        model, input_filter = attach_filter(backbone, config.get("input_filter"), replace_inner=True)
+        return _keras_encoder(model, input_filter, mean, std, {"source": "keras", "path": os.path.abspath(path),
+                                                               "feature": "backbone"})
     if is_run_dir(path):
         return _from_run(path, checkpoint, feature)
     if checkpoint:

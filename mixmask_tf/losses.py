@@ -71,21 +71,6 @@ def weighted_mean(per_sample, weights):
     return tf.reduce_mean(weights * per_sample)
 
 
-def mixmask_loss(per_sample_mix, per_sample_switch, weights, switch_weights):
-    """The MixMask objective of the paper's Eq. 4/6: λ·L↑ + (1 − λ)·L↓.
-
-    Args:
-      per_sample_mix: [N] loss of each mixed query q_mix[i] against its own clean key k_i.
-      per_sample_switch: [N] loss of each switch query q_mix[switch_index[i]] against k_i.
-      weights: [N] λ_i (fraction of image i's own pixels in its mixture).
-      switch_weights: [N] fraction of image i's pixels in its switch mixture (1 − λ per batch).
-
-    Returns:
-      (mix_term, switch_term): two scalars whose sum is the MixMask loss.
-    """
-    return weighted_mean(per_sample_mix, weights), weighted_mean(per_sample_switch, switch_weights)
-
-
 def nt_xent_logits(anchors, positives_all, anchors_all, offset, temperature):
     """NT-Xent logits of local anchors against the global batch (SimCLR, Chen et al. 2020).
 

@@ -22,8 +22,8 @@ Functions:
 * :func:`save_mask_montage_png`: the montage with row labels (and λ) as a PNG.
 * :func:`views_montage_arrays` / :func:`save_views_montage_png`: for a branch that changes the
   views (MSCN: high-pass filter, masks on every view, extra views), each view of a batch as the
-  data pipeline gives it and as the network is given it (the branch's ``input_filter`` then
-  ``transform_views``, the code the train step runs).
+  data pipeline gives it and as the network is given it (the branch's ``prepare_views``: its input filter,
+  then its view changes, the code the train step runs).
 * :func:`load_metrics_jsonl`: the rows of a ``metrics.jsonl`` (missing file: ``[]``).
 * :func:`save_curves_png`: loss terms, kNN top-1 and λ against epoch as a PNG.
 """
@@ -300,11 +300,11 @@ def network_display(x, mean=None, std=None, filtered=False):
 
 
 def transformed_displays(branch, views, out, mean=None, std=None, filtered=False):
-    """Display images of what a branch's ``transform_views`` made of ``views``.
+    """Display images of what a branch's ``prepare_views`` made of ``views``.
 
     Args:
       branch: the ``branches.Branch`` (its ``display_maps``).
-      views: the views ``transform_views`` was given: a tuple of float [K, H, W, C].
+      views: the views ``prepare_views`` was given: a tuple of float [K, H, W, C].
       out: the ``branches.ViewsOutput`` it returned.
       mean, std, filtered: as :func:`network_display`.
 
@@ -324,8 +324,8 @@ def views_montage_arrays(views, branch, seed, num_examples=4, mean=None, std=Non
 
     Args:
       views: float [N, V, H, W, C], a pretraining batch (normalised), V = 2 + branch.extra_views.
-      branch: a validated ``branches.Branch`` (its ``input_filter`` set).
-      seed: Python int (seed ``[0, seed]``) or an integer pair [2]: the seed of ``transform_views``.
+      branch: a ``branches.Branch`` (bound to its trainer where it reads one).
+      seed: Python int (seed ``[0, seed]``) or an integer pair [2]: the seed of ``prepare_views``.
       num_examples: Python int K, images shown.
       mean, std: per-channel normalisation of ``views``.
 
@@ -340,10 +340,8 @@ def views_montage_arrays(views, branch, seed, num_examples=4, mean=None, std=Non
         raise ValueError(f"views must be a pretraining batch [N, V, H, W, C] with V >= 2, got {views.shape}")
     x = views[:num_examples]
     inputs = tuple(tf.constant(x[:, v]) for v in range(x.shape[1]))
-    filtered = branch.input_filter is not None
-    if filtered and not branch.filters_views:
-        inputs = tuple(branch.input_filter(v) for v in inputs)
-    out = branch.transform_views(inputs, seeds.as_seed(seed))
+    filtered = branch.input_filter_for(x.shape[2:]) is not None
+    out = branch.prepare_views(inputs, seeds.as_seed(seed))
     networks, negatives, maps = transformed_displays(branch, inputs, out, mean, std, filtered)
     arrays = {"stats": {k: float(v) for k, v in out.stats.items()}, "maps": maps}
     for v in range(x.shape[1]):
@@ -374,7 +372,8 @@ def save_views_montage_png(path, views, branch, seed, mean=None, std=None, num_e
     fig = Figure(figsize=((k + 0.8) * tile_inches, len(rows) * tile_inches + 0.5), dpi=dpi)
     stats = ", ".join(f"{name} {value:.2f}" for name, value in arrays["stats"].items())
     config = branch.get_config()
-    title = f"{branch.name} views" + (f" (high-pass σ {branch.input_filter.sigma:.3g})" if branch.input_filter else "")
+    input_filter = branch.input_filter_for(np.shape(views)[2:])
+    title = f"{branch.name} views" + (f" (high-pass σ {input_filter.sigma:.3g})" if input_filter else "")
     if "ratio" in config:
         title += f", ratio {config['ratio']:g}"
     fig.suptitle(title + (f"; realised {stats}" if stats else ""), fontsize=8)

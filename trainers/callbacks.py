@@ -318,8 +318,8 @@ class MixedViewSummary(keras.callbacks.Callback):
 
     * "clean_views": the query view;
     * "network_view<v>" (v = 1, 2, ...; only for a branch that changes the views, MSCN):
-      view v as the network is given it, after the branch's input filter and `transform_views`
-      (`model.transformed_views`, or the fixed `seed`); high-pass filtered images are shown as
+      view v as the network is given it, after the branch's `prepare_views` (its input filter and
+      view changes: `model.prepared_views`, or the fixed `seed`); high-pass filtered images are shown as
       0.5 + x·std (`visualize.network_display`);
     * "hard_negative<h>" and "saliency_foreground_view<v>" (the saliency branch): its hard negatives
       as the target encoder is given them, and the foreground cells of views 1 and 2;
@@ -365,9 +365,9 @@ class MixedViewSummary(keras.callbacks.Callback):
         x1 = tf.constant(self.images[:, 0])
         result = {"clean_views": self._display(x1)}
         if self.model.branch.changes_views:
-            views = self.model.input_views(tuple(tf.constant(self.images[:, v]) for v in range(self.images.shape[1])))
-            out = (self.model.transformed_views(views) if self.seed is None
-                   else self.model.branch.transform_views(views, self.seed))
+            views = tuple(tf.constant(self.images[:, v]) for v in range(self.images.shape[1]))
+            out = (self.model.prepared_views(views) if self.seed is None
+                   else self.model.branch.prepare_views(views, self.seed))
             networks, negatives, maps = visualize.transformed_displays(
                 self.model.branch, views, out, self.mean, self.std, filtered=self.model.input_filter is not None)
             for v, view in enumerate(networks):

@@ -14,13 +14,14 @@ One file per branch on the contract in :mod:`~mixmask_tf.branches.base` (``Term`
   image with its (1 − M) cells erased, weight λ) and "erase_complement" (its M cells erased,
   weight 1 − λ).
 * "mscn" (``mscn.py``): Masked Siamese ConvNets: a high-pass input filter, noise-filled masks
-  on every view (``transform_views``), two extra masked views, the loss over every pair.
+  on every view (``prepare_views``), two extra masked views, the loss over every pair.
 
 * "saliency" (``saliency.py``): saliency-guided masking of the query view (foreground/background
   cells from a localisation network's map) and hard negatives (the key view with foreground
-  cells masked) through ``transform_views`` and ``NegativeBatch``.
+  cells masked) through ``prepare_views`` and ``NegativeBatch``.
 
-A new branch is one more file here and one line in ``mixmask_tf.registry``.
+A new branch is one more file here, one line in ``mixmask_tf.registry`` and, if it has options, their
+declaration in ``mixmask_tf.options`` (docs/adding-a-branch.md).
 """
 
 from mixmask_tf import registry

@@ -1,22 +1,24 @@
-"""The branch contract: how a branch changes the views a trainer encodes, and what extra query
+"""The branch contract: how a branch prepares the views a trainer encodes, and what extra query
 batches it adds besides them.
 
-A branch has two hooks, called by the trainer in this order on each replica's batch:
+A branch has two hooks, called by the trainer in this order on each replica's batch (with the
+same seed):
 
-1. ``transform_views(views, seed)``: the V views of the batch (view 1 = query, view 2 = key,
-   then the branch's ``extra_views`` more, already passed through the branch's
-   ``input_filter``) -> V views the framework scores. The framework's clean loss is taken over
-   every pair of them (``SiameseTrainer.views_forward``: the mean over the V(V − 1)/2 pairs of
-   the loss it gives two views). The base branch returns them unchanged; MSCN masks each view.
-   A branch that needs more views than two sets ``extra_views``; the data pipeline must then
-   give [N, 2 + extra_views, H, W, C] batches (``augment.TwoViewAugment(extra_views=...)``).
-2. ``__call__(images, seed)`` on the (transformed) query view: extra query batches with
-   weighted terms, scored against the clean targets (below).
+1. ``prepare_views(views, seed)``: the V views of the batch as the pipeline gives them (view 1 =
+   query, view 2 = key, then the branch's ``extra_views`` more) -> ``ViewsOutput``: the V views
+   the framework scores (through the branch's input filter, then transformed: MSCN masks each
+   view, the saliency branch the query view), stats, and hard negatives (``NegativeBatch``). The
+   framework's clean loss is taken over every pair of the views (``SiameseTrainer.views_forward``:
+   the mean over the V(V − 1)/2 pairs of the loss it gives two views). A branch that needs more
+   views than two sets ``extra_views``; the data pipeline must then give
+   [N, 2 + extra_views, H, W, C] batches (``augment.TwoViewAugment(extra_views=...)``).
+2. ``__call__(images, seed)`` on the prepared query view: extra query batches with weighted
+   terms, scored against the clean targets (below).
 
-A branch may also carry an ``input_filter`` (``mixmask_tf.filters``, e.g. MSCN's high-pass
-filter): applied to every view before anything else, and wherever the encoder is used later
-(recorded in the run's config.json, applied by the evaluation commands and the export). It is
-known once ``validate(image_shape)`` has run (it may depend on the image size).
+A branch may carry an input filter (``input_filter_for(image_shape)``: ``mixmask_tf.filters``,
+e.g. MSCN's high-pass filter): ``prepare_views`` applies it to every view before anything else,
+and the trainer records it (``trainer.input_filter``) for wherever the encoder is used later
+(the run's config.json, the evaluation commands and the export).
 
 A branch knows masks and mixtures, never a framework. Its ``__call__`` turns the query view of a
 (local) batch into extra query batches, each with one or more *terms*. A term says how to read the
@@ -33,13 +35,14 @@ branch yields one mixed batch with two terms: "mix" (index = identity, weights =
 embeddings cost no second forward pass (ALGORITHMS.md section 2).
 
 Every branch has static ``term_names`` and ``stat_names`` tuples equal to what ``__call__`` and
-``transform_views`` return together (the trainer creates its metrics from them), ``validate(image_shape)`` and
-``get_config()`` (which round-trips through ``build_branch(**config)``). Its options are the
-named parameters of its ``__init__``; a branch that draws grid masks takes the mask options
+``prepare_views`` return together (the trainer creates its metrics from them), ``validate(image_shape)``
+(checks only) and ``get_config()`` (which round-trips through ``build_branch(**config)``). Its
+options are the named parameters of its ``__init__``, declared (default, help, check, flag) in
+``mixmask_tf.options``; a branch that draws grid masks takes the mask options
 (:class:`MaskOptions`) as ``**mask_options``, validated once into ``self.mask``.
 
 The branches themselves are one file each beside this one; the names are the registry's
-(``mixmask_tf.registry.BRANCHES``).
+(``mixmask_tf.registry.BRANCHES``); docs/adding-a-branch.md adds one.
 """
 
 import dataclasses
@@ -105,46 +108,59 @@ class ViewsOutput(NamedTuple):
 
 
 class Branch:
-    """Base class and the ``none`` branch (views unchanged, no extra query batches).
+    """Base class and the ``none`` branch (the views filtered by its input filter, no extra query batches).
 
     Class attributes a branch may override: ``extra_views`` (views beyond the two it needs from
-    the data pipeline) and ``input_filter`` (None, or a ``filters.HighPassFilter`` set by
-    ``validate``).
+    the data pipeline) and ``uses_negatives`` (whether ``prepare_views`` returns NegativeBatches:
+    known before the first step, so that a framework without negatives refuses the branch when
+    it is built).
     """
 
     name = "none"
     term_names = ()
     stat_names = ()
     extra_views = 0
-    input_filter = None
-    uses_negatives = False  # whether transform_views returns NegativeBatches (MoCo and SimCLR take them)
-    # False: the trainer applies `input_filter` to the views before `transform_views`; True: the branch
-    # receives the unfiltered (normalised) views and returns filtered ones (the saliency branch reads
-    # its localisation map on unfiltered views, as the authors' code).
-    filters_views = False
+    uses_negatives = False
 
     @property
     def changes_views(self):
-        """Whether the network is given other views than the pipeline's two (a filter, a
-        `transform_views` of its own, or extra views): what `masks.png` then shows."""
-        return (self.input_filter is not None or self.extra_views > 0
-                or type(self).transform_views is not Branch.transform_views)
+        """Whether the network may be given other views than the pipeline's two (a ``prepare_views`` of
+        its own, or extra views): what `masks.png` then shows."""
+        return self.extra_views > 0 or type(self).prepare_views is not Branch.prepare_views
 
-    def transform_views(self, views, seed):
-        """Args: views: tuple of V float [N, H, W, C] (filtered, unless `filters_views`); seed: [2]
-        int stateless seed.
+    def input_filter_for(self, image_shape):
+        """The filter (``filters.HighPassFilter``) the encoder sees every image through, for images of
+        `image_shape` (H, W, C); None (the base branch): none. Pure: the trainer records it for
+        evaluation and export, and the branch applies it in ``prepare_views``."""
+        del image_shape
+        return None
 
-        Returns: ViewsOutput (the base branch: the views unchanged, no stats).
+    def filter_views(self, views):
+        """The views through ``input_filter_for`` of their (static) shape."""
+        views = tuple(tf.convert_to_tensor(v) for v in views)
+        input_filter = self.input_filter_for(tuple(views[0].shape[1:]))
+        return views if input_filter is None else tuple(input_filter(v) for v in views)
+
+    def prepare_views(self, views, seed):
+        """The views the framework scores, made from the pipeline's views in one call.
+
+        Args:
+          views: tuple of V = 2 + ``extra_views`` float [N, H, W, C], normalised as the pipeline gives
+            them (view 1 = query, view 2 = key).
+          seed: [2] int stateless seed.
+
+        Returns: ViewsOutput: the V views (filtered, then transformed), stats and hard negatives (the
+        base branch: the filtered views, no stats, no negatives).
         """
         del seed
-        return ViewsOutput(tuple(views), {})
+        return ViewsOutput(self.filter_views(views), {})
 
     def validate(self, image_shape):
-        """Raises ValueError when the branch cannot work on images of `image_shape` (H, W, C)."""
+        """Raises ValueError when the branch cannot work on images of `image_shape` (H, W, C); no other effect."""
 
     def display_maps(self, views):
         """Maps worth showing beside the views (masks.png, TensorBoard): {label: float [N, H, W, 1] in
-        [0, 1]} for the branch's input views (as `transform_views` takes them); none by default."""
+        [0, 1]} for the views ``prepare_views`` takes; none by default."""
         del views
         return {}
 
@@ -155,7 +171,8 @@ class Branch:
         del trainer
 
     def __call__(self, images, seed):
-        """Args: images [N, H, W, C] float query view; seed [2] int stateless seed.
+        """Args: images [N, H, W, C] float query view (as ``prepare_views`` returned it); seed [2] int
+        stateless seed.
 
         Returns: BranchOutput.
         """
@@ -297,7 +314,7 @@ def build_branch(name, **options):
 
 def concat_views_outputs(outputs):
     """Concatenates ViewsOutputs computed on consecutive chunks of one batch (stats averaged):
-    the single-device reference of a multi-replica ``transform_views``, as :func:`concat_branch_outputs`."""
+    the single-device reference of a multi-replica ``prepare_views``, as :func:`concat_branch_outputs`."""
     views = tuple(tf.concat([o.views[v] for o in outputs], 0) for v in range(len(outputs[0].views)))
     stats = {k: tf.reduce_mean(tf.stack([o.stats[k] for o in outputs])) for k in outputs[0].stats}
     negatives = tuple(NegativeBatch(tf.concat([o.negatives[b].images for o in outputs], 0), neg.scale, neg.name)

@@ -3,11 +3,11 @@
 No public implementation of MSCN exists; this one follows the paper, with the choices it leaves
 open marked [ours]. What the branch does, on every framework:
 
-* **High-pass input filter** (``input_filter``): `x − GaussianBlur(x, σ)` of every normalised
+* **High-pass input filter** (``input_filter_for``): `x − GaussianBlur(x, σ)` of every normalised
   view before anything else, and of every image the encoder sees later (kNN, linear probe,
   fine-tuning, serving: ``mixmask_tf.filters``). σ defaults to 5 at 224 px, scaled with the
   image's shorter side (σ 0.625 at 28 px) [ours: the scaling rule and the kernel radius ceil(3σ)].
-* **Masks on every view** (``transform_views``), after the other augmentations and the filter,
+* **Masks on every view** (``prepare_views``), after the other augmentations and the filter,
   each image of each view its own draw (``masks.mscn_masks``): with probability ``focal_prob``
   a focal mask (keep one random square of side ``focal_size`` × the shorter side, mask the
   rest), otherwise a random grid mask (``round(ratio · G²)`` of the G × G cells, fixed count
@@ -34,7 +34,8 @@ Stats: ``mask_ratio_query`` and ``mask_ratio_key``, the realised masked fraction
 
 import tensorflow as tf
 
-from mixmask_tf import checks, filters
+from mixmask_tf import filters
+from mixmask_tf import options as declared
 from mixmask_tf import masks as masks_lib
 from mixmask_tf import mixing
 from mixmask_tf import seeds
@@ -74,28 +75,31 @@ class MSCNBranch(Branch):
     def __init__(self, ratio=0.15, key_ratio=None, grid_size=7, noise_std=0.18, focal_prob=0.4, focal_size=0.9,
                  channel_prob=0.7, mask_prob=1.0, key_mask_prob=None, extra_views=2, sigma=None, radius=None,
                  high_pass=True):
-        options = checks.mscn_options(
-            ratio=ratio, key_ratio=key_ratio, grid_size=grid_size, noise_std=noise_std, focal_prob=focal_prob,
-            focal_size=focal_size, channel_prob=channel_prob, mask_prob=mask_prob, key_mask_prob=key_mask_prob,
-            extra_views=extra_views, sigma=sigma, radius=radius, high_pass=high_pass)
+        options = declared.resolve(declared.MSCN, locals())
+        options["key_ratio"] = options["ratio"] if key_ratio is None else options["key_ratio"]
+        options["key_mask_prob"] = options["mask_prob"] if key_mask_prob is None else options["key_mask_prob"]
         for name, value in options.items():
             setattr(self, name, value)
-        self.input_filter = None
 
     def focal_pixels(self, height, width):
         """Side in pixels of the kept focal square: max(1, round(focal_size · min(H, W)))."""
         return max(1, int(round(self.focal_size * min(height, width))))
 
+    def input_filter_for(self, image_shape):
+        """The high-pass filter for images of `image_shape` (None with ``high_pass=False``)."""
+        if not self.high_pass:
+            return None
+        return filters.HighPassFilter.for_images(image_hw(image_shape), self.sigma, self.radius)
+
     def validate(self, image_shape):
-        """Checks the grid fits the images and builds the high-pass filter for their size."""
+        """Checks the grid, the focal square and the filter fit the images."""
         height, width = image_hw(image_shape)
         channels = int(image_shape[2]) if image_shape[2] is not None else 1
         for view_index in (0, 1):
             ratio, mask_prob = self.side_options(view_index)
             masks_lib.validate_mscn_args(height, width, channels, self.grid_size, ratio, self.focal_prob,
                                          self.focal_pixels(height, width), self.channel_prob, mask_prob)
-        if self.high_pass:
-            self.input_filter = filters.HighPassFilter.for_images((height, width), self.sigma, self.radius)
+        self.input_filter_for(image_shape)
 
     def side_options(self, view_index):
         """(ratio, mask_prob) of view `view_index` (0-based): even = query side, odd = key side."""
@@ -107,11 +111,15 @@ class MSCNBranch(Branch):
         return masks_lib.mscn_masks(seed, num, height, width, channels, self.grid_size, ratio, self.focal_prob,
                                     self.focal_pixels(height, width), self.channel_prob, mask_prob)
 
-    def transform_views(self, views, seed):
+    def prepare_views(self, views, seed):
+        """The high-pass filter, then masks on every view (:meth:`mask_views`)."""
+        return self.mask_views(self.filter_views(views), seed)
+
+    def mask_views(self, views, seed):
         """Masks every view; see the module docstring.
 
         Args:
-          views: tuple of V float [N, H, W, C] (already high-pass filtered by the trainer).
+          views: tuple of V float [N, H, W, C] (as the network is given them: filtered).
           seed: [2] int stateless seed.
 
         Returns:

@@ -16,7 +16,7 @@ joycenerd/Saliency-Guided-Masking-for-ConvNets, MoCo v2 at 224 px):
   nothing is downloaded), given the un-normalised pixels through its own ``preprocess_input``
   (needs ``mean`` and ``std``, which the CLI passes). The map is computed at the network's own
   grid and cell (i, j) covers pixel rows floor(p·g_h/H) = i (the rule of `mixmask_tf.saliency`).
-* **Query view masking** (view 1, ``transform_views``): r ~ U(``query_ratio``) of the cells,
+* **Query view masking** (view 1, ``prepare_views``): r ~ U(``query_ratio``) of the cells,
   split between foreground and background by the view's foreground share (capped at
   ``fg_cap``); with probability ``focal_prob`` a focal mask instead (keep a 200/224-side square,
   fill the rest); a grid mask is spatial with probability ``spatial_prob``, else
@@ -47,6 +47,7 @@ import numpy as np
 import tensorflow as tf
 
 from mixmask_tf import backbones, checks, filters
+from mixmask_tf import options as declared
 from mixmask_tf import masks as masks_lib
 from mixmask_tf import saliency as sal
 from mixmask_tf import seeds
@@ -86,6 +87,14 @@ def resnet50_imagenet(image_shape, mean, std, weights=None):
                        name="resnet50_imagenet_localisation")
 
 
+def _check_grid(output_shape, image_size):
+    g_h, g_w = output_shape[1], output_shape[2]
+    height, width = image_size
+    if g_h is None or g_w is None or not (1 <= g_h <= height and 1 <= g_w <= width):
+        raise ValueError(f"the localisation map is {g_h} x {g_w}; it must be a static grid no finer than the "
+                         f"{height} x {width} images")
+
+
 class SaliencyBranch(Branch):
     """Saliency-guided masking of the query view with hard negatives (see the module docstring).
 
@@ -107,18 +116,12 @@ class SaliencyBranch(Branch):
 
     name = "saliency"
     term_names = ()
-    filters_views = True
 
     def __init__(self, fill="highpass", query_ratio=(0.05, 0.25), negative_ratio=(0.4, 0.7), fg_cap=None,
                  focal_prob=None, spatial_prob=None, negative_fg_cap=None, negative_focal_prob=None,
                  negative_spatial_prob=None, std_factor=0.6, alpha=2.0, hard_negatives=1, noise_std=0.18,
                  negative_noise_std=0.14, localisation="target", mean=None, std=None, sigma=None, radius=None):
-        options = checks.saliency_options(
-            fill=fill, query_ratio=query_ratio, negative_ratio=negative_ratio, std_factor=std_factor, alpha=alpha,
-            hard_negatives=hard_negatives, noise_std=noise_std, negative_noise_std=negative_noise_std,
-            localisation=localisation, sigma=sigma, radius=radius, fg_cap=fg_cap, focal_prob=focal_prob,
-            spatial_prob=spatial_prob, negative_fg_cap=negative_fg_cap, negative_focal_prob=negative_focal_prob,
-            negative_spatial_prob=negative_spatial_prob)
+        options = declared.resolve(declared.SALIENCY, locals())
         for name in ("fill", "query_ratio", "negative_ratio", "std_factor", "alpha", "hard_negatives", "noise_std",
                      "negative_noise_std", "localisation", "sigma", "radius"):
             setattr(self, name, options[name])
@@ -133,54 +136,61 @@ class SaliencyBranch(Branch):
         self.stat_names = ("mask_ratio", "fg_ratio") + (
             ("negative_mask_ratio",) + tuple(f"{n}_logit" for n in self.negative_names()) if self.uses_negatives
             else ())
-        self.input_filter = None
-        self._feature_model = None
-        self._image_shape = None
+        self._feature_model = None  # the localisation network: `bind` (target) or `localisation_network`
 
     def negative_names(self):
         return tuple("hard_negative" if h == 0 else f"hard_negative{h + 1}" for h in range(self.hard_negatives))
 
+    def input_filter_for(self, image_shape):
+        """The high-pass filter of the "highpass" fill (None for the other fills)."""
+        if self.fill != "highpass":
+            return None
+        return filters.HighPassFilter.for_images(image_hw(image_shape), self.sigma, self.radius)
+
     def validate(self, image_shape):
+        """Checks the filter and a given localisation network (loaded to read its shapes, not kept) fit
+        the images."""
+        self.input_filter_for(image_shape)
+        if self.localisation != "target":
+            self._load_localisation(image_shape)
+
+    def _load_localisation(self, image_shape):
+        """A given localisation network (resnet50_imagenet or a .keras file), frozen and checked."""
         height, width = image_hw(image_shape)
-        self._image_shape = (height, width, int(image_shape[2]))
-        if self.fill == "highpass":
-            self.input_filter = filters.HighPassFilter.for_images((height, width), self.sigma, self.radius)
+        image_shape = (height, width, int(image_shape[2]))
         if self.localisation == "resnet50_imagenet":
-            self._feature_model = resnet50_imagenet(self._image_shape, self.mean, self.std)
-        elif self.localisation.endswith(".keras"):
+            model = resnet50_imagenet(image_shape, self.mean, self.std)
+        else:
             model = keras.models.load_model(self.localisation, compile=False)
             model.trainable = False
-            if tuple(model.input_shape[1:]) != self._image_shape or len(model.output_shape) != 4:
+            if tuple(model.input_shape[1:]) != image_shape or len(model.output_shape) != 4:
                 raise ValueError(f"localisation model {self.localisation} maps {model.input_shape} to "
                                  f"{model.output_shape}; it must map images [N, {height}, {width}, "
-                                 f"{self._image_shape[2]}] to a feature map [N, g_h, g_w, K]")
-            self._feature_model = model
-        if self._feature_model is not None:
-            self._check_grid(self._feature_model.output_shape)
-
-    def _check_grid(self, output_shape):
-        g_h, g_w = output_shape[1], output_shape[2]
-        height, width = self._image_shape[:2]
-        if g_h is None or g_w is None or not (1 <= g_h <= height and 1 <= g_w <= width):
-            raise ValueError(f"the localisation map is {g_h} x {g_w}; it must be a static grid no finer than the "
-                             f"{height} x {width} images")
+                                 f"{image_shape[2]}] to a feature map [N, g_h, g_w, K]")
+        _check_grid(model.output_shape, (height, width))
+        return model
 
     def bind(self, trainer):
-        """The default localisation: the trainer's target backbone up to its last spatial map."""
+        """The localisation network: by default the trainer's target backbone up to its last spatial map;
+        a given one is loaded here, for the trainer's images."""
         if self.localisation == "target":
             self._feature_model = backbones.feature_map_model(trainer.target_backbone())
-            self._check_grid(self._feature_model.output_shape)
+            _check_grid(self._feature_model.output_shape, trainer.backbone.input_shape[1:3])
+        else:
+            self._feature_model = self._load_localisation(tuple(trainer.backbone.input_shape[1:]))
 
     def foreground(self, images):
         """Foreground cells [N, g_h, g_w] of views [N, H, W, C] (the localisation network's input)."""
         if self._feature_model is None:
-            raise ValueError("the saliency branch has no localisation network yet: a trainer binds it "
-                             "(SiameseTrainer.compile), or validate() loads a given one")
+            if self.localisation == "target":
+                raise ValueError("the saliency branch has no localisation network yet: a trainer binds its target "
+                                 "backbone (SiameseTrainer.compile)")
+            self._feature_model = self._load_localisation(tuple(images.shape[1:]))  # first use without a trainer
         maps = tf.stop_gradient(self._feature_model(images, training=False))
         return sal.foreground_cells(sal.saliency_maps(maps), self.std_factor)
 
     def _localisation_inputs(self, x1, x2):
-        filtered = tuple(self.input_filter(v) if self.input_filter is not None else v for v in (x1, x2))
+        filtered = self.filter_views((x1, x2))
         # The target encoder is trained on (and sees) filtered views; a given network the raw ones.
         return filtered, (filtered if self.localisation == "target" else (x1, x2))
 
@@ -192,11 +202,12 @@ class SaliencyBranch(Branch):
         return {f"foreground (view {v + 1})": masks_lib.upsample_masks(self.foreground(local[v]), height, width)
                 for v in range(2)}
 
-    def transform_views(self, views, seed):
-        """Masks the query view (saliency-guided) and adds the hard negatives of the key view.
+    def prepare_views(self, views, seed):
+        """Filters the views, masks the query view (saliency-guided) and adds the hard negatives of the key view.
 
         Args:
-          views: (x1, x2) float [N, H, W, C], normalised and NOT filtered (``filters_views``).
+          views: (x1, x2) float [N, H, W, C], normalised (not filtered: the localisation network given by
+            a path reads the unfiltered views).
           seed: [2] int stateless seed.
 
         Returns:

@@ -6,18 +6,19 @@ two views as three hooks (`embed_views`: what it computes per view; `pair_loss`:
 two views' embeddings; `pair_targets`: the targets and state of the main pair), the per-sample
 loss of an extra query against the clean targets (`branch_per_sample_loss`), and its state
 updates (`update_targets` before the forward pass, `finish_step` after the gradient step). A
-branch (`mixmask_tf.branches`) may filter the views (`input_filter`), transform them and ask for
-extra views (`transform_views`, `extra_views`), and supplies extra query batches with weighted
-terms. The step below combines them, for V views v_1 (query), v_2 (key), v_3, ...:
+branch (`mixmask_tf.branches`) prepares the views in one call (`prepare_views`: its input filter,
+view transforms, extra views and hard negatives), and supplies extra query batches with weighted
+terms. The step (`train_step`, `compute_losses`) combines them, for V views v_1 (query), v_2
+(key), v_3, ...:
 
     L = mean_{i<j} pair_loss(v_i, v_j) + Σ_batches Σ_terms mean_i(w_i · L(embed(batch)[index_i], target_i))
 
-With two views the first sum is the framework's own clean loss; with more (MSCN's extra views)
-it is its loss averaged over every pair [ours: the mean, so the loss scale and learning rate do
-not depend on V]. The branch targets and the framework's state (MoCo's enqueued keys) come from
-the main pair (v_1, v_2) only.
+computed in one path (`views_forward`) for any V >= 2: with two views the first sum is the
+framework's own clean loss; with more (MSCN's extra views) it is its loss averaged over every
+pair [ours: the mean, so the loss scale and learning rate do not depend on V]. The branch targets
+and the framework's state (MoCo's enqueued keys) come from the main pair (v_1, v_2) only.
 
-The targets are what the framework's `clean_forward` returns, with the gradient the framework
+The targets are what the framework's `pair_targets` returns, with the gradient the framework
 itself gives them: MoCo's keys (momentum encoder), BYOL's target projections (EMA encoder) and
 SimSiam's z2 are stop-gradient, so a branch term trains only through its extra query; SimCLR's
 targets are the clean embeddings of its NT-Xent batch, which carry gradient there, and so they
@@ -27,11 +28,8 @@ Distribution rules (README "Distributed training"): the per-replica mean loss is
 the number of replicas inside the tape; each replica draws its masks from its own seed
 (base seed, step, replica id); state lives in Keras weights so checkpoints hold it.
 
-Online linear probe (optional, `probe_classes > 0`; as solo-learn's base and the keras-io
-examples): a Dense classifier on stop-gradient backbone features of the clean query view,
-trained on labeled batches `(views, labels)` by its own optimizer, so the pretraining loss,
-gradients and optimizer state are exactly those of a run without it. `test_step` reports it
-on clean labeled images (`evaluate`, or `fit(validation_data=...)` as `val_probe_top1`).
+Beside the step, in their own modules: the optional online linear probe (`probe.py`), stop
+requests on preemption (`preemption.py`) and the Keras workarounds (`keras_compat.py`).
 """
 
 import keras
@@ -39,6 +37,8 @@ import tensorflow as tf
 
 from mixmask_tf import branches as branches_lib
 from mixmask_tf import losses
+from mixmask_tf.models import keras_compat, preemption
+from mixmask_tf.models import probe as probe_lib
 
 
 def split_views(data):
@@ -115,62 +115,7 @@ def ema_update(pairs, momentum):
         target.assign(momentum * target + (1.0 - momentum) * online)
 
 
-def split_labels(data):
-    """The labels of a pretraining batch, or None.
-
-    Args:
-      data: float [N, 2, H, W, C], or a tuple/list (views [N, 2, H, W, C], labels int [N], ...).
-
-    Returns:
-      int [N] labels, or None when the batch carries none (decided when the step is traced).
-    """
-    if isinstance(data, (tuple, list)) and len(data) > 1 and data[1] is not None:
-        return data[1]
-    return None
-
-
-def probe_logits_and_loss(probe, features, labels):
-    """Logits and mean softmax cross-entropy of a linear probe.
-
-    Args:
-      probe: a `keras.layers.Dense(K)`.
-      features: float [N, F] (already stop-gradient).
-      labels: int [N] in [0, K).
-
-    Returns:
-      (logits float32 [N, K], loss float32 scalar: mean over the N examples).
-    """
-    logits = tf.cast(probe(features), tf.float32)
-    per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32), logits=logits)
-    return logits, tf.reduce_mean(per_example)
-
-
-def _for_keras_reduction(logs):
-    """Logs as Keras can reduce them across workers.
-
-    Under MultiWorkerMirroredStrategy Keras reduces each logged value with
-    ``strategy.reduce("MEAN", value, axis=0)``, which needs rank >= 1: scalars become [1]
-    (reduced back to scalars); elsewhere the logs are returned unchanged.
-    """
-    if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
-        return {name: tf.reshape(value, [1]) for name, value in logs.items()}
-    return logs
-
-
-def top_k_percent(logits, labels, k):
-    """Per-example top-k hit in percent, float32 [N] of 0 or 100 (mean it for the accuracy).
-
-    Args:
-      logits: float [N, K]; labels: int [N]; k: python int <= K.
-    """
-    # top_k + equality (a tie at the k-th place goes to the lower class index; in_top_k would
-    # count every tied class as a hit).
-    _, top = tf.math.top_k(logits, k=k)
-    hit = tf.reduce_any(tf.equal(top, tf.cast(labels, top.dtype)[:, None]), axis=1)
-    return tf.cast(hit, tf.float32) * 100.0
-
-
-class SiameseTrainer(keras.Model):
+class SiameseTrainer(preemption.StopRequests, keras.Model):
     """Base class of every framework trainer (a `keras.Model`: use `compile` and `fit`).
 
     Args:
@@ -195,10 +140,11 @@ class SiameseTrainer(keras.Model):
         super().__init__(**kwargs)
         self.backbone = backbone
         self.branch = branch if branch is not None else branches_lib.Branch()
-        self.branch.validate(tuple(backbone.input_shape[1:]))
+        image_shape = tuple(backbone.input_shape[1:])
+        self.branch.validate(image_shape)
         self._branch_bound = False  # `branch.bind(self)` runs once every encoder exists (compile, or first use)
-        # The branch's input filter (MSCN's high-pass), applied to every view and in `call`.
-        self.input_filter = self.branch.input_filter
+        # The branch's input filter (MSCN's high-pass): what every image the encoder sees goes through.
+        self.input_filter = self.branch.input_filter_for(image_shape)
         self.num_views = 2 + int(self.branch.extra_views)
         if self.branch.uses_negatives and not self.supports_negatives:
             raise ValueError(f"branch {self.branch.name!r} adds hard negatives, and {type(self).__name__} has no "
@@ -214,37 +160,128 @@ class SiameseTrainer(keras.Model):
             raise ValueError("probe_optimizer needs probe_classes > 0")
         self.probe = self.probe_optimizer = None
         if self.probe_classes:
-            # A seeded initializer draws nothing from the global generators, so every other
-            # weight of the trainer is initialised exactly as without a probe.
-            self.probe = keras.layers.Dense(
-                self.probe_classes, kernel_initializer=keras.initializers.GlorotUniform(seed=self.seed),
-                name="probe")
-            self.probe.build((None, int(backbone.output_shape[-1])))
+            self.probe = probe_lib.build(self.probe_classes, backbone.output_shape[-1], self.seed)
             self.probe_optimizer = probe_optimizer if probe_optimizer is not None else keras.optimizers.Adam(1e-3)
-            names += ["probe_loss", "probe_top1"] + (["probe_top5"] if self.probe_classes >= 5 else [])
+            names += probe_lib.metric_names(self.probe_classes)
         self._trackers = {name: keras.metrics.Mean(name=name) for name in names}
-        # Stop requests (a preemption signal on any worker): off unless `watch_stop_requests`.
-        self.watch_stop_requests = False
-        self._stop_request = tf.Variable(0.0, trainable=False, name="stop_request",
-                                         aggregation=tf.VariableAggregation.NONE)
+        self._init_stop_requests()
 
-    # ---- stop requests (preemption) -------------------------------------------------
-    def request_stop(self, value=True):
-        """Asks every worker to stop after its next step (this worker's local flag).
+    # ---- the step ----------------------------------------------------------------------
+    def train_step(self, data):
+        views = split_views(data)
+        labels = probe_lib.split_labels(data) if self.probe is not None else None
+        probe_logs = {}
+        if labels is not None:
+            # Before the pretraining update: the features of the weights that make this step's loss
+            # (of the filtered, untransformed query view: what the encoder sees in evaluation).
+            probe_logs = probe_lib.train_step(self.probe, self.probe_optimizer,
+                                              self.probe_features(self.filter_images(views[0])), labels,
+                                              num_replicas())
+        self.update_targets()
+        variables = self.online_variables()
+        with tf.GradientTape() as tape:
+            result, stats, extras = self.compute_losses(*views, training=True)
+            # Keras sums gradients over replicas: scale each replica's mean loss inside the tape.
+            scaled = result["loss"] / num_replicas()
+            # Under "mixed_float16" Keras' compile wraps the optimizer in a LossScaleOptimizer,
+            # whose apply() unscales (and skips steps with non-finite gradients); else identity.
+            scaled = self.optimizer.scale_loss(scaled)
+        self.optimizer.apply(tape.gradient(scaled, variables), variables)
+        self.finish_step(extras)
+        for name, value in {**result, **stats, **probe_logs}.items():
+            self._trackers[name].update_state(value)
+        # Probe metrics only when this step trained the probe (never a meaningless 0).
+        skip = {"probe_top5"} | ({"probe_loss", "probe_top1"} if not probe_logs else set())
+        logs = {m.name: m.result() for m in self.metrics if m.name not in skip}
+        if self.watch_stop_requests:
+            logs["stop_requested"] = self.stop_requested(all_gather)
+        return keras_compat.for_keras_reduction(logs)
 
-        With ``watch_stop_requests = True`` (set before the first `fit`), every train step
-        reduces the flags of all replicas (a sum over the cluster) and reports
-        ``stop_requested`` = 1.0 on every worker as soon as one of them asked, at the same
-        step everywhere, so that all can save a checkpoint together (a save may run
-        collectives) and exit. Call it from the host (a callback or a signal's aftermath).
+    def compute_losses(self, *views, training=True):
+        """Every loss term of one step on this replica's views.
+
+        Args:
+          views: the pipeline's views [N, H, W, C]: x1 (query), x2 (key), then the branch's
+            extra views (as many as ``branch.extra_views``).
+
+        Returns:
+          (losses: dict name -> scalar, with "loss" the total; stats: dict; extras for `finish_step`).
         """
-        self._stop_request.assign(1.0 if value else 0.0)
+        if len(views) != self.num_views:
+            raise ValueError(f"branch {self.branch.name!r} takes {self.num_views} views per image (2 + its "
+                             f"{self.branch.extra_views} extra views), the batch has {len(views)}: build the "
+                             f"dataset with augment.TwoViewAugment(..., extra_views={self.branch.extra_views})")
+        prepared = self.prepared_views(views)
+        clean_loss, targets, extras, negative_stats = self.views_forward(prepared.views, training, prepared.negatives)
+        result = {"loss_clean": clean_loss}
+        out = self.branch_outputs(prepared.views[0])
+        for batch in out.batches:
+            query = self.embed_query(batch.images, training)
+            for term in batch.terms:
+                per_sample = self.branch_per_sample_loss(tf.gather(query, term.index), targets)
+                result[f"loss_{term.name}"] = losses.weighted_mean(per_sample, term.weights)
+        result["loss"] = tf.add_n(list(result.values()))
+        return result, {**prepared.stats, **negative_stats, **out.stats}, extras
 
-    def _stop_requested(self):
-        # all_gather (as the MoCo keys): a replica-context all_reduce of this scalar fails under
-        # MultiWorkerMirroredStrategy on TF 2.21 ("destinations can not be empty").
-        flags = all_gather(tf.reshape(tf.cast(self._stop_request, tf.float32), [1]))
-        return tf.cast(tf.reduce_max(flags) > 0, tf.float32)
+    def views_forward(self, views, training, negatives=()):
+        """Clean loss of V >= 2 views: the mean of `pair_loss` over every pair (i < j).
+
+        Args:
+          views: tuple of V float [N, H, W, C] (as the branch prepared them).
+          negatives: tuple of `branches.NegativeBatch`: extra negatives of view 1's queries, one per
+            sample, added to the main pair's loss (frameworks with `supports_negatives`).
+
+        Returns:
+          (loss scalar, targets, extras, stats) with the targets and extras of the main pair
+          (`pair_targets(view 1, view 2)`) and the stats `<name>_logit` (mean scaled logit) of each
+          negative batch. With two views and no negatives: the framework's own clean loss.
+        """
+        records = self.embed_views(tuple(views), training)
+        extra, stats = None, {}
+        if negatives:
+            if not self.supports_negatives:
+                raise ValueError(f"{type(self).__name__} has no negatives to add hard negatives to")
+            columns = []
+            for negative in negatives:
+                logits = self.negative_logits(records[0], self.embed_negative(negative.images, training),
+                                              negative.scale)
+                columns.append(logits[:, None])
+                stats[f"{negative.name}_logit"] = tf.reduce_mean(logits)
+            extra = tf.concat(columns, axis=1)
+        pair_losses = [self.pair_loss(records[i], records[j]) if extra is None or (i, j) != (0, 1)
+                       else self.pair_loss(records[i], records[j], extra_logits=extra)
+                       for i, j in view_pairs(len(views))]
+        loss = pair_losses[0] if len(pair_losses) == 1 else tf.add_n(pair_losses) / float(len(pair_losses))
+        targets, extras = self.pair_targets(records[0], records[1])
+        return loss, targets, extras, stats
+
+    def prepared_views(self, views):
+        """The branch's `prepare_views` of this replica's views with this replica's seed (a `ViewsOutput`)."""
+        self.bind_branch()
+        return self.branch.prepare_views(tuple(views), self.step_seed(replica_id()))
+
+    def branch_outputs(self, x1):
+        """The branch applied to this replica's (prepared) query view with this replica's seed."""
+        return self.branch(x1, self.step_seed(replica_id()))
+
+    def step_seed(self, group):
+        """Stateless seed [2] of `group` (the replica id) at the current optimizer step.
+
+        `[(seed mod 2^18) · 4096 + group, step]`: plain integer arithmetic, so the seed (and
+        with it every mask, λ and permutation) is the same with and without XLA
+        (`stateless_fold_in` is not), and distinct for every (seed, replica < 4096, step).
+        The branches hash it before drawing.
+        """
+        step = tf.cast(self.optimizer.iterations, tf.int32)
+        first = (self.seed % (1 << 18)) * 4096 + tf.cast(group, tf.int32)
+        return tf.stack([first, step])
+
+    def bind_branch(self):
+        """Calls `branch.bind(self)` once (a branch that reads the trainer's encoders, e.g. the saliency
+        branch's default localisation network, the target backbone's last feature map)."""
+        if not self._branch_bound:
+            self._branch_bound = True
+            self.branch.bind(self)
 
     # ---- framework hooks -------------------------------------------------------------
     def online_variables(self):
@@ -293,51 +330,12 @@ class SiameseTrainer(keras.Model):
         (`losses.hard_negative_logits`)."""
         raise NotImplementedError
 
-    def views_forward(self, views, training, negatives=()):
-        """Clean loss of V >= 2 views: the mean of `pair_loss` over every pair (i < j).
-
-        Args:
-          views: tuple of V float [N, H, W, C].
-          negatives: tuple of `branches.NegativeBatch`: extra negatives of view 1's queries, one per
-            sample, added to the main pair's loss (frameworks with `supports_negatives`).
-
-        Returns:
-          (loss scalar, targets, extras) with the targets and extras of the main pair
-          (`pair_targets(view 1, view 2)`). With two views: the framework's own clean loss.
-        """
-        return self._views_forward(views, training, negatives)[:3]
-
-    def _views_forward(self, views, training, negatives=()):
-        """`views_forward`, and its stats: `<name>_logit` (mean scaled logit) of each negative batch."""
-        records = self.embed_views(tuple(views), training)
-        extra, stats = None, {}
-        if negatives:
-            if not self.supports_negatives:
-                raise ValueError(f"{type(self).__name__} has no negatives to add hard negatives to")
-            columns = []
-            for negative in negatives:
-                logits = self.negative_logits(records[0], self.embed_negative(negative.images, training),
-                                              negative.scale)
-                columns.append(logits[:, None])
-                stats[f"{negative.name}_logit"] = tf.reduce_mean(logits)
-            extra = tf.concat(columns, axis=1)
-        pairs = view_pairs(len(views))
-        losses_ = [self.pair_loss(records[i], records[j]) if extra is None or (i, j) != (0, 1)
-                   else self.pair_loss(records[i], records[j], extra_logits=extra) for i, j in pairs]
-        loss = losses_[0] if len(losses_) == 1 else tf.add_n(losses_) / float(len(losses_))
-        targets, extras = self.pair_targets(records[0], records[1])
-        return loss, targets, extras, stats
-
-    def clean_forward(self, x1, x2, training):
-        """Clean loss of two views: `views_forward((x1, x2))` -> (loss, targets, extras)."""
-        return self.views_forward((x1, x2), training)
-
     def embed_query(self, images, training):
         """Query-side embedding of an extra batch [N, H, W, C] -> [N, D]."""
         raise NotImplementedError
 
     def branch_per_sample_loss(self, query, targets):
-        """Per-sample loss [N] of extra queries [N, D] against the clean targets of `clean_forward`.
+        """Per-sample loss [N] of extra queries [N, D] against the clean targets of `pair_targets`.
 
         Differentiable in `query`; in `targets` as far as the targets themselves carry gradient.
         """
@@ -346,7 +344,12 @@ class SiameseTrainer(keras.Model):
     def finish_step(self, extras):
         """State update after the gradient step (MoCo: enqueue the gathered keys)."""
 
-    # ---- shared machinery ------------------------------------------------------------
+    def target_backbone(self):
+        """The backbone of the target side: MoCo's key encoder, BYOL's EMA target, else the online
+        backbone (SimCLR, SimSiam). What a branch's default localisation network reads."""
+        return self.backbone
+
+    # ---- Keras plumbing ----------------------------------------------------------------
     @property
     def metrics(self):
         return list(self._trackers.values())
@@ -364,40 +367,13 @@ class SiameseTrainer(keras.Model):
             self.probe_optimizer.build(self.probe.trainable_variables)
 
     def make_train_function(self, force=False):
-        """Keras' train function, except for ``steps_per_execution`` > 1: a plain unrolled loop.
-
-        Keras 3.15 runs several steps per call in a `tf.while_loop` over optionals, which fails
-        under MirroredStrategy on TensorFlow 2.21 ("You must feed a value for placeholder
-        tensor ... while/cond/Placeholder"), even for a one-layer model. This function runs
-        ``steps_per_execution`` steps one after the other in one `tf.function` (each step
-        XLA-compiled when ``jit_compile``), returning the last step's logs as Keras does. It
-        expects every execution to have its full number of batches: the pretraining CLI
-        keeps the steps per epoch a multiple of it and feeds an endless dataset.
-        """
+        """Keras' train function, except for ``steps_per_execution`` > 1: a plain unrolled loop
+        (`keras_compat.unrolled_train_function`)."""
         if self.train_function is not None and not force:
             return self.train_function
         if self.steps_per_execution == 1:
             return super().make_train_function(force=force)
-        from keras.src.backend.tensorflow.trainer import reduce_per_replica
-
-        strategy = self.distribute_strategy
-        steps = int(self.steps_per_execution)
-
-        def one_step(data):
-            return reduce_per_replica(strategy.run(self.train_step, args=(data,)), strategy, reduction="auto")
-
-        if not self.run_eagerly:
-            one_step = tf.function(one_step, reduce_retracing=True, jit_compile=bool(self.jit_compile))
-
-        def multi_step(iterator):
-            outputs = one_step(next(iterator))
-            for _ in range(steps - 1):
-                outputs = one_step(next(iterator))
-            return outputs
-
-        if not self.run_eagerly:
-            multi_step = tf.function(multi_step, reduce_retracing=True)
-        self.train_function = multi_step
+        self.train_function = keras_compat.unrolled_train_function(self)
         return self.train_function
 
     def call(self, images, training=False):
@@ -413,134 +389,13 @@ class SiameseTrainer(keras.Model):
             images = images[:, 0]
         return self.backbone(self.filter_images(images), training=training)
 
-    def target_backbone(self):
-        """The backbone of the target side: MoCo's key encoder, BYOL's EMA target, else the online
-        backbone (SimCLR, SimSiam). What a branch's default localisation network reads."""
-        return self.backbone
-
     def filter_images(self, images):
         """The branch's input filter applied to images [N, H, W, C] (identity without one)."""
         return images if self.input_filter is None else self.input_filter(images)
 
-    def step_seed(self, group):
-        """Stateless seed [2] of `group` (the replica id) at the current optimizer step.
-
-        `[(seed mod 2^18) · 4096 + group, step]`: plain integer arithmetic, so the seed (and
-        with it every mask, λ and permutation) is the same with and without XLA
-        (`stateless_fold_in` is not), and distinct for every (seed, replica < 4096, step).
-        The branches hash it before drawing.
-        """
-        step = tf.cast(self.optimizer.iterations, tf.int32)
-        first = (self.seed % (1 << 18)) * 4096 + tf.cast(group, tf.int32)
-        return tf.stack([first, step])
-
-    def branch_outputs(self, x1):
-        """The branch applied to this replica's query view with this replica's seed."""
-        return self.branch(x1, self.step_seed(replica_id()))
-
-    def bind_branch(self):
-        """Calls `branch.bind(self)` once (a branch that reads the trainer's encoders, e.g. the saliency
-        branch's default localisation network, the target backbone's last feature map)."""
-        if not self._branch_bound:
-            self._branch_bound = True
-            self.branch.bind(self)
-
-    def transformed_views(self, views):
-        """The branch's `transform_views` of this replica's views with this replica's seed."""
-        self.bind_branch()
-        return self.branch.transform_views(tuple(views), self.step_seed(replica_id()))
-
-    def compute_losses(self, x1, x2, *extra_views, training=True):
-        """Every loss term of one step on this replica's (filtered) views.
-
-        Args:
-          x1: [N, H, W, C] query view; x2: [N, H, W, C] key view; extra_views: the branch's
-            extra views [N, H, W, C] (as many as ``branch.extra_views``).
-
-        Returns:
-          (losses: dict name -> scalar, with "loss" the total; stats: dict; extras).
-        """
-        views = (x1, x2) + tuple(extra_views)
-        if len(views) != self.num_views:
-            raise ValueError(f"branch {self.branch.name!r} takes {self.num_views} views per image (2 + its "
-                             f"{self.branch.extra_views} extra views), the batch has {len(views)}: build the "
-                             f"dataset with augment.TwoViewAugment(..., extra_views={self.branch.extra_views})")
-        transformed = self.transformed_views(views)
-        views = transformed.views
-        negative_stats = {}
-        if len(views) == 2 and not transformed.negatives:
-            clean_loss, targets, extras = self.clean_forward(views[0], views[1], training)
-        else:
-            clean_loss, targets, extras, negative_stats = self._views_forward(views, training, transformed.negatives)
-        result = {"loss_clean": clean_loss}
-        out = self.branch_outputs(views[0])
-        for batch in out.batches:
-            query = self.embed_query(batch.images, training)
-            for term in batch.terms:
-                per_sample = self.branch_per_sample_loss(tf.gather(query, term.index), targets)
-                result[f"loss_{term.name}"] = losses.weighted_mean(per_sample, term.weights)
-        result["loss"] = tf.add_n(list(result.values()))
-        return result, {**transformed.stats, **negative_stats, **out.stats}, extras
-
     def probe_features(self, images):
         """Stop-gradient backbone features [N, F] of images [N, H, W, C] (inference mode)."""
         return tf.stop_gradient(self.backbone(images, training=False))
-
-    def probe_step(self, x1, labels):
-        """One optimizer step of the probe on the query view x1 [N, H, W, C], labels int [N].
-
-        Touches only the probe and its optimizer (inference-mode forward: no BatchNorm update).
-
-        Returns:
-          dict: probe_loss (this replica's mean cross-entropy), probe_top1 (%).
-        """
-        features = self.probe_features(x1)
-        variables = self.probe.trainable_variables
-        with tf.GradientTape() as tape:
-            logits, loss = probe_logits_and_loss(self.probe, features, labels)
-            scaled = loss / num_replicas()  # summed over replicas, like the main loss
-        self.probe_optimizer.apply(tape.gradient(scaled, variables), variables)
-        return {"probe_loss": loss, "probe_top1": tf.reduce_mean(top_k_percent(logits, labels, 1))}
-
-    def input_views(self, views):
-        """The views `compute_losses` takes: filtered by the input filter, unless the branch filters
-        them itself (`branch.filters_views`)."""
-        return tuple(views) if self.branch.filters_views else tuple(self.filter_images(v) for v in views)
-
-    def network_views(self, views):
-        """What the network is given for pretraining views (unfiltered, normalised): the branch's
-        `transform_views` of `input_views` with this replica's seed (a `branches.ViewsOutput`)."""
-        return self.transformed_views(self.input_views(views))
-
-    def train_step(self, data):
-        raw = split_views(data)
-        views = self.input_views(raw)
-        labels = split_labels(data) if self.probe is not None else None
-        probe_logs = {}
-        if labels is not None:
-            # Before the pretraining update: the features of the weights that make this step's loss
-            # (of the filtered, untransformed query view: what the encoder sees in evaluation).
-            probe_logs = self.probe_step(self.filter_images(raw[0]), labels)
-        self.update_targets()
-        variables = self.online_variables()
-        with tf.GradientTape() as tape:
-            result, stats, extras = self.compute_losses(*views, training=True)
-            # Keras sums gradients over replicas: scale each replica's mean loss inside the tape.
-            scaled = result["loss"] / num_replicas()
-            # Under "mixed_float16" Keras' compile wraps the optimizer in a LossScaleOptimizer,
-            # whose apply() unscales (and skips steps with non-finite gradients); else identity.
-            scaled = self.optimizer.scale_loss(scaled)
-        grads = tape.gradient(scaled, variables)
-        self.optimizer.apply(grads, variables)
-        self.finish_step(extras)
-        for name, value in {**result, **stats, **probe_logs}.items():
-            self._trackers[name].update_state(value)
-        # Probe metrics only when this step trained the probe (never a meaningless 0).
-        skip = {"probe_top5"} | ({"probe_loss", "probe_top1"} if not probe_logs else set())
-        logs = {m.name: m.result() for m in self.metrics if m.name not in skip}
-        if self.watch_stop_requests:
-            logs["stop_requested"] = self._stop_requested()
-        return _for_keras_reduction(logs)
 
     def test_step(self, data):
         """Probe metrics on clean labeled images (without a probe: `keras.Model.test_step`).
@@ -556,22 +411,13 @@ class SiameseTrainer(keras.Model):
         """
         if self.probe is None:
             return super().test_step(data)
-        labels = split_labels(data)
+        labels = probe_lib.split_labels(data)
         if labels is None:
             raise ValueError("the online probe evaluates on (images, labels) batches; got no labels")
         images = data[0]
         if len(images.shape) == 5:
             images = images[:, 0]
-        logits, loss = probe_logits_and_loss(self.probe, self.probe_features(self.filter_images(images)), labels)
-        n = tf.shape(labels)[0]
-        # Per-example values so partial batches weigh by their size in the running mean.
-        self._trackers["probe_loss"].update_state(loss, sample_weight=tf.cast(n, tf.float32))
-        names = ["probe_loss", "probe_top1"]
-        self._trackers["probe_top1"].update_state(top_k_percent(logits, labels, 1))
-        if "probe_top5" in self._trackers:
-            self._trackers["probe_top5"].update_state(top_k_percent(logits, labels, 5))
-            names.append("probe_top5")
-        return {name: self._trackers[name].result() for name in names}
+        return probe_lib.evaluate(self.probe, self._trackers, self.probe_features(self.filter_images(images)), labels)
 
     def get_config(self):
         config = {"seed": self.seed, "branch": self.branch.get_config()}

@@ -9,11 +9,12 @@ import pytest
 
 from conftest import REPO_ROOT
 from mixmask_tf import branches, checks
+from mixmask_tf import options as declared
 
 
 def test_importing_checks_imports_no_tensorflow():
-    out = subprocess.run([sys.executable, "-c", "import sys\nfrom mixmask_tf import checks\n"
-                          "checks.branch_options('saliency', {'alpha': 2.0})\n"
+    out = subprocess.run([sys.executable, "-c", "import sys\nfrom mixmask_tf import checks, options\n"
+                          "options.check('saliency', {'alpha': 2.0})\n"
                           "print(checks.is_tensor(1.0), 'tensorflow' in sys.modules, 'keras' in sys.modules)"],
                          cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False", "False"]
@@ -68,7 +69,7 @@ def test_is_tensor_only_for_tensors():
 
 
 # (branch, bad options, part of the message): each must fail identically in the constructor and in
-# checks.branch_options (what the CLI runs before TensorFlow is imported).
+# options.check (what the CLI runs before TensorFlow is imported).
 BAD_OPTIONS = [
     ("mixmask", dict(grid_size=1), "grid_size must be an integer >= 2"),
     ("mixmask", dict(ratio=0.0), "ratio must be in the open interval"),
@@ -107,7 +108,7 @@ def test_constructor_and_branch_options_fail_alike(name, options, message):
     with pytest.raises(ValueError) as built:
         branches.build_branch(name, **options)
     with pytest.raises(ValueError) as checked:
-        checks.branch_options(name, options)
+        declared.check(name, options)
     assert message in str(built.value)
     assert str(checked.value) == str(built.value)
 
@@ -116,13 +117,13 @@ def test_constructor_and_branch_options_fail_alike(name, options, message):
 def test_defaults_and_configs_pass(name):
     config = branches.build_branch(name).get_config()
     config.pop("name")
-    checks.branch_options(name, config)  # a built branch's own config is valid
-    checks.branch_options(name, {})      # and so are the defaults
+    declared.check(name, config)  # a built branch's own config is valid
+    declared.check(name, {})      # and so are the defaults
 
 
 def test_unknown_branch():
     with pytest.raises(ValueError, match="unknown branch 'cutmix'; known: none, mixmask"):
-        checks.branch_options("cutmix", {})
+        declared.check("cutmix", {})
 
 
 def test_saliency_only_checks_the_filter_for_the_highpass_fill():

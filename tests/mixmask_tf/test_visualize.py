@@ -178,8 +178,8 @@ def test_views_montage_shows_each_mscn_view_before_and_after_the_branch(tmp_path
     assert arrays["maps"] == {}  # MSCN shows no maps (the saliency branch shows its foreground cells)
     assert sorted(k for k in arrays if k not in ("stats", "maps")) == sorted(
         [f"view{v}" for v in range(1, 5)] + [f"network{v}" for v in range(1, 5)])
-    filtered = tuple(branch.input_filter(tf.constant(views[:3, v])) for v in range(4))
-    expected = branch.transform_views(filtered, tf.constant([0, 5])).views
+    filtered = tuple(branch.input_filter_for((16, 16, 3))(tf.constant(views[:3, v])) for v in range(4))
+    expected = branch.mask_views(filtered, tf.constant([0, 5])).views
     for v in range(4):
         np.testing.assert_allclose(arrays[f"view{v + 1}"], visualize.to_display(views[:3, v], 0.5, 0.25))
         np.testing.assert_allclose(arrays[f"network{v + 1}"], np.clip(0.5 + expected[v].numpy() * 0.25, 0, 1),

@@ -24,10 +24,10 @@ def test_truncate_metrics_log_drops_repeated_epochs(tmp_path):
 class _DivergingMoCo(MoCo):
     """MoCo whose loss becomes NaN from step 4 on (the second epoch of 4 steps)."""
 
-    def clean_forward(self, x1, x2, training):
-        loss, targets, extras = super().clean_forward(x1, x2, training)
+    def views_forward(self, views, training, negatives=()):
+        loss, targets, extras, stats = super().views_forward(views, training, negatives)
         poison = tf.where(self.optimizer.iterations >= 4, float("nan"), 0.0)
-        return loss + poison, targets, extras
+        return loss + poison, targets, extras, stats
 
 
 @pytest.mark.parametrize("steps_per_execution", [1, 2])

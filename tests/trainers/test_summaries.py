@@ -172,7 +172,7 @@ def test_mixed_view_summary_shows_every_mscn_view_as_the_network_is_given_it(tmp
     assert sorted(events) == [("clean_views", 0)] + [(f"network_view{v}", 0) for v in (1, 2, 3, 4)]
     # What the train step computes: high-pass filter, then the branch's masks with that seed.
     filtered = tuple(model.input_filter(tf.constant(batch[:, v])) for v in range(4))
-    expected = model.branch.transform_views(filtered, tf.constant((3, 4), tf.int32)).views
+    expected = model.branch.mask_views(filtered, tf.constant((3, 4), tf.int32)).views
     for v in range(4):
         shown = visualize.network_display(expected[v].numpy()[:4], MEAN, STD, filtered=True)
         np.testing.assert_allclose(np.stack(events[(f"network_view{v + 1}", 0)]), shown, atol=1.5 / 255)
@@ -190,7 +190,7 @@ def test_mixed_view_summary_shows_the_saliency_map_masked_query_and_hard_negativ
     events = _image_events(summary.folder)
     assert sorted(events) == [("clean_views", 0), ("hard_negative1", 0), ("network_view1", 0), ("network_view2", 0),
                               ("saliency_foreground_view1", 0), ("saliency_foreground_view2", 0)]
-    out = model.branch.transform_views((tf.constant(batch[:, 0]), tf.constant(batch[:, 1])), tf.constant((5, 6)))
+    out = model.branch.prepare_views((tf.constant(batch[:, 0]), tf.constant(batch[:, 1])), tf.constant((5, 6)))
     shown = visualize.to_display(out.negatives[0].images.numpy()[:4], MEAN, STD)
     np.testing.assert_allclose(np.stack(events[("hard_negative1", 0)]), shown, atol=1.5 / 255)
     foreground = model.branch.display_maps((tf.constant(batch[:, 0]), tf.constant(batch[:, 1])))

@@ -40,7 +40,7 @@ def test_query_masks_split_foreground_and_background_and_negatives_mask_foregrou
                                    negative_ratio=(0.5, 0.5))
     branch.validate(SHAPE)
     x1, x2 = _views()
-    out = branch.transform_views((x1, x2), tf.constant([1, 2]))
+    out = branch.prepare_views((x1, x2), tf.constant([1, 2]))
     foreground = np.zeros((7, 7), bool)
     foreground[:, :3] = True  # cell means: bright 2.0 vs dark -1.0; threshold mean - 0.6 std = 0.03
     fg_fraction = foreground.mean()
@@ -63,11 +63,12 @@ def test_query_masks_split_foreground_and_background_and_negatives_mask_foregrou
 def test_highpass_fill_filters_both_views_and_fills_noise(localisation):
     branch = branches.build_branch("saliency", localisation=localisation)
     branch.validate(SHAPE)
-    assert branch.input_filter is not None and branch.filters_views
+    input_filter = branch.input_filter_for(SHAPE)
+    assert input_filter is not None  # applied by prepare_views itself, to the unfiltered views
     x1, x2 = _views()
-    out = branch.transform_views((x1, x2), tf.constant([3, 4]))
-    np.testing.assert_allclose(np.asarray(out.views[1]), np.asarray(branch.input_filter(x2)), atol=1e-6)
-    kept = np.asarray(out.views[0]) == np.asarray(branch.input_filter(x1))
+    out = branch.prepare_views((x1, x2), tf.constant([3, 4]))
+    np.testing.assert_allclose(np.asarray(out.views[1]), np.asarray(input_filter(x2)), atol=1e-6)
+    kept = np.asarray(out.views[0]) == np.asarray(input_filter(x1))
     assert 0.0 < 1.0 - kept.mean() < 0.5
 
 

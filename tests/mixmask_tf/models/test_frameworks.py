@@ -104,10 +104,11 @@ class _Grouped:
         chunks = tf.split(x1, 2, axis=0)
         return branches.concat_branch_outputs([self.branch(c, self.step_seed(g)) for g, c in enumerate(chunks)])
 
-    def transformed_views(self, views):
+    def prepared_views(self, views):
+        self.bind_branch()
         chunks = [tf.split(v, 2, axis=0) for v in views]
-        return branches.concat_views_outputs([self.branch.transform_views(tuple(c[g] for c in chunks),
-                                                                          self.step_seed(g)) for g in range(2)])
+        return branches.concat_views_outputs([self.branch.prepare_views(tuple(c[g] for c in chunks),
+                                                                        self.step_seed(g)) for g in range(2)])
 
 
 def _grouped(cls):

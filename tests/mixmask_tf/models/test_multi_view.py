@@ -5,7 +5,7 @@ views. Here each framework's embeddings are read from its own encoders (inferenc
 BatchNorm is deterministic) and the loss is recomputed in NumPy from the definitions:
 MoCo InfoNCE with the queue (asymmetric: q_i against k_j; symmetric: both directions), SimCLR
 NT-Xent over each pair's 2N views, BYOL 2 − 2cos symmetrised, SimSiam −cos symmetrised and
-halved. With V = 2 the result is the framework's own clean loss (`clean_forward`).
+halved. With V = 2 the result is the framework's own clean loss (its `pair_loss`).
 """
 
 import itertools
@@ -84,10 +84,10 @@ def test_loss_over_every_pair_of_views_matches_numpy(framework, num_views):
     model = build_trainer(framework, backbones.small_convnet(SHAPE, width=4), seed=0, **SMALL[framework])
     rng = np.random.default_rng(num_views)
     views = tuple(tf.constant(rng.normal(size=(6,) + SHAPE).astype(np.float32)) for _ in range(num_views))
-    loss, _, _ = model.views_forward(views, training=False)
+    loss, _, _, _ = model.views_forward(views, training=False)
     np.testing.assert_allclose(float(loss), _reference(framework, model, views), rtol=2e-5, atol=2e-6)
-    if num_views == 2:
-        clean, _, _ = model.clean_forward(views[0], views[1], training=False)
+    if num_views == 2:  # the framework's own clean loss of the two views
+        clean = model.pair_loss(*model.embed_views(views, training=False))
         assert float(clean) == float(loss)
 
 
@@ -96,7 +96,7 @@ def test_moco_targets_and_enqueued_keys_come_from_the_main_pair():
     model = build_trainer("mocov2", backbones.small_convnet(SHAPE, width=4), seed=0, **SMALL["mocov2"])
     rng = np.random.default_rng(0)
     views = tuple(tf.constant(rng.normal(size=(6,) + SHAPE).astype(np.float32)) for _ in range(4))
-    _, targets, extras = model.views_forward(views, training=False)
+    _, targets, extras, _ = model.views_forward(views, training=False)
     k2 = _norm(model.key_encoder(views[1], training=False))
     np.testing.assert_allclose(np.asarray(targets), k2, atol=1e-6)
     assert len(extras) == 1
@@ -120,9 +120,11 @@ class _OneNegative:
     term_names = ()
     stat_names = ("stub_logit",)
     extra_views = 0
-    input_filter = None
     uses_negatives = True
     changes_views = True
+
+    def input_filter_for(self, image_shape):
+        return None
 
     def validate(self, image_shape):
         pass
@@ -130,7 +132,7 @@ class _OneNegative:
     def bind(self, trainer):
         pass
 
-    def transform_views(self, views, seed):
+    def prepare_views(self, views, seed):
         from mixmask_tf import branches
 
         return branches.ViewsOutput(tuple(views), {}, (branches.NegativeBatch(views[1][::-1], 2.0, "stub"),))

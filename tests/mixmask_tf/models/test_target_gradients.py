@@ -1,7 +1,7 @@
 """Gradient flow of the branch terms into their clean targets, per framework.
 
 The branch terms score an extra query (a mixture of view 1) against the clean targets the
-framework's `clean_forward` returns. Their only path to the key view x2 runs through those
+framework's `views_forward` returns. Their only path to the key view x2 runs through those
 targets, so the gradient of the branch terms with respect to x2 tells whether the targets carry
 gradient: SimCLR's in-batch embeddings do (as in its NT-Xent, README "Decisions where papers
 and code leave room"), MoCo's keys, BYOL's EMA-target projections and SimSiam's stop-gradient z2
@@ -93,9 +93,9 @@ def test_simclr_branch_gradient_on_the_weights_includes_the_target_side():
     full_grads = tape.gradient(full, variables)
 
     class Stopped(type(model)):
-        def clean_forward(self, x1, x2, training):
-            loss, (keys, offset), extras = super().clean_forward(x1, x2, training)
-            return loss, (tf.stop_gradient(keys), offset), extras
+        def views_forward(self, views, training, negatives=()):
+            loss, (keys, offset), extras, stats = super().views_forward(views, training, negatives)
+            return loss, (tf.stop_gradient(keys), offset), extras, stats
 
     stopped = Stopped(model.backbone, branch=model.branch, seed=3, **SMALL["simclr"])
     stopped.set_weights(model.get_weights())
