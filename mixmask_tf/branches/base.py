@@ -13,7 +13,7 @@ A branch has two hooks, called by the trainer in this order on each replica's ba
 2. ``__call__(images, seed)`` on the (transformed) query view: extra query batches with
    weighted terms, scored against the clean targets (below).
 
-A branch may also carry an ``input_filter`` (``mixmask_tf.filters``, e.g. MSCN's high-pass
+A branch may also carry an ``input_filter`` (``mixmask_tf.ops.filters``, e.g. MSCN's high-pass
 filter): applied to every view before anything else, and wherever the encoder is used later
 (recorded in the run's config.json, applied by the evaluation commands and the export). It is
 known once ``validate(image_shape)`` has run (it may depend on the image size).
@@ -30,7 +30,7 @@ no, their targets are momentum / stop-gradient embeddings; SimCLR: yes, see
 `mixmask_tf.models.simclr`). The MixMask
 branch yields one mixed batch with two terms: "mix" (index = identity, weights = λ_i) and
 "switch" (index = the switch indices, weights = 1 − λ of the switch mixture), so the switch
-embeddings cost no second forward pass (ALGORITHMS.md section 2).
+embeddings cost no second forward pass (docs/algorithms.md, "MixMask").
 
 Every branch has static ``term_names`` and ``stat_names`` tuples equal to what ``__call__`` and
 ``transform_views`` return together (the trainer creates its metrics from them), ``validate(image_shape)`` and
@@ -49,7 +49,7 @@ from typing import NamedTuple, Optional, Tuple
 import tensorflow as tf
 
 from mixmask_tf import checks
-from mixmask_tf import masks as masks_lib
+from mixmask_tf.ops import masks as masks_lib
 from mixmask_tf import registry
 
 __all__ = ["Term", "QueryBatch", "BranchOutput", "NegativeBatch", "ViewsOutput", "Branch", "MaskOptions", "MASK_OPTIONS", "MaskedBranch",
@@ -190,7 +190,7 @@ class MaskOptions:
       mask_type: "blocked" (BEiT block-wise) or "discrete".
       ratio: constant mask ratio in (0, 1); ignored when `ratio_range` is given. Its direction
         depends on `mask_type` (as in the reference code): blocked masks keep λ ≈ ratio of each
-        image's own pixels, discrete masks λ ≈ 1 − ratio (`mixmask_tf.masks`).
+        image's own pixels, discrete masks λ ≈ 1 − ratio (`mixmask_tf.ops.masks`).
       ratio_range: (a, b) to draw the ratio from U(a, b) per mask, or None.
       per_sample: False (default, as the reference code): one mask for the whole batch;
         True: each image its own mask and λ_i [ours].

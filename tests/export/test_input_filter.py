@@ -1,4 +1,4 @@
-"""The input filter (MSCN's high-pass, mixmask_tf/filters.py) travels with the encoder: the export's
+"""The input filter (MSCN's high-pass, mixmask_tf/ops/filters.py) travels with the encoder: the export's
 three signatures, its model card, the encoders of a run folder and of an export, their fine-tuning
 copies, the random-init control, the head feature, TF Lite, and the fine-tuning command.
 
@@ -18,7 +18,8 @@ import tensorflow as tf
 from conftest import run_module
 
 from export import saved_model, tflite
-from mixmask_tf import backbones, checkpoint, encoders, filters, models
+from mixmask_tf import backbones, checkpoint, encoders, models
+from mixmask_tf.ops import filters
 
 MEAN, STD = (0.286,), (0.353,)
 SHAPE = (28, 28, 1)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mixmask_tf import branches, filters
+from mixmask_tf import branches
+from mixmask_tf.ops import filters
 
 SHAPE = (28, 28, 3)
 

@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 import keras
 
-from mixmask_tf import backbones, branches, losses, mixing
+from mixmask_tf import backbones, branches, losses
+from mixmask_tf.ops import mixing
 from mixmask_tf.models import MoCo, build_trainer
 
 SHAPE = (16, 16, 1)

@@ -1,4 +1,4 @@
-"""Tests of mixmask_tf.masks against small, independent NumPy references."""
+"""Tests of mixmask_tf.ops.masks against small, independent NumPy references."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mixmask_tf import masks
+from mixmask_tf.ops import masks
 
 # ---------------------------------------------------------------------------
 # Independent NumPy references

@@ -1,6 +1,6 @@
 """Input filters that travel with an encoder: MSCN's high-pass preprocessing.
 
-Masked Siamese ConvNets (Jing et al. 2022, ALGORITHMS.md section 6) feed the network
+Masked Siamese ConvNets (Jing et al. 2022, docs/algorithms.md, "MSCN") feed the network
 `x − GaussianBlur(x, σ)` of the normalised image, so that zero means "no information" and a
 masked cell filled with zeros or noise creates no edge. An encoder trained on filtered images
 must see filtered images wherever it is used afterwards: the kNN monitor, `knn_eval`,
