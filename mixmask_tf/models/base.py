@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from mixmask_tf import branches as branches_lib
 from mixmask_tf import losses
+from mixmask_tf.metrics import top_k_percent
 
 
 def split_views(data):
@@ -155,19 +156,6 @@ def _for_keras_reduction(logs):
     if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
         return {name: tf.reshape(value, [1]) for name, value in logs.items()}
     return logs
-
-
-def top_k_percent(logits, labels, k):
-    """Per-example top-k hit in percent, float32 [N] of 0 or 100 (mean it for the accuracy).
-
-    Args:
-      logits: float [N, K]; labels: int [N]; k: python int <= K.
-    """
-    # top_k + equality (a tie at the k-th place goes to the lower class index; in_top_k would
-    # count every tied class as a hit).
-    _, top = tf.math.top_k(logits, k=k)
-    hit = tf.reduce_any(tf.equal(top, tf.cast(labels, top.dtype)[:, None]), axis=1)
-    return tf.cast(hit, tf.float32) * 100.0
 
 
 class SiameseTrainer(keras.Model):

@@ -122,3 +122,22 @@ def test_xla_equals_eager():
         eager = filters.high_pass(images, sigma, radius).numpy()
         compiled = tf.function(lambda x: filters.high_pass(x, sigma, radius), jit_compile=True)(images).numpy()
         np.testing.assert_allclose(compiled, eager, rtol=1e-6, atol=1e-6)
+
+
+def test_one_gaussian_blur_for_one_sigma_and_a_sigma_per_image():
+    from mixmask_tf.augment import ops as augment_ops
+
+    assert augment_ops.gaussian_blur is filters.gaussian_blur  # the views' blur is this one
+    images = normal_images((3, 9, 11, 2), seed=5)
+    sigmas = [0.7, 1.3, 2.0]
+    per_image = filters.gaussian_blur(tf.constant(images), tf.constant(sigmas), 2).numpy()
+    assert per_image.shape == images.shape and per_image.dtype == np.float32
+    for i, sigma in enumerate(sigmas):
+        one = filters.gaussian_blur(images[i:i + 1], sigma, 2).numpy()[0]
+        np.testing.assert_allclose(per_image[i], one, atol=1e-6)
+        np.testing.assert_allclose(per_image[i], gaussian_blur_np(images[i], sigma, 2), atol=1e-5)
+    # A σ per image: radius 0 is the identity and an empty batch stays empty; one σ is checked.
+    np.testing.assert_array_equal(filters.gaussian_blur(images, tf.constant(sigmas), 0), images)
+    assert filters.gaussian_blur(tf.zeros([0, 9, 11, 2]), tf.zeros([0]), 2).shape == (0, 9, 11, 2)
+    with pytest.raises(ValueError, match="radius"):
+        filters.gaussian_blur(images, 1.0, 0)
