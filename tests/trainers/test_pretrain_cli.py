@@ -14,6 +14,7 @@ pytestmark = pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-
                                 reason="needs Debian's dataset-fashion-mnist (installed by .ci/run)")
 
 
+@pytest.mark.slow
 def test_smoke_config_trains_resumes_and_exports(tmp_path):
     model_dir = str(tmp_path / "run")
     first = _run("--flagfile=configs/smoke.cfg", f"--model_dir={model_dir}", "--epochs=1", "--export=false")
@@ -86,6 +87,7 @@ def test_unknown_flag_and_bad_enum(tmp_path, flag, message):
     assert message in result.stderr.splitlines()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework, branch, extra", [
     ("mocov1", "erase", ["--erase_fill=noise", "--temperature=0.07"]),
     ("mocov2", "none", ["--symmetric", "--queue_size=512", "--optimizer=lars", "--learning_rate=1.0"]),

@@ -123,6 +123,7 @@ def test_random_resized_crop_deterministic_per_seed():
     assert not np.array_equal(a.numpy(), c.numpy())
 
 
+@pytest.mark.slow
 def test_one_image_is_a_batch_of_one_even_of_dynamic_size():
     """augment_image (per-example users) runs the batched ops on [1, H, W, C], H and W unknown."""
     img = np.random.default_rng(3).integers(0, 256, (30, 26, 3), dtype=np.uint8)

@@ -190,6 +190,7 @@ def test_two_views_normalised_deterministic_and_distinct():
         unknown_size.get_concrete_function()
 
 
+@pytest.mark.slow
 def test_pretrain_dataset_is_vectorised_for_two_view_augment():
     x, _ = data.synthetic_dataset(40, (20, 20, 3), num_classes=4, seed=0)
     aug = augment.TwoViewAugment.from_preset("cifar", (16, 16), 3, (0.5,) * 3, (0.25,) * 3)
@@ -318,6 +319,7 @@ def _map_seeds(fn, n, salt=7):
     return next(iter(ds.batch(n).as_numpy_iterator()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,shape", [("fashion_mnist", (28, 28, 1)), ("cifar", (32, 32, 3)),
                                         ("mocov2", (40, 40, 3))])
 def test_two_view_augment(name, shape):

@@ -225,6 +225,7 @@ def test_branch_validation():
         branch.validate(SHAPE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,options", [
     ("unmix", {}),
     ("mixmask_unmix", {}),
@@ -275,6 +276,7 @@ def test_concat_branch_outputs(name, options):
                                    np.mean([h.stats[key].numpy() for h in halves]), atol=1e-7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mask_type", ["blocked", "discrete"])
 def test_mixmask_grid_not_dividing_the_image_xla(mask_type):
     # G = 3 on 28 x 30 images: the mask the branch uses, recovered from the mixture, is constant on

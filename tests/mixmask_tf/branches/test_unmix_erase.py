@@ -178,6 +178,7 @@ def test_unmix_mode_frequency_and_region_lambda():
     assert abs(lam[is_global].mean() - 0.5) < 0.07
 
 
+@pytest.mark.slow
 def test_unmix_determinism_seeds_and_xla():
     x = images_np(seed=4)
 

@@ -202,6 +202,7 @@ def _all_configs(x, seed):
             for mt, ps, pm in CONFIGS]
 
 
+@pytest.mark.slow
 def test_mixmask_xla_compiles_and_equals_non_xla():
     # All 8 configurations in one compiled function (one XLA compilation).
     x = images_np(n=8, h=32, w=32, seed=8)

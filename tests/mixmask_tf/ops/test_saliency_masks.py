@@ -284,6 +284,7 @@ def test_query_masks_probabilities():
     assert abs(spatial / (n - focal) - 0.3) < 0.05
 
 
+@pytest.mark.slow
 def test_query_and_negative_masks_xla_equal_eager():
     fg = random_foreground_np(np.random.default_rng(14), 12, 7, 7)
 
