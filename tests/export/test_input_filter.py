@@ -237,6 +237,7 @@ def test_tflite_of_a_filtered_export(tmp_path):
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_finetune_command_records_and_saves_the_filter(run, tmp_path):
     saved, output = str(tmp_path / "classifier.keras"), str(tmp_path / "finetune.json")
     result = run_module("trainers.finetune", f"--encoder={run.folder}", "--dataset=fashion_mnist",

@@ -117,6 +117,7 @@ def test_symmetric_outside_moco_is_an_error(tmp_path):
     assert result.returncode == 2 and "--symmetric applies to MoCo only" in result.stderr
 
 
+@pytest.mark.slow
 def test_strategy_errors_are_one_clear_line(tmp_path):
     from conftest import run_pretrain as run
 

@@ -92,6 +92,7 @@ def test_build_trainer_errors():
         MoCo(backbone, branch=_mixmask(grid_size=32))
 
 
+@pytest.mark.slow
 def test_step_seed_same_with_and_without_xla():
     model = _moco(_mixmask(), seed=123)
     model.compile(optimizer="sgd")
