@@ -162,7 +162,7 @@ def validate_mscn_args(height, width, channels, grid_size, ratio, focal_prob, fo
 
 def mscn_masks(seed, num_masks, height, width, channels, grid_size, ratio, focal_prob, focal_size,
                channel_prob, mask_prob=1.0):
-    """Masks of Masked Siamese ConvNets (Jing et al. 2022; ALGORITHMS.md section 6).
+    """Masks of Masked Siamese ConvNets (Jing et al. 2022; docs/algorithms.md, "MSCN").
 
     Per image, independently:
 
