@@ -69,7 +69,8 @@ def main(argv=None):
     import numpy as np
     import tensorflow as tf
 
-    from mixmask_tf import backbones, branches, masks, mixing, models
+    from mixmask_tf import backbones, branches, models
+    from mixmask_tf.ops import masks, mixing
     from mixmask_tf.models import base
     from mixmask_tf.optimizers import SGDL2
 

@@ -82,7 +82,7 @@ SMALL_SHAPE = (28, 28, 1)
 RESNET_SHAPE = (32, 32, 3)
 TERMS = ("loss", "loss_clean", "loss_mix", "loss_switch", "lambda")
 
-# BEiT block-wise generator constants (mixmask_tf.masks).
+# BEiT block-wise generator constants (mixmask_tf.ops.masks).
 BEIT_MIN_ASPECT = 0.3
 BEIT_MAX_ATTEMPTS = 10
 
@@ -262,7 +262,7 @@ def blocked_grid_masks(num, grid_size, target, min_block_cells=4, min_aspect=BEI
                        max_attempts=BEIT_MAX_ATTEMPTS, device=None, generator=None, precompute=None):
     """`num` independent BEiT block-wise masks, bool [num, G, G], with torch ops only.
 
-    The BEiT generator (and `mixmask_tf.masks._blocked_masks`), vectorised over masks and over
+    The BEiT generator (and `mixmask_tf.ops.masks._blocked_masks`), vectorised over masks and over
     the attempts of one round: a round draws its `max_attempts` candidate blocks at once
     (`_candidate_blocks`) and commits the *first* valid one that adds 1 .. budget new cells; a
     round with none ends the mask, as does reaching the target. Failed attempts leave the mask
@@ -319,7 +319,7 @@ def blocked_grid_masks(num, grid_size, target, min_block_cells=4, min_aspect=BEI
 
 
 def nearest_indices(cells, pixels):
-    """Source cell of every pixel, floor(p * cells / pixels) (mixmask_tf.masks; F.interpolate "nearest")."""
+    """Source cell of every pixel, floor(p * cells / pixels) (mixmask_tf.ops.masks; F.interpolate "nearest")."""
     return [(p * cells) // pixels for p in range(pixels)]
 
 

@@ -34,7 +34,7 @@ Signatures (all `tensorflow/serving/predict`, tag `serve`):
 All output `embedding`, float32 [N, F] (backbone features; L2-normalise them for cosine
 search). Scaling to [0, 1] and the dataset's mean/std normalisation happen inside the graph:
 `(images / 255 - mean) / std` in float32, then, for a run trained with an input filter (MSCN's
-high-pass, `mixmask_tf.filters`: `x - GaussianBlur(x)`, reflect padding, depthwise convolutions,
+high-pass, `mixmask_tf.ops.filters`: `x - GaussianBlur(x)`, reflect padding, depthwise convolutions,
 TF Lite builtins), the filter, then `backbone(x, training=False)`; on the same pixels the three
 signatures compute the same embedding. `assets.extra/backbone.keras` is the raw backbone (no filter);
 the model card records the filter under `"input_filter"` (null without one).
@@ -64,8 +64,8 @@ from absl import logging
 from mixmask_tf import batchnorm  # noqa: F401  (registers the backbones' BatchNorm for load_model)
 from mixmask_tf import checkpoint
 from mixmask_tf import data
-from mixmask_tf import filters
 from mixmask_tf.data import image_header
+from mixmask_tf.ops import filters
 
 gfile = tf.io.gfile
 

@@ -1,9 +1,11 @@
 """mixmask-tf: masked and mixed siamese self-supervised pretraining of ConvNets (Keras 3 / TF).
 
 Subpackages and modules (see the README's "Layout"): ``seeds`` (stateless seed derivation),
-``masks``, ``mixing``, ``losses``, ``augment/`` (pure TF functions); ``branches/`` (MixMask,
-Un-Mix, ...); ``backbones``; ``models/`` (framework trainers, ``keras.Model`` subclasses);
-``data/``; ``knn``, ``linear_probe``, ``finetune``, ``encoders``; ``checkpoint``; ``registry``
+``ops/`` (the branches' ops, one module per method: grid masks, mixtures, MSCN masks, saliency
+masks, the Gaussian blur and high-pass filter), ``losses``, ``augment/`` (pure TF functions);
+``branches/`` (MixMask, Un-Mix, ...); ``backbones``; ``models/`` (framework trainers,
+``keras.Model`` subclasses); ``data/``; ``knn``, ``linear_probe``, ``finetune``, ``metrics``
+(top-k accuracy), ``encoders``; ``checkpoint``; ``registry``
 (every selectable name) and ``checks`` (argument and branch-option checks), both readable without
 TensorFlow.
 

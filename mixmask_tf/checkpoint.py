@@ -11,7 +11,8 @@ path goes through `tf.io.gfile`, so the run folder may be `gs://...` (tests use 
 
 Under MultiWorkerMirroredStrategy every worker saves at the same time (saving may run
 collectives): the chief into the run folder, the others into a temporary folder of their own
-that they delete right after (TensorFlow's rule; ``TF_NOTES.md``).
+that they delete right after. This is TensorFlow's rule: saving runs collectives, so every worker
+must take part in every save, but only the chief's files may be kept.
 
 Runs written before this format (`checkpoints/ckpt-<epoch>.npz`) still resume: their newest
 `.npz` is restored when the folder holds no TensorFlow checkpoint, and the next save is in the

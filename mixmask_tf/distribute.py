@@ -12,8 +12,9 @@ One function per concern, each taking explicit arguments (the command line's ``-
 * :func:`distribute_pretrain_dataset`: each input pipeline builds only its share of every
   global batch (``data.make_pretrain_dataset(shard=...)``), split into per-replica batches.
 
-TensorFlow rules this module follows (``TF_NOTES.md``): the logical CPU split and a
-MultiWorkerMirroredStrategy must be made before any other TensorFlow work in the process.
+TensorFlow rules this module follows: the logical CPU split and a MultiWorkerMirroredStrategy
+must be made before any other TensorFlow work in the process (TensorFlow fixes its devices and
+configures collective ops once, at start-up, and refuses to change them later).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ Sources (`load_encoder`):
     the `serving_default` signature, exactly what TensorFlow Serving would run;
   * a `.keras` backbone file, with `mean` and `std` given.
 
-Input filter (MSCN's high-pass, `mixmask_tf.filters`): a run that trained on filtered images records
+Input filter (MSCN's high-pass, `mixmask_tf.ops.filters`): a run that trained on filtered images records
 its filter in `config.json` (`"input_filter"`) and an export in its model card; its
 `backbone.keras` stays the raw backbone. Every encoder of such a run applies the filter after
 normalising (`Encoder.input_filter` says which), `trainable_backbone()` returns the backbone with the
@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from mixmask_tf import batchnorm  # noqa: F401  (registers the backbones' BatchNorm for load_model)
-from mixmask_tf import filters
+from mixmask_tf.ops import filters
 
 
 class EncoderLoadError(ValueError):

@@ -11,7 +11,7 @@ import numpy as np
 import keras
 import tensorflow as tf
 
-from mixmask_tf import knn
+from mixmask_tf import metrics
 
 # Paper Table 6: classifier learning rate per label fraction; the backbone's is 0.001.
 PAPER_CLASSIFIER_LR = {0.01: 1.0, 0.1: 0.1, 1.0: 0.01}
@@ -138,7 +138,7 @@ def predict_scores(model, dataset) -> tuple:
 
 def evaluate_scores(scores, labels) -> dict:
     """Top-1 and top-5 (%, top-5 with >= 5 classes) of class scores."""
-    result = {"top1": knn.topk_accuracy(scores, labels, 1)}
+    result = {"top1": metrics.top_k_accuracy(scores, labels, 1)}
     if scores.shape[1] >= 5:
-        result["top5"] = knn.topk_accuracy(scores, labels, 5)
+        result["top5"] = metrics.top_k_accuracy(scores, labels, 5)
     return result

@@ -7,6 +7,8 @@ class. Queries are processed in chunks, so memory is O(chunk · bank), never O(N
 import numpy as np
 import tensorflow as tf
 
+from mixmask_tf import metrics
+
 
 def extract_features(encoder, dataset):
     """Runs `encoder` (inference mode) over a dataset of (images, labels) batches.
@@ -97,34 +99,10 @@ def knn_predict(query, bank, bank_labels, num_classes, k=200, temperature=0.1, c
     return np.concatenate(out) if out else np.zeros((0, num_classes), np.float32)
 
 
-def topk_accuracy(scores, labels, k=1):
-    """Top-k accuracy in %: the label is among the k first classes of a stable descending sort.
-
-    Ties are broken by class index (as ``np.argsort(-scores, kind="stable")``), so a class
-    with no kNN votes never counts as a hit merely by tying with other empty classes.
-
-    Args:
-      scores: [N, C] class scores (logits, probabilities or kNN votes).
-      labels: [N] int labels.
-      k: k (clipped to C).
-
-    Returns:
-      float, in [0, 100] (0 for N = 0).
-    """
-    scores = np.asarray(scores)
-    labels = np.asarray(labels).astype(np.int64).reshape(-1)
-    if scores.shape[0] == 0:
-        return 0.0
-    true = scores[np.arange(len(labels)), labels]
-    classes = np.arange(scores.shape[1])[None, :]
-    rank = np.sum((scores > true[:, None]) | ((scores == true[:, None]) & (classes < labels[:, None])), axis=1)
-    return float(np.mean(rank < k) * 100.0)
-
-
 def knn_accuracy(train_features, train_labels, test_features, test_labels, num_classes, k=200, temperature=0.1):
     """Top-1 accuracy (in %) of the weighted kNN classifier with the train set as bank."""
     scores = knn_predict(test_features, train_features, train_labels, num_classes, k, temperature)
-    return float(np.mean(np.argmax(scores, axis=1) == np.asarray(test_labels)) * 100.0)
+    return metrics.top_k_accuracy(scores, test_labels, 1)
 
 
 def knn_evaluate(train_features, train_labels, test_features, test_labels, num_classes, k=200, temperature=0.1,
@@ -132,9 +110,9 @@ def knn_evaluate(train_features, train_labels, test_features, test_labels, num_c
     """kNN top-1 and top-5 (in %, top-5 only with >= 5 classes) of L2-normalised features."""
     scores = knn_predict(test_features, train_features, train_labels, num_classes, k, temperature,
                          bank_chunk_size=bank_chunk_size)
-    result = {"top1": float(np.mean(np.argmax(scores, axis=1) == np.asarray(test_labels)) * 100.0)}
+    result = {"top1": metrics.top_k_accuracy(scores, test_labels, 1)}
     if num_classes >= 5:
-        result["top5"] = topk_accuracy(scores, test_labels, 5)
+        result["top5"] = metrics.top_k_accuracy(scores, test_labels, 5)
     return result
 
 

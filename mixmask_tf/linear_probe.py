@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from mixmask_tf import augment, knn
+from mixmask_tf import augment, metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,9 +250,9 @@ def train_augmented(encoder, source, num_classes: int, config: ProbeConfig = PRO
 def evaluate(classifier: LinearClassifier, features, labels) -> dict:
     """Top-1 and top-5 accuracy (%) of a classifier on features; top-5 only with >= 5 classes."""
     scores = classifier.predict(features)
-    result = {"top1": knn.topk_accuracy(scores, labels, 1)}
+    result = {"top1": metrics.top_k_accuracy(scores, labels, 1)}
     if classifier.num_classes >= 5:
-        result["top5"] = knn.topk_accuracy(scores, labels, 5)
+        result["top5"] = metrics.top_k_accuracy(scores, labels, 5)
     return result
 
 

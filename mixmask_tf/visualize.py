@@ -1,8 +1,8 @@
 """Pictures of what MixMask training does: mask montages and training curves (PNG).
 
 Pure functions with explicit seeds. The arrays come from the library's own mask and mixture
-code (:func:`mixmask_tf.mixing.mixmask`, i.e. :func:`mixmask_tf.masks.grid_masks` +
-:func:`mixmask_tf.masks.upsample_masks` + :func:`mixmask_tf.mixing.mix_images`), so a montage
+code (:func:`mixmask_tf.ops.mixing.mixmask`, i.e. :func:`mixmask_tf.ops.masks.grid_masks` +
+:func:`mixmask_tf.ops.masks.upsample_masks` + :func:`mixmask_tf.ops.mixing.mix_images`), so a montage
 shows exactly what a training step with the same seed, grid size and ratio feeds the query
 encoder.
 
@@ -39,8 +39,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from mixmask_tf import checkpoint
-from mixmask_tf import masks as masks_lib
-from mixmask_tf import mixing
+from mixmask_tf.ops import masks as masks_lib
+from mixmask_tf.ops import mixing
 from mixmask_tf import seeds
 
 # Rows of the mask montage, top to bottom: (key of montage_arrays, label).
@@ -129,7 +129,7 @@ def montage_arrays(images, seed, grid_size, ratio=0.5, num_examples=4, mean=None
     """The arrays of a mask montage (MixMask paper, Figure 3): masks and mixtures of a batch.
 
     The first ``K = min(num_examples, N)`` images are mixed among themselves with the
-    library's :func:`mixmask_tf.mixing.mixmask` (``permutation="reverse"``: image ``i`` is
+    library's :func:`mixmask_tf.ops.mixing.mixmask` (``permutation="reverse"``: image ``i`` is
     filled from image ``K - 1 - i``), once with blocked and once with discrete masks, both
     with the same ``seed`` (so each row is what a training step with that seed and mask
     type produces on these ``K`` images):
@@ -153,7 +153,7 @@ def montage_arrays(images, seed, grid_size, ratio=0.5, num_examples=4, mean=None
       mean, std: per-channel normalisation (scalar or C values) of float images, or None.
       per_sample: False (the training default): one mask shared by the ``K`` images; True:
         a mask per image.
-      min_block_cells: blocked masks only, as :func:`mixmask_tf.masks.grid_masks`.
+      min_block_cells: blocked masks only, as :func:`mixmask_tf.ops.masks.grid_masks`.
 
     Returns:
       dict of float32 NumPy arrays:

@@ -169,3 +169,15 @@ def write_legacy_npz(model, folder, epoch):
     with open(path, "wb") as f:
         np.savez(f, **arrays)
     return path
+
+
+def int_seed(a, b=0):
+    """A stateless seed, int32 [2]: ``[a, b]``."""
+    return tf.constant([a, b], tf.int32)
+
+
+def assert_xla_equal(fn, seed):
+    """``fn(seed)`` gives the same bits under ``tf.function(jit_compile=True)`` as eagerly."""
+    import numpy as np
+
+    np.testing.assert_array_equal(tf.function(fn, jit_compile=True)(seed).numpy(), fn(seed).numpy())

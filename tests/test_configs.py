@@ -276,6 +276,7 @@ def _run_smoke(path, tmp_path):
     return proc, model_dir, time.time() - start, cpu
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", SMOKE_CONFIGS)
 def test_smoke_variant_runs_its_command(path, tmp_path):
     proc, model_dir, seconds, cpu = _run_smoke(path, tmp_path)

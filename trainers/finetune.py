@@ -11,7 +11,7 @@ momentum 0.9, lr 0.001 on the backbone and 1 / 0.1 / 0.01 on the classifier for 
 (Table 6), 20 epochs, random resized crop + flip. Reports top-1 / top-5 on the test split,
 writes `<model_dir>/eval/finetune-<pct>.json` (with the subset's per-class counts and a
 fingerprint of its indices) and, with --save_model, the fine-tuned classifier as `.keras`.
-An encoder trained with an input filter (MSCN's high-pass, `mixmask_tf.filters`) is fine-tuned and
+An encoder trained with an input filter (MSCN's high-pass, `mixmask_tf.ops.filters`) is fine-tuned and
 saved with the filter in front of its backbone (`Encoder.trainable_backbone`); the results record
 `input_filter`.
 

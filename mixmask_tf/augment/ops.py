@@ -31,10 +31,12 @@ import numpy as np
 import tensorflow as tf
 
 from mixmask_tf import seeds
+# The blur of the views is the project's one Gaussian blur (with a σ per image).
+from mixmask_tf.ops.filters import gaussian_blur  # noqa: F401
 
 __all__ = ["to_float", "normalize", "static_channels", "grayscale", "sample_crop_boxes", "resized_crop", "decode_resized_crop", "flip",
            "to_grayscale", "adjust_brightness", "adjust_contrast", "adjust_saturation",
-           "adjust_hue", "color_jitter", "JITTER_OPS", "blur_radius", "gaussian_kernel",
+           "adjust_hue", "color_jitter", "JITTER_OPS", "blur_radius",
            "gaussian_blur", "solarize"]
 
 # The colour-jitter ops, in the order of their columns in the ``order_keys`` of color_jitter.
@@ -356,47 +358,6 @@ def color_jitter(images, apply, order_keys, factors: Dict[str, Optional[tf.Tenso
 def blur_radius(height: int, kernel_fraction: float = 0.1) -> int:
     """SimCLR kernel rule: size = int(fraction * height), radius = size // 2 (kernel 2r+1)."""
     return int(height * kernel_fraction) // 2
-
-
-def gaussian_kernel(sigma, radius: int) -> tf.Tensor:
-    """Normalised 1-D Gaussian taps: sigma float [...] -> float32 [..., 2 * radius + 1]."""
-    sigma = tf.cast(sigma, tf.float32)[..., None]
-    taps = tf.range(-radius, radius + 1, dtype=tf.float32)
-    kernel = tf.exp(-tf.square(taps) / (2.0 * tf.square(sigma)))
-    return kernel / tf.reduce_sum(kernel, axis=-1, keepdims=True)
-
-
-def gaussian_blur(images, sigma, radius: int) -> tf.Tensor:
-    """Separable Gaussian blur with a per-image sigma, reflect padding.
-
-    Args:
-      images: float32 [B, H, W, C] with static H, W > radius.
-      sigma: float32 [B] standard deviations (pixels).
-      radius: Python int, kernel size 2 * radius + 1 (0: identity).
-
-    Returns:
-      float32 [B, H, W, C].
-    """
-    if radius <= 0:
-        return images
-    images = tf.convert_to_tensor(images, tf.float32)
-    kernel = gaussian_kernel(sigma, radius)  # [B, 2r + 1]
-    channels = static_channels(images)
-    shape = tf.shape(images)
-    batch, height, width = shape[0], shape[1], shape[2]
-
-    def blur():
-        padded = tf.pad(images, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
-        # Each image's channels become channels of one image, so one depthwise convolution applies
-        # every image's own kernel: [1, H + 2r, W + 2r, B·C], taps [2r + 1, B·C] (image-major).
-        stacked = tf.reshape(tf.transpose(padded, [1, 2, 0, 3]), [1, height + 2 * radius, width + 2 * radius, -1])
-        taps = tf.reshape(tf.repeat(tf.transpose(kernel), channels, axis=1), [2 * radius + 1, -1])
-        x = tf.nn.depthwise_conv2d(stacked, taps[:, None, :, None], [1, 1, 1, 1], "VALID")
-        x = tf.nn.depthwise_conv2d(x, taps[None, :, :, None], [1, 1, 1, 1], "VALID")
-        return tf.transpose(tf.reshape(x, [height, width, batch, channels]), [2, 0, 1, 3])
-
-    # An empty batch (no image of the batch is blurred) has nothing to pad.
-    return tf.ensure_shape(tf.cond(batch > 0, blur, lambda: images), images.shape)
 
 
 def solarize(images, apply, threshold: float = 0.5) -> tf.Tensor:

@@ -15,7 +15,7 @@ same seed):
 2. ``__call__(images, seed)`` on the prepared query view: extra query batches with weighted
    terms, scored against the clean targets (below).
 
-A branch may carry an input filter (``input_filter_for(image_shape)``: ``mixmask_tf.filters``,
+A branch may carry an input filter (``input_filter_for(image_shape)``: ``mixmask_tf.ops.filters``,
 e.g. MSCN's high-pass filter): ``prepare_views`` applies it to every view before anything else,
 and the trainer records it (``trainer.input_filter``) for wherever the encoder is used later
 (the run's config.json, the evaluation commands and the export).
@@ -32,7 +32,7 @@ no, their targets are momentum / stop-gradient embeddings; SimCLR: yes, see
 `mixmask_tf.models.simclr`). The MixMask
 branch yields one mixed batch with two terms: "mix" (index = identity, weights = λ_i) and
 "switch" (index = the switch indices, weights = 1 − λ of the switch mixture), so the switch
-embeddings cost no second forward pass (ALGORITHMS.md section 2).
+embeddings cost no second forward pass (docs/algorithms.md, "MixMask").
 
 Every branch has static ``term_names`` and ``stat_names`` tuples equal to what ``__call__`` and
 ``prepare_views`` return together (the trainer creates its metrics from them), ``validate(image_shape)``
@@ -52,7 +52,7 @@ from typing import NamedTuple, Optional, Tuple
 import tensorflow as tf
 
 from mixmask_tf import checks
-from mixmask_tf import masks as masks_lib
+from mixmask_tf.ops import masks as masks_lib
 from mixmask_tf import registry
 
 __all__ = ["Term", "QueryBatch", "BranchOutput", "NegativeBatch", "ViewsOutput", "Branch", "MaskOptions", "MASK_OPTIONS", "MaskedBranch",
@@ -207,7 +207,7 @@ class MaskOptions:
       mask_type: "blocked" (BEiT block-wise) or "discrete".
       ratio: constant mask ratio in (0, 1); ignored when `ratio_range` is given. Its direction
         depends on `mask_type` (as in the reference code): blocked masks keep λ ≈ ratio of each
-        image's own pixels, discrete masks λ ≈ 1 − ratio (`mixmask_tf.masks`).
+        image's own pixels, discrete masks λ ≈ 1 − ratio (`mixmask_tf.ops.masks`).
       ratio_range: (a, b) to draw the ratio from U(a, b) per mask, or None.
       per_sample: False (default, as the reference code): one mask for the whole batch;
         True: each image its own mask and λ_i [ours].

@@ -2,8 +2,8 @@
 
 import tensorflow as tf
 
-from mixmask_tf import masks as masks_lib
-from mixmask_tf import mixing
+from mixmask_tf.ops import masks as masks_lib
+from mixmask_tf.ops import mixing
 from mixmask_tf import seeds
 from mixmask_tf.branches.base import BranchOutput, MaskedBranch, QueryBatch, Term
 
@@ -11,7 +11,7 @@ from mixmask_tf.branches.base import BranchOutput, MaskedBranch, QueryBatch, Ter
 class EraseBranch(MaskedBranch):
     """Two query batches from one grid mask M, each paired with the image's own target.
 
-    With λ = mean of the full-resolution M [ours, ALGORITHMS.md section 2]: "erase" =
+    With λ = mean of the full-resolution M [ours, docs/algorithms.md, "erase"]: "erase" =
     `M·x + (1 − M)·fill` (keeps the M cells), weights λ; "erase_complement" =
     `(1 − M)·x + M·fill` (keeps the 1 − M cells), weights 1 − λ. Same signal as MixMask
     (two terms weighted λ and 1 − λ) at the cost of two extra query forwards. Stat "lambda".

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from mixmask_tf import mixing
+from mixmask_tf.ops import mixing
 from mixmask_tf.branches.base import BranchOutput, MaskedBranch, QueryBatch, mixture_terms
 
 

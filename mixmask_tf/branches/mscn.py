@@ -1,14 +1,14 @@
-"""Masked Siamese ConvNets (Jing et al. 2022; ALGORITHMS.md section 6) as a branch.
+"""Masked Siamese ConvNets (Jing et al. 2022; docs/algorithms.md, "MSCN") as a branch.
 
 No public implementation of MSCN exists; this one follows the paper, with the choices it leaves
 open marked [ours]. What the branch does, on every framework:
 
 * **High-pass input filter** (``input_filter_for``): `x − GaussianBlur(x, σ)` of every normalised
   view before anything else, and of every image the encoder sees later (kNN, linear probe,
-  fine-tuning, serving: ``mixmask_tf.filters``). σ defaults to 5 at 224 px, scaled with the
+  fine-tuning, serving: ``mixmask_tf.ops.filters``). σ defaults to 5 at 224 px, scaled with the
   image's shorter side (σ 0.625 at 28 px) [ours: the scaling rule and the kernel radius ceil(3σ)].
 * **Masks on every view** (``prepare_views``), after the other augmentations and the filter,
-  each image of each view its own draw (``masks.mscn_masks``): with probability ``focal_prob``
+  each image of each view its own draw (``ops.mscn_masks.mscn_masks``): with probability ``focal_prob``
   a focal mask (keep one random square of side ``focal_size`` × the shorter side, mask the
   rest), otherwise a random grid mask (``round(ratio · G²)`` of the G × G cells, fixed count
   [ours]) that is channel-independent (each colour channel its own cells) with probability
@@ -34,10 +34,10 @@ Stats: ``mask_ratio_query`` and ``mask_ratio_key``, the realised masked fraction
 
 import tensorflow as tf
 
-from mixmask_tf import filters
 from mixmask_tf import options as declared
-from mixmask_tf import masks as masks_lib
-from mixmask_tf import mixing
+from mixmask_tf.ops import filters
+from mixmask_tf.ops import mixing
+from mixmask_tf.ops import mscn_masks
 from mixmask_tf import seeds
 from mixmask_tf.branches.base import Branch, ViewsOutput, image_hw
 
@@ -97,7 +97,7 @@ class MSCNBranch(Branch):
         channels = int(image_shape[2]) if image_shape[2] is not None else 1
         for view_index in (0, 1):
             ratio, mask_prob = self.side_options(view_index)
-            masks_lib.validate_mscn_args(height, width, channels, self.grid_size, ratio, self.focal_prob,
+            mscn_masks.validate_mscn_args(height, width, channels, self.grid_size, ratio, self.focal_prob,
                                          self.focal_pixels(height, width), self.channel_prob, mask_prob)
         self.input_filter_for(image_shape)
 
@@ -106,9 +106,9 @@ class MSCNBranch(Branch):
         return (self.ratio, self.mask_prob) if view_index % 2 == 0 else (self.key_ratio, self.key_mask_prob)
 
     def view_masks(self, seed, num, height, width, channels, view_index):
-        """The masks of one view: float32 [num, H, W, C], 1 keeps a pixel (``masks.mscn_masks``)."""
+        """The masks of one view: float32 [num, H, W, C], 1 keeps a pixel (``ops.mscn_masks.mscn_masks``)."""
         ratio, mask_prob = self.side_options(view_index)
-        return masks_lib.mscn_masks(seed, num, height, width, channels, self.grid_size, ratio, self.focal_prob,
+        return mscn_masks.mscn_masks(seed, num, height, width, channels, self.grid_size, ratio, self.focal_prob,
                                     self.focal_pixels(height, width), self.channel_prob, mask_prob)
 
     def prepare_views(self, views, seed):
@@ -135,7 +135,7 @@ class MSCNBranch(Branch):
         for v, view in enumerate(views):
             m = self.view_masks(sub[2 * v], n, height, width, channels, v)
             masked.append(mixing.erase(view, m, fill="noise", seed=sub[2 * v + 1], noise_std=self.noise_std))
-            ratios[v % 2].append(masks_lib.mscn_mask_stats(m)["mask_ratio"])
+            ratios[v % 2].append(mscn_masks.mscn_mask_stats(m)["mask_ratio"])
         stats = {"mask_ratio_query": tf.reduce_mean(tf.stack(ratios[0])),
                  "mask_ratio_key": tf.reduce_mean(tf.stack(ratios[1]))}
         return ViewsOutput(tuple(masked), stats)

@@ -1,6 +1,6 @@
-"""Saliency-guided masking with hard negatives (paper 004; ALGORITHMS.md section 7) as a branch.
+"""Saliency-guided masking with hard negatives (paper 004; docs/algorithms.md, "saliency-guided masking") as a branch.
 
-What the branch does (the pure ops are `mixmask_tf.saliency`; the authors' code is
+What the branch does (the pure ops are `mixmask_tf.ops.saliency_masks`; the authors' code is
 joycenerd/Saliency-Guided-Masking-for-ConvNets, MoCo v2 at 224 px):
 
 * **Localisation** (``localisation``): a frozen network's last feature map of each view, summed
@@ -15,7 +15,7 @@ joycenerd/Saliency-Guided-Masking-for-ConvNets, MoCo v2 at 224 px):
   they are on disk** (Keras' cache, ``~/.keras/models/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5``;
   nothing is downloaded), given the un-normalised pixels through its own ``preprocess_input``
   (needs ``mean`` and ``std``, which the CLI passes). The map is computed at the network's own
-  grid and cell (i, j) covers pixel rows floor(p·g_h/H) = i (the rule of `mixmask_tf.saliency`).
+  grid and cell (i, j) covers pixel rows floor(p·g_h/H) = i (the rule of `mixmask_tf.ops.saliency_masks`).
 * **Query view masking** (view 1, ``prepare_views``): r ~ U(``query_ratio``) of the cells,
   split between foreground and background by the view's foreground share (capped at
   ``fg_cap``); with probability ``focal_prob`` a focal mask instead (keep a 200/224-side square,
@@ -46,10 +46,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mixmask_tf import backbones, checks, filters
+from mixmask_tf import backbones, checks
 from mixmask_tf import options as declared
-from mixmask_tf import masks as masks_lib
-from mixmask_tf import saliency as sal
+from mixmask_tf.ops import filters
+from mixmask_tf.ops import masks as masks_lib
+from mixmask_tf.ops import saliency_masks as sal
 from mixmask_tf import seeds
 from mixmask_tf.branches.base import Branch, NegativeBatch, ViewsOutput, image_hw
 

@@ -131,7 +131,8 @@ class SiameseTrainer(preemption.StopRequests, keras.Model):
         `probe_top5`. Cost: one extra inference forward of the backbone on the query view
         per labeled step (plus a K x F matrix product), no extra backward pass through it.
         Labeled (views, labels) tuples work under MirroredStrategy; MultiWorkerMirroredStrategy's
-        `fit` cannot take tuple elements (TF_NOTES.md).
+        `fit` cannot take tuple elements (it reduces the first batch across workers to build the
+        model, and that collective fails on an (x, y) tuple).
       probe_optimizer: the probe's own optimizer (default `keras.optimizers.Adam(1e-3)`, no
         weight decay), built in `compile` on the probe's variables only.
     """

@@ -9,6 +9,8 @@ images (`evaluate`, or `fit(validation_data=...)` as `val_probe_top1`).
 import keras
 import tensorflow as tf
 
+from mixmask_tf.metrics import top_k_percent
+
 
 def split_labels(data):
     """The labels of a pretraining batch, or None.
@@ -51,19 +53,6 @@ def logits_and_loss(probe, features, labels):
     logits = tf.cast(probe(features), tf.float32)
     per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32), logits=logits)
     return logits, tf.reduce_mean(per_example)
-
-
-def top_k_percent(logits, labels, k):
-    """Per-example top-k hit in percent, float32 [N] of 0 or 100 (mean it for the accuracy).
-
-    Args:
-      logits: float [N, K]; labels: int [N]; k: python int <= K.
-    """
-    # top_k + equality (a tie at the k-th place goes to the lower class index; in_top_k would
-    # count every tied class as a hit).
-    _, top = tf.math.top_k(logits, k=k)
-    hit = tf.reduce_any(tf.equal(top, tf.cast(labels, top.dtype)[:, None]), axis=1)
-    return tf.cast(hit, tf.float32) * 100.0
 
 
 def train_step(probe, optimizer, features, labels, replicas):

@@ -8,7 +8,7 @@ More than two views (MSCN): the MSCN paper's setting, "the siamese loss on every
 views: the NT-Xent of each pair (its 2N views, in-batch negatives from that pair) averaged over
 the pairs [ours: the mean rather than the sum].
 
-Branch terms [ours, ALGORITHMS.md section 3]: an extra query q[i] is scored against z2[i] as
+Branch terms [ours, docs/algorithms.md, "losses"]: an extra query q[i] is scored against z2[i] as
 the positive and the other gathered z2 as negatives (InfoNCE over the global batch);
 `mix_target="view1"` pairs mixtures with z1 instead, as Un-Mix's maintainers describe.
 

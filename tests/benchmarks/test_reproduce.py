@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from conftest import REPO_ROOT, run_module
 
@@ -33,6 +34,7 @@ def _write(path, payload):
         json.dump(payload, f)
 
 
+@pytest.mark.slow
 def test_report_from_cached_results(tmp_path):
     out = tmp_path / "study"
     knn = {"mocov2": [70.0, 71.0, 73.0], "mocov2+mixmask": [72.5, 71.5, 74.0]}

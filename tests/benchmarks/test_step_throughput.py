@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from conftest import run_module
 
 from benchmarks import step_throughput
@@ -15,6 +17,7 @@ def test_floor_ratios():
     assert step_throughput.floor_ratio("mocov2", "mixmask_unmix") == 10 / 4
 
 
+@pytest.mark.slow
 def test_benchmark_prints_table_and_writes_json(tmp_path):
     path = str(tmp_path / "rows.json")
     result = run_module("benchmarks.step_throughput", "--frameworks=mocov2", "--branches=none,mixmask", "--small_image_shape=28,28,1",

@@ -17,6 +17,7 @@ from mixmask_tf import backbones
 EXAMPLE = os.path.join(REPO_ROOT, "examples", "downstream_classifier.py")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-mnist"),
                     reason="needs Debian's dataset-fashion-mnist (installed by .ci/run)")
 def test_example_trains_head_then_fine_tunes_encoder(tmp_path):

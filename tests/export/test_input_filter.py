@@ -1,4 +1,4 @@
-"""The input filter (MSCN's high-pass, mixmask_tf/filters.py) travels with the encoder: the export's
+"""The input filter (MSCN's high-pass, mixmask_tf/ops/filters.py) travels with the encoder: the export's
 three signatures, its model card, the encoders of a run folder and of an export, their fine-tuning
 copies, the random-init control, the head feature, TF Lite, and the fine-tuning command.
 
@@ -18,7 +18,8 @@ import tensorflow as tf
 from conftest import run_module
 
 from export import saved_model, tflite
-from mixmask_tf import backbones, checkpoint, encoders, filters, models
+from mixmask_tf import backbones, checkpoint, encoders, models
+from mixmask_tf.ops import filters
 
 MEAN, STD = (0.286,), (0.353,)
 SHAPE = (28, 28, 1)
@@ -236,6 +237,7 @@ def test_tflite_of_a_filtered_export(tmp_path):
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_finetune_command_records_and_saves_the_filter(run, tmp_path):
     saved, output = str(tmp_path / "classifier.keras"), str(tmp_path / "finetune.json")
     result = run_module("trainers.finetune", f"--encoder={run.folder}", "--dataset=fashion_mnist",

@@ -228,6 +228,7 @@ def _docs_example(marker):
     return match.group(1)
 
 
+@pytest.mark.slow
 def test_both_signatures_in_fresh_tensorflow_only_process(exported, tmp_path):
     path, backbone = exported
     arrays = {"batch_1": _photos(1, 28, 28, seed=10), "batch_3": _photos(3, 28, 28, seed=20),
@@ -357,6 +358,7 @@ print("export finished")  # never reached
 """
 
 
+@pytest.mark.slow
 def test_export_killed_mid_write_leaves_no_version(tmp_path):
     export_dir = str(tmp_path / "export")
     result = subprocess.run([sys.executable, "-c", KILL_SCRIPT, export_dir], capture_output=True, text=True,

@@ -172,6 +172,7 @@ def _cli(*args):
                           capture_output=True, text=True, timeout=300, check=False)
 
 
+@pytest.mark.slow
 def test_cli_writes_the_flatbuffer_and_reports_errors(exports, tmp_path):
     path = exports["rgb"]
     output = tmp_path / "out" / "encoder.tflite"

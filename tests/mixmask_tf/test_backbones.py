@@ -19,11 +19,35 @@ def _bns(model):
     return out
 
 
+def _conv3x3_same_np(x, kernel, stride=1):
+    """NumPy 3x3 convolution (cross-correlation), "same" padding as TF (stride 1: one pixel each side)."""
+    n, h, w, _ = x.shape
+    padded = np.pad(x.astype(np.float64), [(0, 0), (1, 1), (1, 1), (0, 0)])
+    out = np.zeros((n, h, w, kernel.shape[-1]))
+    for dy in range(3):
+        for dx in range(3):
+            out += padded[:, dy:dy + h, dx:dx + w, :] @ kernel[dy, dx].astype(np.float64)
+    return out[:, ::stride, ::stride]
+
+
 def test_small_convnet():
     model = backbones.small_convnet((28, 28, 1), width=8)
     assert model(np.zeros((2, 28, 28, 1), np.float32)).shape == (2, 32)
     assert backbones.feature_dim(model) == 32
     assert all(bn.synchronized for bn in _bns(model))
+    # Parameters: 3x3 convs without bias 1->8->16->32->32, and 4 per channel of each BatchNorm
+    # (gamma, beta trainable; moving mean and variance not).
+    convs = 9 * (1 * 8 + 8 * 16 + 16 * 32 + 32 * 32)
+    bn_channels = 8 + 16 + 32 + 32
+    assert convs == 15_048
+    assert _count(model.trainable_weights) == convs + 2 * bn_channels == 15_224
+    assert _count(model.non_trainable_weights) == 2 * bn_channels == 176
+    # The first block against NumPy (inference BatchNorm of a fresh layer: x / sqrt(1 + eps)).
+    x = np.random.default_rng(1).normal(size=(2, 28, 28, 1)).astype(np.float32)
+    block = keras.Model(model.inputs, model.get_layer("relu0").output)
+    eps = model.get_layer("bn0").epsilon
+    want = np.maximum(_conv3x3_same_np(x, model.get_layer("conv0").kernel.numpy()) / np.sqrt(1.0 + eps), 0.0)
+    np.testing.assert_allclose(block(x, training=False).numpy(), want, rtol=1e-5, atol=1e-5)
 
 
 def test_small_convnet_depth_and_pool_grid_match_numpy():
@@ -52,8 +76,12 @@ def test_resnet18_cifar_stem_and_size():
     stem = model.get_layer("stem_conv")
     assert stem.kernel_size == (3, 3) and stem.strides == (1, 1)
     assert not any(isinstance(l, keras.layers.MaxPooling2D) for l in model.layers)
-    # 11.2M parameters: the CIFAR ResNet-18 (torchvision's ResNet-18 minus its 7x7 stem and fc).
-    assert 11.0e6 < model.count_params() < 11.3e6
+    # torchvision's ResNet-18 (11,689,512 parameters) minus its fc (512 * 1000 + 1000) and its 7x7
+    # stem (7 * 7 * 3 * 64), plus the 3x3 stem (3 * 3 * 3 * 64); Keras also counts BatchNorm's
+    # moving mean and variance: 2 per channel of the 20 BatchNorms (4,800 channels).
+    trainable = 11_689_512 - (512 * 1000 + 1000) - 7 * 7 * 3 * 64 + 3 * 3 * 3 * 64
+    assert _count(model.trainable_weights) == trainable == 11_168_832
+    assert _count(model.non_trainable_weights) == 2 * sum(bn.gamma.shape[0] for bn in _bns(model)) == 9_600
     assert all(bn.synchronized for bn in _bns(model))
 
 
@@ -171,3 +199,13 @@ def test_clone_for_momentum_encoder():
     model = backbones.small_convnet((16, 16, 3), width=4)
     clone = keras.models.clone_model(model)
     assert [w.shape for w in clone.weights] == [w.shape for w in model.weights]
+    # Its own variables: equal outputs once the weights are copied, and training the clone (here:
+    # changing its weights) leaves the model alone.
+    x = np.random.default_rng(2).normal(size=(2, 16, 16, 3)).astype(np.float32)
+    clone.set_weights(model.get_weights())
+    np.testing.assert_array_equal(clone(x, training=False).numpy(), model(x, training=False).numpy())
+    before = [w.numpy().copy() for w in model.weights]
+    clone.get_layer("conv0").kernel.assign(clone.get_layer("conv0").kernel * 2.0)
+    assert not np.allclose(clone(x, training=False).numpy(), model(x, training=False).numpy())
+    for w, b in zip(model.weights, before):
+        np.testing.assert_array_equal(w.numpy(), b)

@@ -59,6 +59,7 @@ def _augment():
     return augment.TwoViewAugment.from_preset("mocov2", (8, 8), 3, (0.5,) * 3, (0.25,) * 3)
 
 
+@pytest.mark.slow
 def test_shards_build_exactly_the_rows_of_the_global_batch():
     images = np.random.default_rng(0).integers(0, 256, (24, 12, 12, 3)).astype(np.uint8)
     for vectorized, shards in ((True, 4), (False, 2)):
@@ -79,6 +80,7 @@ def test_shards_build_exactly_the_rows_of_the_global_batch():
         data.make_pretrain_dataset(images, 8, _augment(), seed=0, start_step=2)
 
 
+@pytest.mark.slow
 def test_distributed_dataset_gives_each_replica_its_rows(two_cpu_strategy):
     images = np.random.default_rng(1).integers(0, 256, (32, 12, 12, 3)).astype(np.uint8)
 

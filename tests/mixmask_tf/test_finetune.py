@@ -71,6 +71,7 @@ def test_evaluate_scores_top1_top5():
     assert finetune.evaluate_scores(scores, [0, 4]) == {"top1": 0.0, "top5": 100.0}
 
 
+@pytest.mark.slow
 def test_two_replicas_equal_one_device(two_cpu_strategy):
     """FineTuner under MirroredStrategy (2 logical CPUs, synchronized BatchNorm) on the same global batch
     takes the same steps as on one device (the weights are copied: initial draws differ under a scope)."""

@@ -53,6 +53,7 @@ def test_protocols_and_bad_input():
     assert not np.allclose(a, c)
 
 
+@pytest.mark.slow
 def test_augmented_probe_runs_encoder_every_step():
     import keras
 

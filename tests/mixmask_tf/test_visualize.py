@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mixmask_tf import mixing, visualize
+from mixmask_tf import visualize
+from mixmask_tf.ops import mixing
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MEAN = (0.4, 0.5, 0.6)

@@ -12,6 +12,7 @@ from conftest import run_pretrain as _run, run_pretrain_cases
 from image_folders import make_folder, plant_bad_files
 
 
+@pytest.mark.slow
 def test_image_folder_run_skips_unreadable_images_and_writes_logs_and_plots(tmp_path):
     root = str(tmp_path / "photos")
     make_folder(root, per_class=12)

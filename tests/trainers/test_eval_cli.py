@@ -17,6 +17,9 @@ from conftest import run_module, run_pretrain
 from np_reference import np_softmax_regression
 from mixmask_tf import backbones, data, finetune  # noqa: F401  (backbones registers the BatchNorm layer for load_model)
 
+# Every case evaluates one 2-epoch pretraining run (the run_dir fixture): the slow tier.
+pytestmark = pytest.mark.slow
+
 LIMITS = ["--train_limit=512", "--test_limit=256"]
 
 

@@ -24,6 +24,7 @@ SMALL = ["--train_limit=256", "--test_limit=128", "--batch_size=64", "--queue_si
 # The MSCN paper's two frameworks; MoCo v2 trains from the CLI in the export test below. MoCo v1 and
 # SimSiam run the same flag plumbing; their MSCN steps are checked in-process (test_multi_view.py
 # against NumPy, test_frameworks.py, test_xla_step.py).
+@pytest.mark.slow
 @pytest.mark.parametrize("framework, extra", [
     ("simclr", ["--optimizer=adam", "--learning_rate=0.003", "--mscn_key_ratio=0.3"]),
     ("byol", ["--optimizer=adam", "--learning_rate=0.003", "--mscn_extra_views=0", "--mscn_focal_prob=1.0"]),
@@ -51,6 +52,7 @@ def _serve(version_dir, images):
     return by_pixels, by_bytes
 
 
+@pytest.mark.slow
 def test_mscn_export_removes_a_constant_shift_where_mixmask_does_not(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(40, 180, size=(4, 28, 28, 1)).astype(np.uint8)

@@ -6,7 +6,12 @@ happen in one subprocess."""
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO_ROOT
+
+# A whole training run, resumed and exported, in a subprocess: the slow tier.
+pytestmark = pytest.mark.slow
 
 SCRIPT = r'''
 import json, os, sys

@@ -15,6 +15,9 @@ import pytest
 from conftest import REPO_ROOT, made_once
 from mixmask_tf import checkpoint
 
+# Kills and signals real training processes: the slow tier.
+pytestmark = pytest.mark.slow
+
 ARGS = ["--dataset=synthetic", "--image_size=16", "--train_limit=512", "--test_limit=64", "--width=8",
         "--batch_size=32", "--queue_size=128", "--epochs=4", "--knn_every=0", "--random_init_knn=false",
         "--export=false", "--tensorboard=false", "--plots=false", "--augment=cifar", "--verbose=0"]

@@ -9,8 +9,8 @@ import pytest
 
 from conftest import run_pretrain as _run
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-mnist"),
-                                reason="needs Debian's dataset-fashion-mnist (installed by .ci/run)")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-mnist"),
+                                reason="needs Debian's dataset-fashion-mnist (installed by .ci/run)")]
 
 SMALL = ["--train_limit=256", "--test_limit=128", "--batch_size=64", "--queue_size=128", "--epochs=1",
          "--random_init_knn=false", "--knn_k=20", "--export=false"]

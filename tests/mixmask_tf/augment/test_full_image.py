@@ -130,6 +130,7 @@ def _red_views(ds, batches):
     return count
 
 
+@pytest.mark.slow
 def test_pretraining_views_of_a_folder_see_the_left_edge_of_wide_images(tmp_path):
     """Crops are drawn on the full 32 x 160 image: some views show its red left edge, which a
     crop from the centre square (the former pre-shrunk path, ``full_image=False``) never can."""
@@ -145,6 +146,7 @@ def test_pretraining_views_of_a_folder_see_the_left_edge_of_wide_images(tmp_path
     assert ev.shape == (16, 32, 32, 3) and not ((ev[..., 0] > 180) & (ev[..., 2] < 80)).any()
 
 
+@pytest.mark.slow
 def test_full_image_batches_are_exact_per_epoch_step_and_shard(tmp_path):
     source = data.open_source("folder", "train", data_dir=_wide_folder(str(tmp_path)), image_size=32)
     aug = augment.TwoViewAugment.from_preset("mocov2", 32, 3, (0.5,) * 3, (0.25,) * 3)

@@ -7,19 +7,10 @@ import tensorflow as tf
 
 from mixmask_tf import augment
 from mixmask_tf.augment import ops
+from np_reference import binomial_tol, changed_images, gaussian_blur_np
 
 LUMA = np.array([0.2989, 0.5870, 0.1140], np.float32)
 SEED = tf.constant([7, 1], tf.int64)
-
-
-def _binomial_tol(p, n, sigmas=4.0):
-    """``sigmas`` standard deviations of a Binomial(n, p) fraction (0 when p is 0 or 1)."""
-    return sigmas * np.sqrt(p * (1.0 - p) / n)
-
-
-def _changed(outs, ref):
-    """[N] bool: which of the N images in ``outs`` differ from ``ref`` (broadcast)."""
-    return np.abs(outs - ref).reshape(len(outs), -1).max(axis=1) > 1e-6
 
 
 def _rgb(seed=0, h=16, w=16, lo=0.25, hi=0.75):
@@ -132,6 +123,7 @@ def test_random_resized_crop_deterministic_per_seed():
     assert not np.array_equal(a.numpy(), c.numpy())
 
 
+@pytest.mark.slow
 def test_one_image_is_a_batch_of_one_even_of_dynamic_size():
     """augment_image (per-example users) runs the batched ops on [1, H, W, C], H and W unknown."""
     img = np.random.default_rng(3).integers(0, 256, (30, 26, 3), dtype=np.uint8)
@@ -166,7 +158,7 @@ def _jitter(img, n, brightness, contrast, saturation, hue, p, **kw):
 def test_color_jitter_applied_with_probability_p():
     img = _rgb(4)
     outs = _jitter(img, 1000, 0.4, 0.4, 0.4, 0.1, p=0.8)
-    changed = np.abs(outs - img[None]).max(axis=(1, 2, 3)) > 1e-6
+    changed = changed_images(outs, img[None])
     assert abs(changed.mean() - 0.8) < 0.05
     assert np.isfinite(outs).all() and outs.min() >= 0.0 and outs.max() <= 1.0
 
@@ -255,7 +247,7 @@ def test_color_jitter_p1_always_changes_the_image():
     """MoCo v1's ColorJitter(0.4, 0.4, 0.4, 0.4) without RandomApply changes every image."""
     img = _rgb(16)
     outs = _jitter(img, 500, 0.4, 0.4, 0.4, 0.4, p=1.0)
-    changed = _changed(outs, img[None])
+    changed = changed_images(outs, img[None])
     assert changed.all(), f"{(~changed).sum()} of 500 images unchanged"
     assert outs.min() >= 0.0 and outs.max() <= 1.0
 
@@ -296,20 +288,11 @@ def test_random_grayscale_probability_and_luminance():
 # ----------------------------------------------------------------------------- blur
 
 
-def _np_blur(img, sigma, radius):
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-x ** 2 / (2 * sigma ** 2))
-    k /= k.sum()
-    pad = np.pad(img, ((radius, radius), (radius, radius), (0, 0)), mode="reflect")
-    rows = sum(k[i] * pad[i:i + img.shape[0]] for i in range(2 * radius + 1))
-    return sum(k[i] * rows[:, i:i + img.shape[1]] for i in range(2 * radius + 1))
-
-
 def test_gaussian_blur_matches_numpy_reference():
     images = np.stack([_rgb(10, 20, 24), _rgb(11, 20, 24)])
     got = ops.gaussian_blur(tf.constant(images), tf.constant([1.3, 0.7]), 2).numpy()
-    np.testing.assert_allclose(got[0], _np_blur(images[0], 1.3, 2), atol=1e-5)
-    np.testing.assert_allclose(got[1], _np_blur(images[1], 0.7, 2), atol=1e-5)
+    np.testing.assert_allclose(got[0], gaussian_blur_np(images[0], 1.3, 2), atol=1e-5)
+    np.testing.assert_allclose(got[1], gaussian_blur_np(images[1], 0.7, 2), atol=1e-5)
     assert ops.blur_radius(32, 0.1) == 1 and ops.blur_radius(224, 0.1) == 11
 
 
@@ -329,8 +312,8 @@ def test_gaussian_blur_constant_unchanged_and_noise_smoothed():
 def test_gaussian_blur_probability(p):
     noise = np.random.default_rng(12).uniform(0, 1, (32, 32, 1)).astype(np.float32)
     outs, params = _view(noise, 1000, blur_p=p, return_params=True)
-    blurred = _changed(outs, noise[None])
-    assert abs(params["blur"].mean() - p) <= _binomial_tol(p, 1000), params["blur"].mean()
+    blurred = changed_images(outs, noise[None])
+    assert abs(params["blur"].mean() - p) <= binomial_tol(p, 1000), params["blur"].mean()
     assert not blurred[~params["blur"]].any()
     # Every applied blur shows, except with sigma near 0.1: the 3-tap kernel's side weights
     # (exp(-1 / (2 sigma^2))) then vanish in float32 and the blur is exactly the identity.
@@ -351,8 +334,8 @@ def test_solarize_probability():
     """BYOL view 2: solarize with p 0.2; an applied solarisation is exactly the inversion."""
     img = _rgb(17, lo=0.0, hi=1.0)
     outs = _view(img, 1000, solarize_p=0.2)
-    solarized = _changed(outs, img[None])
-    assert abs(solarized.mean() - 0.2) <= _binomial_tol(0.2, 1000), solarized.mean()
+    solarized = changed_images(outs, img[None])
+    assert abs(solarized.mean() - 0.2) <= binomial_tol(0.2, 1000), solarized.mean()
     inverted = np.where(img >= 0.5, 1.0 - img, img)
     np.testing.assert_allclose(outs[solarized],
                                np.broadcast_to(inverted, outs[solarized].shape), atol=1e-7)

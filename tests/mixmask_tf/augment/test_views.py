@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from mixmask_tf import augment, data, seeds
 from mixmask_tf.augment import ops
+from np_reference import binomial_tol, changed_images
 
 GRAY = np.array([0.2989, 0.5870, 0.1140])  # tf.image.rgb_to_grayscale's weights
 
@@ -189,6 +190,7 @@ def test_two_views_normalised_deterministic_and_distinct():
         unknown_size.get_concrete_function()
 
 
+@pytest.mark.slow
 def test_pretrain_dataset_is_vectorised_for_two_view_augment():
     x, _ = data.synthetic_dataset(40, (20, 20, 3), num_classes=4, seed=0)
     aug = augment.TwoViewAugment.from_preset("cifar", (16, 16), 3, (0.5,) * 3, (0.25,) * 3)
@@ -205,14 +207,6 @@ def test_pretrain_dataset_is_vectorised_for_two_view_augment():
 
 
 # ----------------------------------------------------------------------------- views of presets
-
-
-def _binomial_tol(p, n, sigmas=4.0):
-    return sigmas * np.sqrt(p * (1.0 - p) / n)
-
-
-def _changed(outs, ref):
-    return np.abs(outs - ref).reshape(len(outs), -1).max(axis=1) > 1e-6
 
 
 _PRESET_VIEWS = [(name, view) for name in sorted(augment.PRESET_NAMES) for view in (0, 1)]
@@ -287,7 +281,7 @@ def test_mocov1_grayscale_comes_before_jitter():
     np.testing.assert_allclose(got, x.numpy(), atol=1e-6)
     # A grayscale image stays gray through the jitter (saturation / hue do nothing to it).
     gray = np.ptp(got, axis=-1).max(axis=(1, 2)) < 1e-4
-    assert abs(gray.mean() - 0.2) <= _binomial_tol(0.2, n)
+    assert abs(gray.mean() - 0.2) <= binomial_tol(0.2, n)
 
 
 def test_two_view_augment_byol_uses_both_views():
@@ -312,11 +306,11 @@ def test_two_view_augment_byol_uses_both_views():
     np.testing.assert_allclose(outs[:, 0], ref1, atol=1e-5)
     # ... and the blur shows: only sigma near 0.1 (side weights exp(-1 / (2 sigma^2)) below
     # float32 resolution, P(sigma < 0.18) ~ 4 %) leaves the image unchanged.
-    blurred1 = _changed(outs[:, 0], plain[:, 0])
-    assert abs(blurred1.mean() - 0.96) <= _binomial_tol(0.96, n) + 0.01, blurred1.mean()
+    blurred1 = changed_images(outs[:, 0], plain[:, 0])
+    assert abs(blurred1.mean() - 0.96) <= binomial_tol(0.96, n) + 0.01, blurred1.mean()
     # View 2 is blurred (p 0.1) or solarised (p 0.2) independently: changed w.p. 1 - 0.9 * 0.8.
-    changed2 = _changed(outs[:, 1], plain[:, 1])
-    assert abs(changed2.mean() - 0.28) <= _binomial_tol(0.28, n), changed2.mean()
+    changed2 = changed_images(outs[:, 1], plain[:, 1])
+    assert abs(changed2.mean() - 0.28) <= binomial_tol(0.28, n), changed2.mean()
 
 
 def _map_seeds(fn, n, salt=7):
@@ -325,6 +319,7 @@ def _map_seeds(fn, n, salt=7):
     return next(iter(ds.batch(n).as_numpy_iterator()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,shape", [("fashion_mnist", (28, 28, 1)), ("cifar", (32, 32, 3)),
                                         ("mocov2", (40, 40, 3))])
 def test_two_view_augment(name, shape):

@@ -5,12 +5,10 @@ and a usage snippet. They are registered here as the page says (the registry lin
 ``registry.BRANCHES``, the declaration in ``options.BRANCH_OPTIONS``), for the test only.
 """
 
-import ast
 import os
 import re
 import subprocess
 import sys
-import types
 
 import keras
 import numpy as np

@@ -55,7 +55,7 @@ def test_mask_options_are_frozen_and_calls_check_only_the_image_size(monkeypatch
     import numpy as np
     import tensorflow as tf
 
-    from mixmask_tf import masks
+    from mixmask_tf.ops import masks
 
     branch = branches.EraseBranch(grid_size=4, mask_type="discrete", ratio=0.25, ratio_range=(0.1, 0.4))
     with pytest.raises(dataclasses.FrozenInstanceError):

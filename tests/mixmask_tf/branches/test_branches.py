@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mixmask_tf import branches, mixing
+from mixmask_tf import branches
+from mixmask_tf.ops import mixing
+from np_reference import normal_images
 
 SHAPE = (16, 16, 3)
 
@@ -27,7 +29,7 @@ IDS = [f"{name}-{'-'.join(f'{k}={v}' for k, v in opts.items())}" for name, opts 
 
 
 def images_np(n=8, seed=0):
-    return np.random.default_rng(seed).normal(size=(n,) + SHAPE).astype(np.float32)
+    return normal_images((n,) + SHAPE, seed)
 
 
 def check_output(branch, out, n):
@@ -223,6 +225,7 @@ def test_branch_validation():
         branch.validate(SHAPE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,options", [
     ("unmix", {}),
     ("mixmask_unmix", {}),
@@ -273,6 +276,7 @@ def test_concat_branch_outputs(name, options):
                                    np.mean([h.stats[key].numpy() for h in halves]), atol=1e-7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mask_type", ["blocked", "discrete"])
 def test_mixmask_grid_not_dividing_the_image_xla(mask_type):
     # G = 3 on 28 x 30 images: the mask the branch uses, recovered from the mixture, is constant on

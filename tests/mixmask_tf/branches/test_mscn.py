@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mixmask_tf import branches, filters
+from mixmask_tf import branches
+from mixmask_tf.ops import filters
 
 SHAPE = (28, 28, 3)
 
@@ -104,6 +105,7 @@ def test_channel_independent_and_focal_masks_reach_the_views():
     np.testing.assert_allclose(float(focal.stats["mask_ratio_key"]), 1 - 196 / 784, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_transform_compiles_under_xla():
     branch = _built()
     views = _views(num=4, n=8)

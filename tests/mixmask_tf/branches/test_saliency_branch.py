@@ -1,5 +1,5 @@
 """The saliency branch: where it masks (given a localisation network with a known map), its hard
-negatives, its options and errors. The pure ops are checked against NumPy in test_saliency.py."""
+negatives, its options and errors. The pure ops are checked against NumPy in tests/mixmask_tf/ops/test_saliency_masks.py."""
 
 import keras
 import numpy as np

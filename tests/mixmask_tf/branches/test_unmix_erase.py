@@ -4,15 +4,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mixmask_tf import mixing
+from mixmask_tf.ops import mixing
+from conftest import int_seed
+from np_reference import normal_images
 
 
 def images_np(n=8, h=12, w=20, c=3, seed=0):
-    return np.random.default_rng(seed).normal(size=(n, h, w, c)).astype(np.float32)
-
-
-def _seed(i, j=0):
-    return tf.constant([i, j], tf.int32)
+    return normal_images((n, h, w, c), seed)
 
 
 def recover_box(out, x, partner):
@@ -80,7 +78,7 @@ def check_switch(x, mix):
 def test_unmix_mixup_mode_matches_numpy():
     x = images_np()
     for s in range(5):
-        mix = mixing.unmix(tf.constant(x), _seed(s), global_prob=1.0)
+        mix = mixing.unmix(tf.constant(x), int_seed(s), global_prob=1.0)
         lam = float(mix.weights.numpy()[0])
         assert 0.0 <= lam <= 1.0
         assert mix.masks.shape == (1, 12, 20, 1)
@@ -98,7 +96,7 @@ def test_unmix_region_mode_box():
     fn = tf.function(lambda s: mixing.unmix(x, s, global_prob=0.0))
     clipped = 0
     for s in range(40):
-        mix = fn(_seed(s, 1))
+        mix = fn(int_seed(s, 1))
         out, lam = mix.images.numpy(), float(mix.weights.numpy()[0])
         inside = recover_box(out, x, [7 - i for i in range(8)])
         # Outside the box the image's own pixels, inside its partner's: exactly.
@@ -129,7 +127,7 @@ def test_unmix_region_mode_box():
 def test_unmix_switch_identity(global_prob, permutation):
     for n in (8, 7):  # odd batch: "reverse" has a fixed point
         x = images_np(n=n, seed=n)
-        mix = mixing.unmix(tf.constant(x), _seed(3, n), global_prob=global_prob,
+        mix = mixing.unmix(tf.constant(x), int_seed(3, n), global_prob=global_prob,
                            permutation=permutation)
         check_switch(x, mix)
         if permutation == "reverse":
@@ -146,7 +144,7 @@ def _draws(global_prob, beta, num, h=12, w=20):
 
     lam, is_global = [], []
     for s in range(num):
-        weights, masks = fn(_seed(s, 11))
+        weights, masks = fn(int_seed(s, 11))
         m = masks.numpy()
         lam.append(weights.numpy()[0])
         is_global.append(not np.all((m == 0) | (m == 1)))
@@ -180,6 +178,7 @@ def test_unmix_mode_frequency_and_region_lambda():
     assert abs(lam[is_global].mean() - 0.5) < 0.07
 
 
+@pytest.mark.slow
 def test_unmix_determinism_seeds_and_xla():
     x = images_np(seed=4)
 
@@ -203,10 +202,10 @@ def test_unmix_determinism_seeds_and_xla():
 
 def test_unmix_dynamic_batch_and_dtype():
     x = images_np(n=6, seed=6)
-    fn = tf.function(lambda x: mixing.unmix(x, _seed(6), global_prob=0.5),
+    fn = tf.function(lambda x: mixing.unmix(x, int_seed(6), global_prob=0.5),
                      input_signature=[tf.TensorSpec([None, 12, 20, 3], tf.float32)])
     check_switch(x, fn(tf.constant(x)))
-    out = mixing.unmix(tf.cast(x, tf.bfloat16), _seed(1))
+    out = mixing.unmix(tf.cast(x, tf.bfloat16), int_seed(1))
     assert out.images.dtype == tf.bfloat16 and out.weights.dtype == tf.float32
 
 
@@ -214,14 +213,14 @@ def test_unmix_validation():
     x = tf.zeros([2, 8, 8, 3])
     for prob in (-0.1, 1.5, "0.5", None):
         with pytest.raises(ValueError, match="global_prob"):
-            mixing.unmix(x, _seed(0), global_prob=prob)
+            mixing.unmix(x, int_seed(0), global_prob=prob)
     for beta in (0, -1.0, float("inf"), "1"):
         with pytest.raises(ValueError, match="beta"):
-            mixing.unmix(x, _seed(0), beta=beta)
+            mixing.unmix(x, int_seed(0), beta=beta)
     with pytest.raises(ValueError, match="unknown permutation"):
-        mixing.unmix(x, _seed(0), permutation="shift")
+        mixing.unmix(x, int_seed(0), permutation="shift")
     with pytest.raises(ValueError, match="static height"):
-        tf.function(lambda x: mixing.unmix(x, _seed(0)),
+        tf.function(lambda x: mixing.unmix(x, int_seed(0)),
                     input_signature=[tf.TensorSpec([2, None, None, 3])]).get_concrete_function()
 
 
@@ -244,7 +243,7 @@ def test_erase_zero_matches_numpy(num_masks):
 def test_erase_noise(num_masks):
     x = images_np(h=32, w=32, seed=3) + 10.0  # far from the noise, to tell them apart
     m = (np.random.default_rng(4).random((num_masks, 32, 32, 1)) > 0.5).astype(np.float32)
-    out = mixing.erase(tf.constant(x), tf.constant(m), fill="noise", seed=_seed(5)).numpy()
+    out = mixing.erase(tf.constant(x), tf.constant(m), fill="noise", seed=int_seed(5)).numpy()
     keep = np.broadcast_to(m, x.shape) == 1
     np.testing.assert_array_equal(out[keep], x[keep])  # untouched elsewhere
     noise = out[~keep]
@@ -253,12 +252,12 @@ def test_erase_noise(num_masks):
     assert abs(np.mean(noise ** 3)) < 0.1 and abs(np.mean(noise ** 4) - 3.0) < 0.3
     assert abs(np.mean(np.abs(noise) > 1.96) - 0.05) < 0.01
     # Seeded: same seed same noise (whatever the image), another seed other noise.
-    again = mixing.erase(tf.constant(x) * 2, tf.constant(m), fill="noise", seed=_seed(5)).numpy()
+    again = mixing.erase(tf.constant(x) * 2, tf.constant(m), fill="noise", seed=int_seed(5)).numpy()
     np.testing.assert_array_equal(again[~keep], noise)
-    other = mixing.erase(tf.constant(x), tf.constant(m), fill="noise", seed=_seed(6)).numpy()
+    other = mixing.erase(tf.constant(x), tf.constant(m), fill="noise", seed=int_seed(6)).numpy()
     assert np.mean(other[~keep] == noise) < 0.01
     compiled = tf.function(lambda x, s: mixing.erase(x, m, fill="noise", seed=s),
-                           jit_compile=True)(tf.constant(x), _seed(5)).numpy()
+                           jit_compile=True)(tf.constant(x), int_seed(5)).numpy()
     np.testing.assert_allclose(compiled, out, rtol=0, atol=1e-5)
 
 

@@ -200,6 +200,7 @@ def _small_pipeline(seed=0, n=40, batch=8, **kwargs):
     return data.make_pretrain_dataset(x, batch, aug, seed=seed, **kwargs)
 
 
+@pytest.mark.slow
 def test_pretrain_dataset_spec_and_length():
     ds = _small_pipeline()
     assert ds.element_spec == tf.TensorSpec([8, 2, 16, 16, 3], tf.float32)
@@ -226,6 +227,7 @@ def test_pretrain_dataset_views_differ_and_epochs_differ():
     assert not np.allclose(e1, e2)
 
 
+@pytest.mark.slow
 def test_pretrain_dataset_reproducible_for_fixed_seed():
     a = [b for b in _small_pipeline(seed=5).as_numpy_iterator()]
     b = [b for b in _small_pipeline(seed=5).as_numpy_iterator()]

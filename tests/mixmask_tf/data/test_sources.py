@@ -320,7 +320,7 @@ def test_mnist_from_idx_folder_and_npz(tmp_path):
 # ----------------------------------------------------------------------------- epoch-exact pipeline
 
 
-@pytest.mark.parametrize("kind", ["arrays", "files"])
+@pytest.mark.parametrize("kind", ["arrays", pytest.param("files", marks=pytest.mark.slow)])
 def test_pretrain_epochs_are_exact_functions_of_seed_and_epoch(tmp_path, kind):
     if kind == "arrays":
         images, labels = data.synthetic_dataset(20, (12, 12, 3), 4, seed=0)

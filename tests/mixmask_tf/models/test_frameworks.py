@@ -40,8 +40,14 @@ def _toy_dataset(num=64, batch=32, seed=0, extra_views=0):
     return data.make_pretrain_dataset(images, batch, views, seed=seed)
 
 
-@pytest.mark.parametrize("framework", FRAMEWORK_NAMES)
-@pytest.mark.parametrize("branch_name", list(BRANCH_OPTIONS))
+# The fast tier (-m "not slow") keeps every framework without a branch and every branch on MoCo v2;
+# the other pairs (3-5 s each) are in the slow tier.
+_FAST_PAIRS = {(f, "none") for f in FRAMEWORK_NAMES} | {("mocov2", b) for b in BRANCH_OPTIONS}
+
+
+@pytest.mark.parametrize("branch_name, framework", [
+    pytest.param(b, f, marks=() if (f, b) in _FAST_PAIRS else pytest.mark.slow)
+    for b in BRANCH_OPTIONS for f in FRAMEWORK_NAMES])
 def test_every_framework_and_branch_fits_and_learns(framework, branch_name):
     keras.utils.set_random_seed(0)
     options = dict(BRANCH_OPTIONS[branch_name])
@@ -148,6 +154,7 @@ def pool_localisation(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework, branch_name, branch_kwargs", CASES)
 def test_two_replicas_equal_single_device(strategy, pool_localisation, framework, branch_name, branch_kwargs):
     branch_kwargs = {k: pool_localisation if v is POOL else v for k, v in branch_kwargs.items()}

@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 import keras
 
-from mixmask_tf import backbones, branches, losses, mixing
+from mixmask_tf import backbones, branches, losses
+from mixmask_tf.ops import mixing
 from mixmask_tf.models import MoCo, build_trainer
 
 SHAPE = (16, 16, 1)
@@ -91,6 +92,7 @@ def test_build_trainer_errors():
         MoCo(backbone, branch=_mixmask(grid_size=32))
 
 
+@pytest.mark.slow
 def test_step_seed_same_with_and_without_xla():
     model = _moco(_mixmask(), seed=123)
     model.compile(optimizer="sgd")

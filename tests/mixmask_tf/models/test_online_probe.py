@@ -53,7 +53,7 @@ def _softmax_ce_sgd_step(features, labels, kernel, bias, lr):
     return kernel - lr * features.T @ g, bias - lr * g.sum(axis=0)
 
 
-@pytest.mark.parametrize("replicas", [1, 2])
+@pytest.mark.parametrize("replicas", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_probe_step_matches_numpy_softmax_ce_sgd(replicas, two_cpu_strategy):
     """One probe step (1 device, or the same global batch split over 2 replicas) = NumPy SGD."""
     rng = np.random.default_rng(0)
@@ -111,6 +111,7 @@ def trained():
     return plain, probed, before, history.history, plain_history
 
 
+@pytest.mark.slow
 def test_probe_leaves_pretraining_exactly_unchanged(trained):
     plain, probed, _, history, plain_history = trained
     assert int(plain.optimizer.iterations.numpy()) == int(probed.optimizer.iterations.numpy()) == 16
@@ -194,6 +195,7 @@ CLI_ARGS = ["--dataset=synthetic", "--image_size=16", "--train_limit=256", "--te
             "--augment=cifar", "--verbose=0", "--online_probe", "--probe_learning_rate=0.01"]
 
 
+@pytest.mark.slow
 def test_cli_online_probe_logs_and_checkpoints(tmp_path):
     model_dir = str(tmp_path / "run")
     run = run_pretrain(*CLI_ARGS, f"--model_dir={model_dir}", "--epochs=2")

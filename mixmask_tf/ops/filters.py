@@ -1,6 +1,6 @@
 """Input filters that travel with an encoder: MSCN's high-pass preprocessing.
 
-Masked Siamese ConvNets (Jing et al. 2022, ALGORITHMS.md section 6) feed the network
+Masked Siamese ConvNets (Jing et al. 2022, docs/algorithms.md, "MSCN") feed the network
 `x − GaussianBlur(x, σ)` of the normalised image, so that zero means "no information" and a
 masked cell filled with zeros or noise creates no edge. An encoder trained on filtered images
 must see filtered images wherever it is used afterwards: the kNN monitor, `knn_eval`,
@@ -45,38 +45,88 @@ def default_radius(sigma: float) -> int:
     return max(1, int(math.ceil(3.0 * float(sigma) - 1e-9)))
 
 
-def gaussian_kernel(sigma: float, radius: int) -> np.ndarray:
-    """float32 [2r + 1]: exp(−t² / 2σ²) for t = −r..r, normalised to sum 1."""
-    t = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-(t ** 2) / (2.0 * float(sigma) ** 2))
-    return (k / k.sum()).astype(np.float32)
+def gaussian_kernel(sigma, radius: int):
+    """Normalised Gaussian taps ``exp(−t² / 2σ²)``, ``t = −r..r``.
+
+    A Python number σ: a NumPy float32 [2r + 1], computed in float64 then rounded (the high-pass
+    filter's and the saliency blur's constants). A tensor σ [...] (one per image): a float32 tensor
+    [..., 2r + 1] computed in float32 in the graph (the augmentation's random σ).
+    """
+    if not _per_image(sigma):
+        t = np.arange(-radius, radius + 1, dtype=np.float64)
+        k = np.exp(-(t ** 2) / (2.0 * float(sigma) ** 2))
+        return (k / k.sum()).astype(np.float32)
+    sigma = tf.cast(sigma, tf.float32)[..., None]
+    taps = tf.range(-radius, radius + 1, dtype=tf.float32)
+    kernel = tf.exp(-tf.square(taps) / (2.0 * tf.square(sigma)))
+    return kernel / tf.reduce_sum(kernel, axis=-1, keepdims=True)
 
 
 _check = checks.high_pass
 
 
-def gaussian_blur(images, sigma: float, radius: int) -> tf.Tensor:
-    """Per-channel separable Gaussian blur with reflect padding.
+def _per_image(sigma) -> bool:
+    """True for a σ per image (a tensor or an array), False for one Python/NumPy number."""
+    return checks.is_tensor(sigma) or np.ndim(sigma) > 0
+
+
+def _separable(padded, vertical, horizontal):
+    """The blur proper: one depthwise VALID pass per axis over reflect-padded images
+    (DEPTHWISE_CONV_2D and MIRROR_PAD are TF Lite builtins)."""
+    x = tf.nn.depthwise_conv2d(padded, vertical, strides=[1, 1, 1, 1], padding="VALID")
+    return tf.nn.depthwise_conv2d(x, horizontal, strides=[1, 1, 1, 1], padding="VALID")
+
+
+def gaussian_blur(images, sigma, radius: int) -> tf.Tensor:
+    """Per-channel separable Gaussian blur with reflect padding: the project's one Gaussian blur
+    (MSCN's high-pass filter, the saliency blur fill, the augmentation's random blur).
 
     Args:
       images: float [N, H, W, C] with static H, W, C and radius < min(H, W).
-      sigma: standard deviation in pixels (> 0).
-      radius: kernel radius r >= 1 (2r + 1 taps).
+      sigma: standard deviation in pixels: a Python number (> 0, checked) for the whole batch, or
+        a float tensor [N], one per image (SimCLR's random blur; not checked).
+      radius: Python int, kernel radius r (2r + 1 taps): >= 1 with a number σ; with σ per image,
+        0 or less returns the images unchanged.
 
     Returns:
       float32 [N, H, W, C].
     """
+    if _per_image(sigma):
+        return _blur_per_image(images, sigma, radius)
     _check(sigma, radius)
     x = tf.cast(images, tf.float32)
     height, width, channels = x.shape[1], x.shape[2], x.shape[3]
     _check(sigma, radius, height, width)
     k = tf.constant(gaussian_kernel(sigma, radius))
     x = tf.pad(x, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
-    # One depthwise pass per axis (DEPTHWISE_CONV_2D and MIRROR_PAD are TF Lite builtins).
     vertical = tf.tile(tf.reshape(k, [-1, 1, 1, 1]), [1, 1, channels, 1])
     horizontal = tf.tile(tf.reshape(k, [1, -1, 1, 1]), [1, 1, channels, 1])
-    x = tf.nn.depthwise_conv2d(x, vertical, strides=[1, 1, 1, 1], padding="VALID")
-    return tf.nn.depthwise_conv2d(x, horizontal, strides=[1, 1, 1, 1], padding="VALID")
+    return _separable(x, vertical, horizontal)
+
+
+def _blur_per_image(images, sigma, radius: int) -> tf.Tensor:
+    """gaussian_blur with a σ per image: every image's channels become channels of one image, so
+    one depthwise convolution applies every image's own kernel."""
+    if radius <= 0:
+        return images
+    images = tf.convert_to_tensor(images, tf.float32)
+    kernel = gaussian_kernel(sigma, radius)  # [B, 2r + 1]
+    channels = images.shape[-1]
+    if channels is None:
+        raise ValueError("the channel axis of the images must have a static size")
+    shape = tf.shape(images)
+    batch, height, width = shape[0], shape[1], shape[2]
+
+    def blur():
+        padded = tf.pad(images, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
+        # [1, H + 2r, W + 2r, B·C], taps [2r + 1, B·C] (image-major).
+        stacked = tf.reshape(tf.transpose(padded, [1, 2, 0, 3]), [1, height + 2 * radius, width + 2 * radius, -1])
+        taps = tf.reshape(tf.repeat(tf.transpose(kernel), channels, axis=1), [2 * radius + 1, -1])
+        x = _separable(stacked, taps[:, None, :, None], taps[None, :, :, None])
+        return tf.transpose(tf.reshape(x, [height, width, batch, channels]), [2, 0, 1, 3])
+
+    # An empty batch (no image of the batch is blurred) has nothing to pad.
+    return tf.ensure_shape(tf.cond(batch > 0, blur, lambda: images), images.shape)
 
 
 def high_pass(images, sigma: float, radius: int) -> tf.Tensor:

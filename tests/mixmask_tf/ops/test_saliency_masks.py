@@ -1,11 +1,15 @@
-"""Tests of mixmask_tf.saliency (saliency-guided masking, ALGORITHMS.md section 7) against small,
-independent NumPy references."""
+"""Tests of mixmask_tf.ops.saliency_masks (docs/algorithms.md, "saliency-guided masking") against
+small, independent NumPy references."""
+
+import math
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from mixmask_tf import saliency
+from mixmask_tf.ops import saliency_masks as saliency
+from conftest import assert_xla_equal, int_seed
+from np_reference import gaussian_blur_np
 
 # ---------------------------------------------------------------------------
 # Independent NumPy references
@@ -66,17 +70,6 @@ def solid_square_side_np(region):
     return int(h)
 
 
-def gaussian_blur_np(x, sigma, radius):
-    """[N, H, W, C] separable Gaussian blur, reflect padding (edge pixel not repeated), float64."""
-    t = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-t * t / (2.0 * sigma * sigma))
-    k /= k.sum()
-    p = np.pad(np.asarray(x, np.float64), [(0, 0), (radius, radius), (radius, radius), (0, 0)], mode="reflect")
-    h, w = x.shape[1], x.shape[2]
-    rows = sum(k[i] * p[:, i:i + h] for i in range(2 * radius + 1))
-    return sum(k[i] * rows[:, :, i:i + w] for i in range(2 * radius + 1))
-
-
 def random_foreground_np(rng, n, grid_h, grid_w):
     """[n, gh, gw] float32 {0, 1} with a random foreground share per image, plus edge cases."""
     fg = (rng.random((n, grid_h, grid_w)) < rng.random((n, 1, 1))).astype(np.float32)
@@ -85,14 +78,6 @@ def random_foreground_np(rng, n, grid_h, grid_w):
     fg[2] = 0.0
     fg[2, 1, 1] = 1.0  # exactly one foreground cell
     return fg
-
-
-def _seed(a, b=0):
-    return tf.constant([a, b], tf.int32)
-
-
-def _assert_xla_equal(fn, seed):
-    np.testing.assert_array_equal(tf.function(fn, jit_compile=True)(seed).numpy(), fn(seed).numpy())
 
 
 # ---------------------------------------------------------------------------
@@ -176,6 +161,27 @@ def test_cell_counts_hand_cases():
         saliency.cell_counts([0.1], [0.5], 49, fg_cap=1.5)
 
 
+def _authors_masked_cells(n_fg, n_bg, num_fg, num_cells):
+    """Cells the authors mask for raw counts (n_fg, n_bg): Python slices ``idxs[:num]`` of each pool
+    (``hp.py`` 103), the background drawn only from a non-empty pool. -> (foreground, background)."""
+    fg_pool, bg_pool = list(range(num_fg)), list(range(num_fg, num_cells))
+    return len(fg_pool[:n_fg]), (len(bg_pool[:n_bg]) if bg_pool else 0)
+
+
+def test_cell_counts_docstring_example():
+    # 49 cells, 46 foreground, r = 0.1: raw counts round(4.6) = 5 and floor(4.9) - 5 = -1; the
+    # authors' bg_idxs[:-1] masks 2 of the 3 background cells, we mask none.
+    assert (round(0.1 * 46), math.floor(49 * 0.1) - round(0.1 * 46)) == (5, -1)
+    assert _authors_masked_cells(5, -1, 46, 49) == (5, 2)
+    n_fg, n_bg = saliency.cell_counts([0.1], [46 / 49], 49)
+    assert (n_fg.numpy().tolist(), n_bg.numpy().tolist()) == ([5], [0])
+    # Every cell foreground: the background pool is empty, the authors mask no background cell,
+    # and neither do we.
+    assert _authors_masked_cells(5, -1, 49, 49) == (5, 0)
+    n_fg, n_bg = saliency.cell_counts([0.1], [1.0], 49)
+    assert (n_fg.numpy().tolist(), n_bg.numpy().tolist()) == ([5], [0])
+
+
 # ---------------------------------------------------------------------------
 # select_cells
 # ---------------------------------------------------------------------------
@@ -185,17 +191,17 @@ def test_select_cells_exact_counts_inside_pool():
     rng = np.random.default_rng(2)
     pool = (rng.random((64, 6, 5)) < rng.random((64, 1, 1))).astype(np.float32)
     counts = rng.integers(-2, 40, size=64).astype(np.int32)
-    out = saliency.select_cells(_seed(3), pool, counts).numpy()
+    out = saliency.select_cells(int_seed(3), pool, counts).numpy()
     assert out.shape == pool.shape and out.dtype == np.float32 and set(np.unique(out)) <= {0.0, 1.0}
     assert not (out * (1 - pool)).any()
     np.testing.assert_array_equal(out.sum(axis=(1, 2)), np.minimum(np.maximum(counts, 0), pool.sum(axis=(1, 2))))
-    _assert_xla_equal(lambda s: saliency.select_cells(s, pool, counts), _seed(-5, 9))
+    assert_xla_equal(lambda s: saliency.select_cells(s, pool, counts), int_seed(-5, 9))
 
 
 def test_select_cells_uniform():
     pool = np.zeros((4000, 4, 4), np.float32)
     pool[:, [0, 0, 1, 2, 3, 3, 3, 2, 1, 0], [0, 3, 1, 2, 0, 1, 3, 0, 3, 1]] = 1.0  # 10 cells
-    out = saliency.select_cells(_seed(11), pool, np.full(4000, 3, np.int32)).numpy()
+    out = saliency.select_cells(int_seed(11), pool, np.full(4000, 3, np.int32)).numpy()
     freq = out.mean(axis=0)
     assert np.abs(freq[pool[0] == 1] - 0.3).max() < 0.03, freq  # one std is 0.007
     assert freq[pool[0] == 0].max() == 0.0
@@ -210,7 +216,7 @@ def test_select_cells_uniform():
 def test_query_masks_spatial_counts(ratio):
     grid_h, grid_w, height, width = 7, 5, 30, 26
     fg = random_foreground_np(np.random.default_rng(4), 24, grid_h, grid_w)
-    out, stats = saliency.query_masks(_seed(5), fg, height, width, 2, ratio_range=(ratio, ratio),
+    out, stats = saliency.query_masks(int_seed(5), fg, height, width, 2, ratio_range=(ratio, ratio),
                                       focal_prob=0.0, spatial_prob=1.0)
     out = out.numpy()
     assert out.shape == (24, height, width, 2) and out.dtype == np.float32
@@ -228,7 +234,7 @@ def test_query_masks_spatial_counts(ratio):
 
 def test_query_masks_ratio_range_bounds():
     fg = random_foreground_np(np.random.default_rng(6), 64, 7, 7)
-    out = saliency.query_masks(_seed(6), fg, 28, 28, 1, focal_prob=0.0, spatial_prob=1.0)[0].numpy()
+    out = saliency.query_masks(int_seed(6), fg, 28, 28, 1, focal_prob=0.0, spatial_prob=1.0)[0].numpy()
     for i in range(64):
         masked = read_grid_np(out[i, :, :, 0], 7, 7) == 0
         n_fg = int((masked & (fg[i] == 1)).sum())
@@ -239,7 +245,7 @@ def test_query_masks_ratio_range_bounds():
 
 def test_query_masks_channel_independent():
     fg = random_foreground_np(np.random.default_rng(7), 32, 7, 7)
-    out = saliency.query_masks(_seed(8), fg, 28, 28, 3, ratio_range=(0.2, 0.2), focal_prob=0.0,
+    out = saliency.query_masks(int_seed(8), fg, 28, 28, 3, ratio_range=(0.2, 0.2), focal_prob=0.0,
                                spatial_prob=0.0)[0].numpy()
     differ = 0
     for i in range(32):
@@ -254,7 +260,7 @@ def test_query_masks_channel_independent():
 @pytest.mark.parametrize("focal_size,expected_side", [(None, 25), (10, 10)])
 def test_query_masks_focal(focal_size, expected_side):
     fg = random_foreground_np(np.random.default_rng(9), 16, 7, 7)
-    out = saliency.query_masks(_seed(10), fg, 28, 28, 3, focal_prob=1.0, focal_size=focal_size)[0].numpy()
+    out = saliency.query_masks(int_seed(10), fg, 28, 28, 3, focal_prob=1.0, focal_size=focal_size)[0].numpy()
     tops = set()
     for i in range(16):
         np.testing.assert_array_equal(out[i, ..., 0], out[i, ..., 2])
@@ -266,7 +272,7 @@ def test_query_masks_focal(focal_size, expected_side):
 def test_query_masks_probabilities():
     n = 2000
     fg = random_foreground_np(np.random.default_rng(12), n, 7, 7)
-    out = saliency.query_masks(_seed(13), fg, 14, 14, 3, ratio_range=(0.2, 0.25))[0].numpy()
+    out = saliency.query_masks(int_seed(13), fg, 14, 14, 3, ratio_range=(0.2, 0.25))[0].numpy()
     focal = spatial = 0
     for m in out:
         same = np.array_equal(m[..., 0], m[..., 1]) and np.array_equal(m[..., 0], m[..., 2])
@@ -278,6 +284,7 @@ def test_query_masks_probabilities():
     assert abs(spatial / (n - focal) - 0.3) < 0.05
 
 
+@pytest.mark.slow
 def test_query_and_negative_masks_xla_equal_eager():
     fg = random_foreground_np(np.random.default_rng(14), 12, 7, 7)
 
@@ -287,19 +294,19 @@ def test_query_and_negative_masks_xla_equal_eager():
     def negative(s):
         return saliency.negative_masks(s, fg, 28, 28, 3, focal_prob=0.4, spatial_prob=0.5, fg_cap=0.55)[0]
 
-    for seed in (_seed(15, 16), tf.constant([2 ** 40, -(2 ** 50)], tf.int64)):
-        _assert_xla_equal(query, seed)
-        _assert_xla_equal(negative, seed)
-    assert not np.array_equal(query(_seed(1)).numpy(), query(_seed(2)).numpy())
+    for seed in (int_seed(15, 16), tf.constant([2 ** 40, -(2 ** 50)], tf.int64)):
+        assert_xla_equal(query, seed)
+        assert_xla_equal(negative, seed)
+    assert not np.array_equal(query(int_seed(1)).numpy(), query(int_seed(2)).numpy())
 
 
 def test_query_masks_dynamic_batch():
     fg = random_foreground_np(np.random.default_rng(17), 6, 7, 7)
-    expected = saliency.query_masks(_seed(18), fg, 28, 28, 3)[0].numpy()
+    expected = saliency.query_masks(int_seed(18), fg, 28, 28, 3)[0].numpy()
 
     @tf.function(input_signature=[tf.TensorSpec([None, 7, 7], tf.float32)])
     def dynamic(x):
-        return saliency.query_masks(_seed(18), x, 28, 28, 3)[0]
+        return saliency.query_masks(int_seed(18), x, 28, 28, 3)[0]
 
     np.testing.assert_array_equal(dynamic(fg).numpy(), expected)
 
@@ -315,7 +322,7 @@ def test_query_masks_dynamic_batch():
     (dict(focal_size=40), "focal size"),
 ])
 def test_query_masks_bad_args(kwargs, match):
-    args = dict(seed=_seed(0), foreground=np.ones((2, 7, 7), np.float32), height=28, width=28, channels=3)
+    args = dict(seed=int_seed(0), foreground=np.ones((2, 7, 7), np.float32), height=28, width=28, channels=3)
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         saliency.query_masks(**args)
@@ -330,7 +337,7 @@ def test_query_masks_bad_args(kwargs, match):
                                                        (0.5, None, 0.0)])
 def test_negative_masks_foreground_only(ratio, fg_cap, spatial_prob):
     fg = random_foreground_np(np.random.default_rng(19), 24, 7, 7)
-    out, stats = saliency.negative_masks(_seed(20), fg, 30, 30, 3, ratio_range=(ratio, ratio), fg_cap=fg_cap,
+    out, stats = saliency.negative_masks(int_seed(20), fg, 30, 30, 3, ratio_range=(ratio, ratio), fg_cap=fg_cap,
                                          spatial_prob=spatial_prob)
     out = out.numpy()
     assert out.shape == (24, 30, 30, 3) and out.dtype == np.float32
@@ -347,7 +354,7 @@ def test_negative_masks_foreground_only(ratio, fg_cap, spatial_prob):
 
 def test_negative_masks_focal_masks_a_square():
     fg = random_foreground_np(np.random.default_rng(21), 8, 7, 7)
-    out = saliency.negative_masks(_seed(22), fg, 28, 28, 3, focal_prob=1.0)[0].numpy()
+    out = saliency.negative_masks(int_seed(22), fg, 28, 28, 3, focal_prob=1.0)[0].numpy()
     for m in out:
         np.testing.assert_array_equal(m[..., 0], m[..., 1])
         assert solid_square_side_np(m[..., 0] == 0) == 16  # round(130 / 224 * 28)
@@ -389,7 +396,7 @@ def test_fill_mean_matches_numpy():
 
 def test_fill_highpass_noise():
     images, masks = _fill_inputs((4, 32, 32, 3), 3, 26)
-    out = saliency.fill(images, masks, "highpass", seed=_seed(27), noise_std=0.18).numpy()
+    out = saliency.fill(images, masks, "highpass", seed=int_seed(27), noise_std=0.18).numpy()
     keep = masks == 1
     np.testing.assert_array_equal(out[keep], images[keep])
     noise = out[~keep]

@@ -1,4 +1,4 @@
-"""Tests of the MSCN masks (mixmask_tf.masks) and the noise_std of mixing.erase, against small,
+"""Tests of the MSCN masks (mixmask_tf.ops.masks) and the noise_std of mixing.erase, against small,
 independent NumPy references."""
 
 import math
@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mixmask_tf import masks, mixing
+from mixmask_tf.ops import mixing
+from mixmask_tf.ops import mscn_masks as masks
+from conftest import assert_xla_equal, int_seed
 
 # ---------------------------------------------------------------------------
 # Independent NumPy references
@@ -60,14 +62,6 @@ def classify_np(mask, focal_size):
     return "grid_channel"
 
 
-def _seed(a, b=0):
-    return tf.constant([a, b], tf.int32)
-
-
-def _assert_xla_equal(fn, seed):
-    np.testing.assert_array_equal(tf.function(fn, jit_compile=True)(seed).numpy(), fn(seed).numpy())
-
-
 # ---------------------------------------------------------------------------
 # random_grid_masks
 # ---------------------------------------------------------------------------
@@ -78,7 +72,7 @@ def _assert_xla_equal(fn, seed):
     (14, 0.3),
 ])
 def test_random_grid_exact_masked_count(grid_size, ratio):
-    out = masks.random_grid_masks(_seed(grid_size, 5), 64, grid_size, ratio).numpy()
+    out = masks.random_grid_masks(int_seed(grid_size, 5), 64, grid_size, ratio).numpy()
     assert out.shape == (64, grid_size, grid_size) and out.dtype == np.float32
     assert set(np.unique(out)) <= {0.0, 1.0}
     expected = masked_count_np(grid_size, ratio)
@@ -94,7 +88,7 @@ def test_random_grid_rounds_half_up():
 
 def test_random_grid_cells_uniform():
     # Every cell masked with frequency r (k = 4 of 16), over a batch and over several seeds.
-    batch = np.concatenate([masks.random_grid_masks(_seed(s, 9), 500, 4, 0.25).numpy()
+    batch = np.concatenate([masks.random_grid_masks(int_seed(s, 9), 500, 4, 0.25).numpy()
                             for s in range(8)])
     freq = (batch == 0).mean(axis=0)
     assert np.abs(freq - 0.25).max() < 0.04, freq  # 4000 masks: one std is 0.007
@@ -105,17 +99,17 @@ def test_random_grid_cells_uniform():
 
 
 def test_random_grid_determinism_and_xla():
-    a = masks.random_grid_masks(_seed(1, 2), 32, 7, 0.3).numpy()
-    np.testing.assert_array_equal(a, masks.random_grid_masks(_seed(1, 2), 32, 7, 0.3).numpy())
-    assert not np.array_equal(a, masks.random_grid_masks(_seed(1, 3), 32, 7, 0.3).numpy())
+    a = masks.random_grid_masks(int_seed(1, 2), 32, 7, 0.3).numpy()
+    np.testing.assert_array_equal(a, masks.random_grid_masks(int_seed(1, 2), 32, 7, 0.3).numpy())
+    assert not np.array_equal(a, masks.random_grid_masks(int_seed(1, 3), 32, 7, 0.3).numpy())
     assert len({m.tobytes() for m in a}) > 28  # independent within a call
     fn = lambda s: masks.random_grid_masks(s, 256, 7, 0.3)
-    for seed in (_seed(-4, 7), tf.constant([2 ** 40, -(2 ** 50)], tf.int64)):
-        _assert_xla_equal(fn, seed)
+    for seed in (int_seed(-4, 7), tf.constant([2 ** 40, -(2 ** 50)], tf.int64)):
+        assert_xla_equal(fn, seed)
 
 
 def test_random_grid_tensor_num_masks():
-    seed = _seed(3, 3)
+    seed = int_seed(3, 3)
     expected = masks.random_grid_masks(seed, 9, 5, 0.4).numpy()
     np.testing.assert_array_equal(masks.random_grid_masks(seed, tf.constant(9), 5, 0.4).numpy(),
                                   expected)
@@ -139,7 +133,7 @@ def test_random_grid_bad_args(kwargs, match):
     args = dict(num_masks=2, grid_size=4, ratio=0.5)
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
-        masks.random_grid_masks(_seed(0), **args)
+        masks.random_grid_masks(int_seed(0), **args)
 
 
 # ---------------------------------------------------------------------------
@@ -149,7 +143,7 @@ def test_random_grid_bad_args(kwargs, match):
 
 @pytest.mark.parametrize("height,width,size", [(12, 9, 5), (8, 8, 8), (7, 10, 1)])
 def test_focal_masks_one_square(height, width, size):
-    out = masks.focal_masks(_seed(height, size), 600, height, width, size).numpy()
+    out = masks.focal_masks(int_seed(height, size), 600, height, width, size).numpy()
     assert out.shape == (600, height, width, 1) and out.dtype == np.float32
     assert set(np.unique(out)) <= {0.0, 1.0}
     tops, lefts = [], []
@@ -167,14 +161,14 @@ def test_focal_masks_one_square(height, width, size):
 
 def test_focal_masks_xla_and_seeds():
     fn = lambda s: masks.focal_masks(s, 128, 32, 30, 13)
-    _assert_xla_equal(fn, _seed(-8, 1))
-    assert not np.array_equal(fn(_seed(1)).numpy(), fn(_seed(2)).numpy())
+    assert_xla_equal(fn, int_seed(-8, 1))
+    assert not np.array_equal(fn(int_seed(1)).numpy(), fn(int_seed(2)).numpy())
 
 
 @pytest.mark.parametrize("size", [0, 9, 2.0])
 def test_focal_masks_bad_size(size):
     with pytest.raises(ValueError, match="focal size"):
-        masks.focal_masks(_seed(0), 2, 8, 10, size)
+        masks.focal_masks(int_seed(0), 2, 8, 10, size)
 
 
 # ---------------------------------------------------------------------------
@@ -186,7 +180,7 @@ ARGS = dict(height=H, width=W, channels=C, grid_size=G, ratio=0.3, focal_size=7)
 
 
 def mscn(seed, num, **kwargs):
-    return masks.mscn_masks(_seed(*seed), num, **{**ARGS, **kwargs}).numpy()
+    return masks.mscn_masks(int_seed(*seed), num, **{**ARGS, **kwargs}).numpy()
 
 
 def test_mscn_all_focal():
@@ -238,7 +232,7 @@ def test_mscn_frequencies_and_stats():
 def test_mscn_xla_static_and_dynamic():
     fn = lambda s: masks.mscn_masks(s, 64, focal_prob=0.4, channel_prob=0.7, mask_prob=0.9, **ARGS)
     seed = tf.constant([-3, 2 ** 40], tf.int64)
-    _assert_xla_equal(fn, seed)
+    assert_xla_equal(fn, seed)
     a = fn(seed).numpy()
     np.testing.assert_array_equal(a, fn(seed).numpy())
     assert not np.array_equal(a, fn(seed + 1).numpy())
@@ -266,7 +260,7 @@ def test_mscn_xla_static_and_dynamic():
 def test_mscn_bad_args(kwargs, match):
     args = {**ARGS, "focal_prob": 0.4, "channel_prob": 0.7, **kwargs}
     with pytest.raises(ValueError, match=match):
-        masks.mscn_masks(_seed(0), 2, **args)
+        masks.mscn_masks(int_seed(0), 2, **args)
 
 
 # ---------------------------------------------------------------------------
@@ -283,7 +277,7 @@ def _erase_inputs(n=4, h=16, w=16, c=3):
 
 def test_erase_per_channel_noise_reference():
     images, m = _erase_inputs()
-    seed = _seed(6, 6)
+    seed = int_seed(6, 6)
     # The noise itself: everything erased, standard deviation 1.
     z = mixing.erase(np.zeros_like(images), np.zeros_like(m), "noise", seed).numpy()
     for std in (1.0, 0.18):
@@ -296,27 +290,27 @@ def test_erase_noise_std_scales():
     images, _ = _erase_inputs(n=8, h=32, w=32)
     holes = np.zeros((1, 32, 32, 1), np.float32)
     for std in (0.18, 1.0, 3.0):
-        out = mixing.erase(images, holes, "noise", _seed(7), noise_std=std).numpy()
+        out = mixing.erase(images, holes, "noise", int_seed(7), noise_std=std).numpy()
         assert abs(out.std() / std - 1.0) < 0.05 and abs(out.mean()) < 0.05 * std
 
 
 def test_erase_default_noise_std_unchanged():
     images, m = _erase_inputs()
     for masks_ in (m, m[..., :1], m[:1, ..., :1]):
-        a = mixing.erase(images, masks_, "noise", _seed(8))
-        b = mixing.erase(images, masks_, "noise", _seed(8), noise_std=1.0)
+        a = mixing.erase(images, masks_, "noise", int_seed(8))
+        b = mixing.erase(images, masks_, "noise", int_seed(8), noise_std=1.0)
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     fn = lambda s: mixing.erase(images, m, "noise", s, noise_std=0.18)
     # Box–Muller float math may round differently under XLA: compared with a tolerance.
-    np.testing.assert_allclose(tf.function(fn, jit_compile=True)(_seed(8)).numpy(),
-                               fn(_seed(8)).numpy(), atol=1e-5)
+    np.testing.assert_allclose(tf.function(fn, jit_compile=True)(int_seed(8)).numpy(),
+                               fn(int_seed(8)).numpy(), atol=1e-5)
 
 
 @pytest.mark.parametrize("noise_std", [0.0, -1.0, math.inf, math.nan, "1"])
 def test_erase_bad_noise_std(noise_std):
     images, m = _erase_inputs(n=1)
     with pytest.raises(ValueError, match="noise_std"):
-        mixing.erase(images, m, "noise", _seed(1), noise_std=noise_std)
+        mixing.erase(images, m, "noise", int_seed(1), noise_std=noise_std)
 
 
 def test_erase_bad_mask_channels():

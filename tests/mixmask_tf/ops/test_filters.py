@@ -1,4 +1,4 @@
-"""MSCN's high-pass input filter (mixmask_tf/filters.py) against an independent NumPy reference:
+"""MSCN's high-pass input filter (mixmask_tf/ops/filters.py) against an independent NumPy reference:
 the kernel, the blur with reflect padding, constant images, defaults and errors, the config
 round trip, the serialisable Keras layer and XLA."""
 
@@ -9,38 +9,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mixmask_tf import filters
-
-
-def _np_kernel(sigma, radius):
-    t = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-t * t / (2.0 * sigma * sigma))
-    return k / k.sum()
-
-
-def _np_blur(images, sigma, radius, mode="reflect"):
-    """Reference: np.pad(mode=mode) then an explicit 2-D correlation with the outer-product kernel
-    (float64 loops over the (2r + 1)^2 taps)."""
-    k = _np_kernel(sigma, radius)
-    kernel = np.outer(k, k)
-    padded = np.pad(images.astype(np.float64), [(0, 0), (radius, radius), (radius, radius), (0, 0)], mode=mode)
-    n, h, w, c = images.shape
-    out = np.zeros((n, h, w, c))
-    for dy in range(2 * radius + 1):
-        for dx in range(2 * radius + 1):
-            out += kernel[dy, dx] * padded[:, dy:dy + h, dx:dx + w, :]
-    return out
+from mixmask_tf.ops import filters
+from np_reference import gaussian_blur_np, gaussian_kernel_np, normal_images
 
 
 def _images(seed=0, shape=(2, 9, 11, 3)):
-    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+    return normal_images(shape, seed)
 
 
 @pytest.mark.parametrize("sigma, radius", [(0.625, 2), (1.5, 4), (3.0, 1)])
 def test_gaussian_kernel_matches_formula(sigma, radius):
     k = filters.gaussian_kernel(sigma, radius)
     assert k.dtype == np.float32 and k.shape == (2 * radius + 1,)
-    np.testing.assert_allclose(k, _np_kernel(sigma, radius), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(k, gaussian_kernel_np(sigma, radius), rtol=1e-6, atol=1e-8)
     assert k.sum() == pytest.approx(1.0, abs=1e-6)
     np.testing.assert_array_equal(k, k[::-1])
 
@@ -49,7 +30,7 @@ def test_gaussian_kernel_matches_formula(sigma, radius):
 def test_blur_and_high_pass_match_numpy_reference(sigma, radius):
     images = _images()
     blurred = filters.gaussian_blur(images, sigma, radius).numpy()
-    reference = _np_blur(images, sigma, radius)
+    reference = gaussian_blur_np(images, sigma, radius)
     assert blurred.shape == images.shape and blurred.dtype == np.float32
     np.testing.assert_allclose(blurred, reference, rtol=1e-5, atol=1e-5)
     high = filters.high_pass(images, sigma, radius).numpy()
@@ -57,7 +38,7 @@ def test_blur_and_high_pass_match_numpy_reference(sigma, radius):
     # The callable filter is the same function.
     np.testing.assert_array_equal(filters.HighPassFilter(sigma, radius)(images).numpy(), high)
     # Reflect padding, not edge repetition: the border pixel is not counted twice.
-    assert not np.allclose(blurred[:, 0], _np_blur(images, sigma, radius, mode="edge")[:, 0], atol=1e-3)
+    assert not np.allclose(blurred[:, 0], gaussian_blur_np(images, sigma, radius, mode="edge")[:, 0], atol=1e-3)
 
 
 def test_constant_image_maps_to_zero_including_borders():
@@ -141,3 +122,22 @@ def test_xla_equals_eager():
         eager = filters.high_pass(images, sigma, radius).numpy()
         compiled = tf.function(lambda x: filters.high_pass(x, sigma, radius), jit_compile=True)(images).numpy()
         np.testing.assert_allclose(compiled, eager, rtol=1e-6, atol=1e-6)
+
+
+def test_one_gaussian_blur_for_one_sigma_and_a_sigma_per_image():
+    from mixmask_tf.augment import ops as augment_ops
+
+    assert augment_ops.gaussian_blur is filters.gaussian_blur  # the views' blur is this one
+    images = normal_images((3, 9, 11, 2), seed=5)
+    sigmas = [0.7, 1.3, 2.0]
+    per_image = filters.gaussian_blur(tf.constant(images), tf.constant(sigmas), 2).numpy()
+    assert per_image.shape == images.shape and per_image.dtype == np.float32
+    for i, sigma in enumerate(sigmas):
+        one = filters.gaussian_blur(images[i:i + 1], sigma, 2).numpy()[0]
+        np.testing.assert_allclose(per_image[i], one, atol=1e-6)
+        np.testing.assert_allclose(per_image[i], gaussian_blur_np(images[i], sigma, 2), atol=1e-5)
+    # A σ per image: radius 0 is the identity and an empty batch stays empty; one σ is checked.
+    np.testing.assert_array_equal(filters.gaussian_blur(images, tf.constant(sigmas), 0), images)
+    assert filters.gaussian_blur(tf.zeros([0, 9, 11, 2]), tf.zeros([0]), 2).shape == (0, 9, 11, 2)
+    with pytest.raises(ValueError, match="radius"):
+        filters.gaussian_blur(images, 1.0, 0)

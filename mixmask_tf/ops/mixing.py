@@ -1,4 +1,4 @@
-"""MixMask mixtures of a query batch (ALGORITHMS.md section 2), in pure TensorFlow.
+"""MixMask mixtures of a query batch (docs/algorithms.md, "MixMask"), in pure TensorFlow.
 
 ``mixed = M * x + (1 - M) * x[perm]``: a mask value of 1 keeps the image's own
 pixels, 0 takes its partner's. Every image ``i`` appears twice among the mixtures:
@@ -14,7 +14,7 @@ baseline's fill (:func:`erase`, ``M * x + (1 - M) * fill``).
 
 All functions are pure TF and run under ``tf.function(jit_compile=True)``.
 Randomness is stateless: ``seed`` is an int32/int64 tensor of shape [2]. As in
-:mod:`mixmask_tf.masks`, every random number is built from stateless *integer*
+:mod:`mixmask_tf.ops.masks`, every random number is built from stateless *integer*
 draws on canonical seeds (uniforms from 24 random bits, normals by Box–Muller on
 them, Beta by Marsaglia–Tsang on those), so the same seed gives the same draws with
 and without XLA, up to last-bit differences of float math (``sqrt``/``log``/``cos``)
@@ -27,7 +27,7 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from mixmask_tf import checks
-from mixmask_tf import masks as masks_lib
+from mixmask_tf.ops import masks as masks_lib
 from mixmask_tf import seeds
 
 PERMUTATIONS = checks.PERMUTATIONS
@@ -160,7 +160,7 @@ def mixmask(images, seed, grid_size, mask_type="blocked", ratio=0.5, ratio_range
     """Builds the MixMask mixture of a query batch.
 
     The mask and permutation sub-seeds are split independently from ``seed``.
-    Masks come from :func:`mixmask_tf.masks.grid_masks` (one for the batch, or one
+    Masks come from :func:`mixmask_tf.ops.masks.grid_masks` (one for the batch, or one
     per image if ``per_sample``), are upsampled to the images' ``H x W`` and λ is
     measured on them.
 
@@ -183,7 +183,7 @@ def mixmask(images, seed, grid_size, mask_type="blocked", ratio=0.5, ratio_range
 
     Raises:
       ValueError: for invalid static arguments (see
-        :func:`mixmask_tf.masks.validate_mask_args`) or an unknown permutation.
+        :func:`mixmask_tf.ops.masks.validate_mask_args`) or an unknown permutation.
     """
     images, height, width = _image_batch(images)
     masks_lib.validate_mask_args(grid_size, ratio, ratio_range, mask_type,
@@ -314,7 +314,7 @@ def unmix_box(center, cut, size):
     ``stop = start + cut``, both clipped to ``[0, size]``. (The CutMix/Un-Mix
     reference code uses ``center ± cut // 2``, i.e. a side of ``2 * (cut // 2)``
     pixels, one fewer when ``cut`` is odd; we keep the side of ``cut`` pixels that
-    ALGORITHMS.md states. λ is measured on the clipped box either way.)
+    docs/algorithms.md ("Un-Mix") states. λ is measured on the clipped box either way.)
 
     Args:
       center: int32 tensor, the centre pixel in ``[0, size)``.
@@ -330,7 +330,7 @@ def unmix_box(center, cut, size):
 
 
 def unmix(images, seed, global_prob=0.5, beta=1.0, permutation="reverse"):
-    """Un-Mix mixture of a query batch (Shen et al. 2022; ALGORITHMS.md section 2).
+    """Un-Mix mixture of a query batch (Shen et al. 2022; docs/algorithms.md, "Un-Mix").
 
     One λ ~ Beta(beta, beta) and one r ~ U(0, 1) per call (shared by the batch):
 
@@ -407,14 +407,14 @@ def unmix(images, seed, global_prob=0.5, beta=1.0, permutation="reverse"):
 
 
 def erase(images, masks, fill="zero", seed=None, noise_std=1.0):
-    """Erase-based masking: ``M * x + (1 - M) * fill`` (ALGORITHMS.md sections 2 and 6).
+    """Erase-based masking: ``M * x + (1 - M) * fill`` (docs/algorithms.md, "erase" and "MSCN").
 
     Args:
       images: [N, H, W, C] float tensor (any float dtype; the result keeps it).
       masks: float tensor in {0, 1}; 1 keeps the pixel, 0 erases it. Shape
         [1 or N, H, W, 1 or C]: broadcast over the batch when its first axis is 1, and
         over channels when its last axis is 1; [N, H, W, C] masks each channel on its
-        own (MSCN's channel-independent masks, :func:`mixmask_tf.masks.mscn_masks`).
+        own (MSCN's channel-independent masks, :func:`mixmask_tf.ops.mscn_masks.mscn_masks`).
       fill: ``"zero"`` (0, the mean of normalised data) or ``"noise"`` (Gaussian noise
         of standard deviation ``noise_std``, independent per pixel and channel;
         Box–Muller on 24-bit uniforms, see :func:`_standard_normal`).

@@ -1,10 +1,10 @@
-"""Saliency-guided masking for ConvNets (paper 004; ALGORITHMS.md section 7), in pure TensorFlow.
+"""Saliency-guided masking for ConvNets (paper 004; docs/algorithms.md, "saliency-guided masking"), in pure TensorFlow.
 
 The authors' code is joycenerd/Saliency-Guided-Masking-for-ConvNets (cited below as
 ``localize.py`` = ``Dataset/localize.py``, ``hp.py`` / ``blur.py`` / ``mean.py`` =
 ``Dataset/random_mask_{hp,blur,mean}.py``, ``loader.py`` = ``moco/loader.py``, ``builder.py`` =
-``moco/builder.py``, ``main_moco.py``). This module follows it where ALGORITHMS.md agrees and
-follows ALGORITHMS.md where they differ; every difference is noted where it applies.
+``moco/builder.py``, ``main_moco.py``). This module follows it where docs/algorithms.md agrees and
+follows docs/algorithms.md where they differ; every difference is noted where it applies.
 
 Pipeline (the caller's part in brackets):
 
@@ -22,7 +22,7 @@ Pipeline (the caller's part in brackets):
 **From the saliency grid to pixels.** The saliency map is a ``g_h x g_w`` grid (7 x 7 at 224 px
 from ResNet-50's stride 32: the authors' 32-px cells, ``hp.py`` 78). Pixel row ``p`` of an image of
 height ``H`` belongs to cell row ``floor(p * g_h / H)``, column ``q`` of width ``W`` to cell column
-``floor(q * g_w / W)``: the nearest upsampling of :func:`mixmask_tf.masks.upsample_masks`, for any
+``floor(q * g_w / W)``: the nearest upsampling of :func:`mixmask_tf.ops.masks.upsample_masks`, for any
 size (at 224 px with a 7 x 7 grid, cell ``c`` is pixels ``32c .. 32c + 31``, as the authors'
 slices). ``g_h <= H`` and ``g_w <= W`` are required, so every cell covers at least one pixel;
 where ``g`` does not divide the size, cells cover ``floor`` or ``ceil`` of ``H / g`` pixels.
@@ -38,12 +38,10 @@ import math
 
 import tensorflow as tf
 
-from mixmask_tf import checks
-from mixmask_tf import filters
+from mixmask_tf import checks, seeds
 from mixmask_tf.losses import hard_negative_logits  # noqa: F401  (the op lives in losses; re-exported)
-from mixmask_tf import masks as masks_lib
-from mixmask_tf import mixing
-from mixmask_tf import seeds
+from mixmask_tf.ops import filters, mixing, mscn_masks
+from mixmask_tf.ops import masks as masks_lib
 
 __all__ = ["FILL_STRATEGIES", "QUERY_FOCAL_PX", "NEGATIVE_FOCAL_PX", "BLUR_SIGMA_PX", "BLUR_RADIUS_PX",
            "saliency_maps", "foreground_cells", "cell_counts", "select_cells", "default_focal_size",
@@ -116,9 +114,9 @@ def foreground_cells(saliency, std_factor=0.6):
     threshold. The statistics are taken of the map minus its minimum (the same threshold,
     mathematically), so a constant map is exactly all foreground.
 
-    Departure (ALGORITHMS.md): ``localize.py`` 85-87 tests ``np.sort(mask)[i, j]`` -- the map with
+    Departure (docs/algorithms.md): ``localize.py`` 85-87 tests ``np.sort(mask)[i, j]`` -- the map with
     each *row* sorted -- for cell ``(i, j)``, so each row keeps its number of foreground cells but
-    they land in the row's last columns. We test each cell's own value, as ALGORITHMS.md states.
+    they land in the row's last columns. We test each cell's own value, as docs/algorithms.md states.
 
     Args:
       saliency: float [N, g_h, g_w].
@@ -152,10 +150,14 @@ def cell_counts(ratio, fg_fraction, num_cells, fg_cap=0.55):
     floats. Then clamped [ours]: ``0 <= n_fg <= F`` and ``0 <= n_bg <= num_cells - F``, where
     ``F = round(fg_fraction * num_cells)`` is the number of foreground cells. The authors' slices
     ``idxs[:num]`` (``hp.py`` 103) truncate at the pool size as the upper clamps do, but a negative
-    ``n_bg`` (e.g. ``r = 0.1``, all cells foreground: ``4 - 5``) slices off the *last* cells,
-    masking all but one; we mask none.
+    ``n_bg`` slices off the pool's *last* cells. Example, 49 cells of which 46 are foreground and
+    ``r = 0.1``: ``n_fg = round(0.1 * 46) = 5``, ``n_bg = floor(4.9) - 5 = -1``, and the authors'
+    ``bg_idxs[:-1]`` masks 2 of the 3 background cells (all but one); we mask none:
+    ``cell_counts([0.1], [46 / 49], 49) == ([5], [0])``. With every cell foreground the background
+    pool is empty and the authors mask no background cell, as we do:
+    ``cell_counts([0.1], [1.0], 49) == ([5], [0])``.
 
-    The cap: ALGORITHMS.md's ``min(r * FG, 0.55)``; ``hp.py`` 55 caps only from 0.56 on (values in
+    The cap: docs/algorithms.md's ``min(r * FG, 0.55)``; ``hp.py`` 55 caps only from 0.56 on (values in
     [0.55, 0.56) pass unchanged), which gives the same counts at 49 cells (``round(x * 49) = 27``
     on all of [0.55, 0.56)).
 
@@ -194,7 +196,7 @@ def select_cells(seed, pool, counts):
     (:func:`mixmask_tf.seeds.portable_uniform`); a cell's int64 key is
     ``bits * cells + index``, plus ``2**24 * cells`` outside the pool, so keys are unique and
     every pool cell ranks before every other cell; the ``min(counts[i], pool size)`` lowest ranks
-    are chosen (the tie-free ranking of :func:`mixmask_tf.masks.random_grid_masks`). Bit-identical
+    are chosen (the tie-free ranking of :func:`mixmask_tf.ops.mscn_masks.random_grid_masks`). Bit-identical
     under XLA. The authors' ``torch.randperm`` of the pool then ``[:num]`` (``hp.py`` 100-106) is
     the same distribution.
 
@@ -272,7 +274,7 @@ def _saliency_masks(seed, foreground, height, width, channels, ratio_range, fg_c
         pools, counts = pools + [1.0 - foreground], counts + [n_bg]
     out = _grid_keep_masks(cell_seed, pools, counts, channels, u[2] >= float(spatial_prob), height, width)
     if float(focal_prob) > 0.0:
-        square = masks_lib.focal_masks(focal_seed, n, height, width, focal_size)
+        square = mscn_masks.focal_masks(focal_seed, n, height, width, focal_size)
         if negative:
             square = 1.0 - square
         out = tf.where((u[1] < float(focal_prob))[:, None, None, None], square, out)
@@ -281,11 +283,11 @@ def _saliency_masks(seed, foreground, height, width, channels, ratio_range, fg_c
 
 def query_masks(seed, foreground, height, width, channels, ratio_range=(0.05, 0.25), fg_cap=0.55,
                 focal_prob=0.2, spatial_prob=0.3, focal_size=None):
-    """Saliency-guided masks of the query view (ALGORITHMS.md section 7; ``hp.py`` 109-138).
+    """Saliency-guided masks of the query view (docs/algorithms.md, "saliency-guided masking"; ``hp.py`` 109-138).
 
     Per image, independently:
 
-    * with probability ``focal_prob``: a focal mask, :func:`mixmask_tf.masks.focal_masks` (keep
+    * with probability ``focal_prob``: a focal mask, :func:`mixmask_tf.ops.mscn_masks.focal_masks` (keep
       one uniformly placed square of ``focal_size`` pixels, mask the rest), the same on every
       channel;
     * otherwise ``r ~ U(ratio_range)``; ``n_fg`` foreground and ``n_bg`` background cells
@@ -337,7 +339,7 @@ def query_masks(seed, foreground, height, width, channels, ratio_range=(0.05, 0.
 
 def negative_masks(seed, foreground, height, width, channels, ratio_range=(0.4, 0.7), focal_prob=0.0,
                    focal_size=None, spatial_prob=1.0, fg_cap=None):
-    """Masks of the hard negative: only foreground cells masked (ALGORITHMS.md section 7).
+    """Masks of the hard negative: only foreground cells masked (docs/algorithms.md, "saliency-guided masking").
 
     Per image: ``r ~ U(ratio_range)`` and ``n = round(min(r * fg_fraction, fg_cap) * g_h * g_w)``
     foreground cells masked, i.e. ``round(r * F)`` of the ``F`` foreground cells without a cap
@@ -394,8 +396,8 @@ def fill(images, masks, strategy, seed=None, noise_std=0.18, blur_sigma=None, bl
     """Fills the masked pixels (mask 0) by one of the paper's three strategies.
 
     * ``"highpass"``: Gaussian noise of std ``noise_std``, independent per pixel and channel
-      (:func:`mixmask_tf.mixing.erase` with ``fill="noise"``). The images must already be
-      high-pass filtered by the caller (:mod:`mixmask_tf.filters`; ``loader.py`` 27-34); the
+      (:func:`mixmask_tf.ops.mixing.erase` with ``fill="noise"``). The images must already be
+      high-pass filtered by the caller (:mod:`mixmask_tf.ops.filters`; ``loader.py`` 27-34); the
       authors use std 0.18 for the query and 0.14 for the negative (``main_moco.py`` 295-296).
       Departure: the authors draw one noise patch per cell shape and batch and paste it into
       every masked cell (``hp.py`` 122, 140-148); we draw fresh noise per pixel.

@@ -1,4 +1,4 @@
-"""Tests of mixmask_tf.masks against small, independent NumPy references."""
+"""Tests of mixmask_tf.ops.masks against small, independent NumPy references."""
 
 import math
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mixmask_tf import masks
+from mixmask_tf import seeds
+from mixmask_tf.ops import masks
 
 # ---------------------------------------------------------------------------
 # Independent NumPy references
@@ -248,9 +249,46 @@ def test_discrete_never_degenerate(ratio):
         assert s.min() >= 1 and s.max() <= g * g - 1
 
 
-def test_discrete_grid_mask_single():
-    m = masks.discrete_grid_mask(tf.constant([4, 4]), 2, 0.999)
-    assert m.shape == (2, 2) and 0 < m.numpy().sum() < 4
+def discrete_replay_np(seed, grid_size, ratio, max_redraws=100):
+    """NumPy replay of one discrete mask on the library's own portable uniforms (seeds): draw ``i``
+    keeps a cell where ``u < 1 - ratio`` (float32); a degenerate grid (all 0 or all 1) takes draws
+    1, 2, ... up to ``max_redraws``; if still degenerate, cell ``floor(u * G**2)`` of draw
+    ``max_redraws + 1`` is flipped. -> (int [G, G], whether the fallback flipped a cell)."""
+    g = grid_size
+    base = seeds.stream_base(tf.constant(seed))
+    keep = np.float32(1.0) - np.float32(ratio)
+
+    def draw(i):
+        return (seeds.portable_uniform(seeds.stream_seed(base, tf.constant(i, tf.int32)), [1, g, g])
+                .numpy()[0] < keep).astype(np.int64)
+
+    mask, i = draw(0), 1
+    while mask.sum() in (0, g * g) and i <= max_redraws:
+        mask, i = draw(i), i + 1
+    if mask.sum() not in (0, g * g):
+        return mask, False
+    u = seeds.portable_uniform(seeds.stream_seed(base, tf.constant(max_redraws + 1, tf.int32)), [1]).numpy()[0]
+    flat = mask.reshape(-1)
+    flat[min(int(np.floor(u * g * g)), g * g - 1)] ^= 1
+    return flat.reshape(g, g), True
+
+
+def test_discrete_grid_mask_single_matches_the_replay():
+    # ratio 0.999 at G = 2: a cell is kept with probability 0.001, so nearly every draw is all 0 and
+    # the mask keeps exactly one cell (the fallback's, or the one cell of a rare good draw).
+    fallbacks = 0
+    for i in range(6):
+        seed = [4 + i, 4]
+        got = masks.discrete_grid_mask(tf.constant(seed), 2, 0.999).numpy()
+        want, fell_back = discrete_replay_np(seed, 2, 0.999)
+        np.testing.assert_array_equal(got, want.astype(np.float32))
+        assert got.sum() == 1.0
+        fallbacks += fell_back
+    assert fallbacks > 0  # the fallback path is exercised (P(fallback) = 0.999**400 ≈ 0.67 per mask)
+    for ratio in (0.25, 0.5):
+        for i in range(5):
+            got = masks.discrete_grid_mask(tf.constant([i, 7]), 3, ratio).numpy()
+            np.testing.assert_array_equal(got, discrete_replay_np([i, 7], 3, ratio)[0].astype(np.float32))
 
 
 # ---------------------------------------------------------------------------
@@ -441,6 +479,7 @@ def test_grid_masks_bad_mask_type():
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_grid_masks_xla_equals_graph_and_dynamic_count():
     seed = tf.constant([-12, 34], tf.int32)
     for mask_type in masks.MASK_TYPES:

@@ -1,4 +1,4 @@
-"""Tests of mixmask_tf.mixing against small, independent NumPy references."""
+"""Tests of mixmask_tf.ops.mixing against small, independent NumPy references."""
 
 import itertools
 from collections import Counter
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mixmask_tf import masks, mixing
+from mixmask_tf.ops import masks, mixing
+from np_reference import normal_images
 
 
 def mix_np(x, m, perm):
@@ -16,7 +17,7 @@ def mix_np(x, m, perm):
 
 
 def images_np(n=8, h=12, w=10, c=3, seed=0):
-    return np.random.default_rng(seed).normal(size=(n, h, w, c)).astype(np.float32)
+    return normal_images((n, h, w, c), seed)
 
 
 # ---------------------------------------------------------------------------
@@ -201,6 +202,7 @@ def _all_configs(x, seed):
             for mt, ps, pm in CONFIGS]
 
 
+@pytest.mark.slow
 def test_mixmask_xla_compiles_and_equals_non_xla():
     # All 8 configurations in one compiled function (one XLA compilation).
     x = images_np(n=8, h=32, w=32, seed=8)
