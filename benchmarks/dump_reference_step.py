@@ -71,7 +71,7 @@ def main(argv=None):
 
     from mixmask_tf import backbones, branches, models
     from mixmask_tf.ops import masks, mixing
-    from mixmask_tf.models import base
+    from mixmask_tf.models import trainer as base
     from mixmask_tf.optimizers import SGDL2
 
     if args.image_shape:

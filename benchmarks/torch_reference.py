@@ -5,7 +5,7 @@ times for `--frameworks=mocov2` (mixmask-tf's `MoCo` trainer with the `mixmask` 
 step can be compared against a fast PyTorch bar (eager and `torch.compile`). It imports torch and
 numpy only (never TensorFlow) and runs in its own environment.
 
-One step (the same as `mixmask_tf.models.base.SiameseTrainer.train_step` + `models.moco.MoCo`):
+One step (the same as `mixmask_tf.models.trainer.SiameseTrainer.train_step` + `models.moco.MoCo`):
 
 1. EMA of the key encoder's parameters (BN moving statistics are its own), k <- m k + (1 - m) q,
    m = 0.99, before the keys are encoded (`torch._foreach_*`, as the MoCo reference under no_grad).

@@ -139,6 +139,4 @@ def test_no_two_modules_of_the_library_share_a_name():
             if name.endswith(".py") and name != "__init__.py":
                 names.setdefault(name, []).append(os.path.relpath(os.path.join(folder, name), REPO_ROOT))
     shared = {name: sorted(paths) for name, paths in names.items() if len(paths) > 1}
-    # Left: branches/base.py and models/base.py (the two base classes; issue 25 item 5, to rename).
-    shared.pop("base.py", None)
     assert shared == {}

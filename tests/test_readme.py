@@ -22,6 +22,8 @@ DOC_FILES = sorted(["README.md", os.path.join("configs", "paper", "README.md")]
 EXAMPLES_RUN_ELSEWHERE = {
     "rest-bodies": os.path.join("tests", "export", "test_saved_model.py"),
     "tflite-interpreter": os.path.join("tests", "export", "test_tflite.py"),
+    **{name: os.path.join("tests", "mixmask_tf", "branches", "test_adding_a_branch.py")
+       for name in ("flip-branch", "flip-registry", "flip-option", "flip-usage")},
 }
 EXAMPLES_RUN_HERE = ("fit", "mscn", "combinations", "custom-branch")
 MARKER = re.compile(r"<!-- (example: ([\w-]+)[^>]*|not run by the tests: [^>]+) -->$")

@@ -1,8 +1,8 @@
-"""Framework trainers: one file per framework on `base.SiameseTrainer`."""
+"""Framework trainers: one file per framework on `trainer.SiameseTrainer`."""
 
 import inspect
 
-from mixmask_tf.models.base import SiameseTrainer
+from mixmask_tf.models.trainer import SiameseTrainer
 from mixmask_tf.models.byol import BYOL
 from mixmask_tf.models.moco import MoCo
 from mixmask_tf.models.simclr import SimCLR

@@ -12,10 +12,10 @@ import math
 import tensorflow as tf
 
 from mixmask_tf import losses
-from mixmask_tf.models import base, heads
+from mixmask_tf.models import heads, trainer
 
 
-class BYOL(base.SiameseTrainer):
+class BYOL(trainer.SiameseTrainer):
     """BYOL trainer.
 
     Args:
@@ -47,8 +47,8 @@ class BYOL(base.SiameseTrainer):
         projector = heads.mlp_head(features, self.hidden_dim, embedding_dim, name="projector")
         self.predictor = heads.mlp_head(embedding_dim, self.hidden_dim, embedding_dim, name="predictor")
         self.online_encoder = heads.stack(backbone.input_shape[1:], backbone, projector, name="online_encoder")
-        self.target_encoder = base.momentum_copy(self.online_encoder, "target_encoder")
-        self._momentum_pairs = base.momentum_pairs(self.online_encoder, self.target_encoder)
+        self.target_encoder = trainer.momentum_copy(self.online_encoder, "target_encoder")
+        self._momentum_pairs = trainer.momentum_pairs(self.online_encoder, self.target_encoder)
 
     def target_backbone(self):
         """The backbone inside the target_encoder (its EMA copy of the online backbone)."""
@@ -87,7 +87,7 @@ class BYOL(base.SiameseTrainer):
         return losses.byol_regression(query, targets)
 
     def finish_step(self, extras):
-        base.ema_update(self._momentum_pairs, self.current_tau())
+        trainer.ema_update(self._momentum_pairs, self.current_tau())
 
     def get_config(self):
         return {**super().get_config(), "framework": "byol", "embedding_dim": self.embedding_dim,

@@ -16,10 +16,10 @@ import keras
 import tensorflow as tf
 
 from mixmask_tf import losses
-from mixmask_tf.models import base, heads
+from mixmask_tf.models import heads, trainer
 
 
-class MoCo(base.SiameseTrainer):
+class MoCo(trainer.SiameseTrainer):
     """MoCo trainer.
 
     Args:
@@ -55,8 +55,8 @@ class MoCo(base.SiameseTrainer):
         head = heads.mlp_head(features, self.hidden_dim, embedding_dim, num_layers=2 if version == "v2" else 1,
                               batch_norm=False, name="head")
         self.query_encoder = heads.stack(backbone.input_shape[1:], backbone, head, name="query_encoder")
-        self.key_encoder = base.momentum_copy(self.query_encoder, "key_encoder")
-        self._momentum_pairs = base.momentum_pairs(self.query_encoder, self.key_encoder)
+        self.key_encoder = trainer.momentum_copy(self.query_encoder, "key_encoder")
+        self._momentum_pairs = trainer.momentum_pairs(self.query_encoder, self.key_encoder)
 
         def init_queue(shape, dtype=None):
             return losses.l2_normalize(keras.random.normal(shape, seed=seed), axis=1)
@@ -75,7 +75,7 @@ class MoCo(base.SiameseTrainer):
         return self.query_encoder.trainable_variables
 
     def update_targets(self):
-        base.ema_update(self._momentum_pairs, self.momentum)  # before the keys are encoded
+        trainer.ema_update(self._momentum_pairs, self.momentum)  # before the keys are encoded
 
     def embed_query(self, images, training):
         return losses.l2_normalize(self.query_encoder(images, training=training))
@@ -132,7 +132,7 @@ class MoCo(base.SiameseTrainer):
 
     def finish_step(self, key_sets):
         """Enqueues the clean keys of every replica (global batch order), once per step."""
-        keys = tf.concat([base.all_gather(k) for k in key_sets], axis=0)  # (B_global · sets) x D
+        keys = tf.concat([trainer.all_gather(k) for k in key_sets], axis=0)  # (B_global · sets) x D
         n = tf.shape(keys)[0]
         index = tf.math.floormod(self.queue_ptr + tf.range(n, dtype=tf.int32), self.queue_size)
         self.queue.assign(tf.tensor_scatter_nd_update(self.queue, index[:, None], keys))

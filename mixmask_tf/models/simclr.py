@@ -27,10 +27,10 @@ their targets gradient-free. `tests/mixmask_tf/models/test_target_gradients.py` 
 import tensorflow as tf
 
 from mixmask_tf import losses
-from mixmask_tf.models import base, heads
+from mixmask_tf.models import heads, trainer
 
 
-class SimCLR(base.SiameseTrainer):
+class SimCLR(trainer.SiameseTrainer):
     """SimCLR trainer.
 
     Args:
@@ -71,8 +71,8 @@ class SimCLR(base.SiameseTrainer):
     def embed_views(self, views, training):
         """Per view (z [n, D], z gathered over replicas [N, D], this replica's offset)."""
         zs = [self.embed_query(v, training) for v in views]  # n x D each
-        gathered = [base.all_gather(z) for z in zs]  # N x D, differentiable
-        offset = base.replica_offset(tf.shape(zs[0])[0])
+        gathered = [trainer.all_gather(z) for z in zs]  # N x D, differentiable
+        offset = trainer.replica_offset(tf.shape(zs[0])[0])
         return [(z, z_all, offset) for z, z_all in zip(zs, gathered)]
 
     supports_negatives = True

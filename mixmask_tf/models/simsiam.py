@@ -9,10 +9,10 @@ More than two views (MSCN) [ours]: the symmetrised loss averaged over every pair
 import tensorflow as tf
 
 from mixmask_tf import losses
-from mixmask_tf.models import base, heads
+from mixmask_tf.models import heads, trainer
 
 
-class SimSiam(base.SiameseTrainer):
+class SimSiam(trainer.SiameseTrainer):
     """SimSiam trainer.
 
     Args:

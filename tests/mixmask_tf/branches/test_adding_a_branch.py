@@ -21,6 +21,8 @@ from mixmask_tf import options as declared
 from mixmask_tf.models import build_trainer
 
 DOC = os.path.join(REPO_ROOT, "docs", "adding-a-branch.md")
+# The page's blocks, in order: example: flip-branch, example: flip-registry, example: flip-option,
+# example: flip-usage (tests/test_readme.py checks that each names this file).
 SHAPE = (16, 16, 1)
 # Small heads and queue: MoCo's queue, the other frameworks' hidden width.
 SMALL = {name: dict(embedding_dim=8, **({"queue_size": 32} if name.startswith("moco") else {"hidden_dim": 16}))
