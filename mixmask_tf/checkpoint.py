@@ -60,6 +60,14 @@ _SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EP
 _SPACE_WORDS = ("no space left", "disk quota", "read-only file system", "permission denied")
 
 
+def _short_reason(message, limit=300):
+    """A TensorFlow or OS error message in one short line: TensorFlow's ``{{function_node ...}}``
+    prefix dropped, the first line, and its end (where the cause, e.g. "No space left on device",
+    stands) when it is too long."""
+    line = re.sub(r"\{\{[^}]*\}\}\s*", "", message).strip().splitlines()[0]
+    return line if len(line) <= limit else "..." + line[-limit:]
+
+
 @contextlib.contextmanager
 def writing(what):
     """Turns a failed write inside the block into one `WriteFailed` naming `what`.
@@ -81,7 +89,7 @@ def writing(what):
             w in message.lower() for w in _SPACE_WORDS)
         if not space:
             raise
-        reason = message.splitlines()[0][:300] if message else type(e).__name__
+        reason = _short_reason(message) if message else type(e).__name__
         raise WriteFailed(what, reason) from e
 
 
