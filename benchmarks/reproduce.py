@@ -21,12 +21,12 @@ Groups:
               MoCo v2 + MixMask (G 4, blocked, 0.5, switch on), run once for both groups.
   frameworks  plain vs + MixMask on SimCLR, BYOL and SimSiam.
 
-The long study (`--study=long`, issue 16: "a study long enough to learn") runs at the demo's
+The long study (`--study=long`: a study long enough to learn) runs at the demo's
 budget: all 60 000 training images for 6 epochs at batch 128 (2 808 steps, 9x the short study's
 312), with the demo's ConvNet (`configs/demo.cfg`: width 16, 3x3 pooled 576-d features):
 
   long        MoCo v2 alone, + MixMask, + erase, + MSCN, + saliency-guided masking (high-pass, blur
-              and mean fills; issue 17); SimCLR alone, + MSCN (the SimCLR arms:
+              and mean fills); SimCLR alone, + MSCN (the SimCLR arms:
               `configs/quick_simclr.cfg` with the demo's --pool_grid=3).
 
     python -m benchmarks.reproduce --study=long            # 27 runs of about 8-25 min each on 2 cores

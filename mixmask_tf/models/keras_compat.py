@@ -1,4 +1,4 @@
-"""Workarounds for Keras 3.15 on TensorFlow 2.21 (TF_NOTES.md); each says what it works around."""
+"""Workarounds for Keras 3.15 on TensorFlow 2.21; each says what it works around and why."""
 
 import tensorflow as tf
 
