@@ -138,6 +138,7 @@ class SaliencyBranch(Branch):
             ("negative_mask_ratio",) + tuple(f"{n}_logit" for n in self.negative_names()) if self.uses_negatives
             else ())
         self._feature_model = None  # the localisation network: `bind` (target) or `localisation_network`
+        self._loaded = {}  # image shape -> the given localisation network, loaded once (validate, then bind)
 
     def negative_names(self):
         return tuple("hard_negative" if h == 0 else f"hard_negative{h + 1}" for h in range(self.hard_negatives))
@@ -156,9 +157,16 @@ class SaliencyBranch(Branch):
             self._load_localisation(image_shape)
 
     def _load_localisation(self, image_shape):
-        """A given localisation network (resnet50_imagenet or a .keras file), frozen and checked."""
+        """A given localisation network (resnet50_imagenet or a .keras file), frozen and checked; loaded
+        once per image shape (`validate` and `bind` share it)."""
         height, width = image_hw(image_shape)
         image_shape = (height, width, int(image_shape[2]))
+        if image_shape not in self._loaded:
+            self._loaded[image_shape] = self._build_localisation(image_shape)
+        return self._loaded[image_shape]
+
+    def _build_localisation(self, image_shape):
+        height, width = image_shape[:2]
         if self.localisation == "resnet50_imagenet":
             model = resnet50_imagenet(image_shape, self.mean, self.std)
         else:
