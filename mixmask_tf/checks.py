@@ -96,6 +96,15 @@ def choice(name, value, choices):
     return value
 
 
+def service_address(name, value):
+    """A tf.data service dispatcher address ``grpc://host:port`` as (host, port); ValueError otherwise."""
+    text = value if isinstance(value, str) else ""
+    host, _, port = text[len("grpc://"):].rpartition(":") if text.startswith("grpc://") else ("", "", "")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{name} must be a tf.data service dispatcher's address, grpc://host:port, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
 # ----------------------------------------------------------------------------- grids and filters
 
 

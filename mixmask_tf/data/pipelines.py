@@ -31,7 +31,8 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
                           steps_per_epoch: Optional[int] = None,
                           shuffle_buffer: int = 10_000, with_labels: bool = False,
                           vectorized: Optional[bool] = None, shard: Optional[Tuple[int, int]] = None,
-                          start_step: int = 0, full_image: Optional[bool] = None) -> tf.data.Dataset:
+                          start_step: int = 0, full_image: Optional[bool] = None,
+                          split_batches: bool = False) -> tf.data.Dataset:
     """Two-view pretraining pipeline: one float32 [B, 2, H', W', C] tensor per element.
 
     With ``with_labels=True`` each element is instead ``(views float32 [B, 2, H', W', C],
@@ -63,6 +64,14 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
     Streaming sources (large tfds splits) shuffle their files and a ``shuffle_buffer`` instead,
     and are exact only up to that order.
 
+    **Split by batch** (``split_batches=True``, for a tf.data service with dynamic sharding,
+    :mod:`mixmask_tf.data.service`): the same batches as ``start_epoch`` (and ``start_step``)
+    give, but the dataset's only source is the range of global batch numbers g = e·steps + j
+    from ``start_epoch``·steps + ``start_step`` on, each turned into batch j of epoch e inside a
+    ``flat_map``. A dispatcher that hands out the source's elements then hands out whole
+    batches, each to one worker. Needs an indexable source and no shard; image files are read
+    as shards read them (an unreadable file loses its batch).
+
     **Full-image crops** (``full_image``): sources that hold encoded images (image files, tfds
     splits streamed from their record files: ``source.encoded``) are read still encoded, with
     each image's size from its header; the batch's crop boxes are drawn on every image's own
@@ -92,6 +101,7 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
         is an error. With shards, ``view_fn.batch`` must take ``rows=(offset, total)``.
       shard: None, or (index, count) with count dividing B: see above (needs drop_remainder).
       start_step: with ``start_epoch``, the first epoch's first batch (0 <= s < steps).
+      split_batches: see above (needs ``start_epoch``).
       full_image: crop from the full encoded images (see above). None (default): when the
         source has encoded images and ``view_fn`` a ``batch_encoded(contents, sizes, seed,
         channels, rows=None)`` method (``augment.TwoViewAugment``); True where that is not so
@@ -128,6 +138,9 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
     start_step = int(start_step)
     if start_step and (start_epoch is None or not 0 <= start_step < steps):
         raise ValueError(f"start_step {start_step} needs start_epoch and must lie in [0, {steps})")
+    if split_batches and (start_epoch is None or count > 1 or not source.indexable):
+        raise ValueError(f"split_batches needs start_epoch, no shard and an indexable source (arrays, files), "
+                         f"got start_epoch={start_epoch}, shard={shard}, {source.description}")
 
     def augment(position, example, key):
         example_seed = tf.random.experimental.stateless_fold_in(key, position)
@@ -178,10 +191,20 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
             return tf.constant(0, tf.int64)
         return tf.where(tf.equal(epoch_key, int(start_epoch)), tf.constant(start_step, tf.int64), 0)
 
-    def epoch(epoch_key):
+    def numbered_positions(first, stop):
+        """(j, positions [j·B, (j + 1)·B) of the permutation) of the epoch's batches first <= j < stop."""
+        def positions(j):
+            if drop_remainder:
+                return j * batch_size + tf.range(batch_size, dtype=tf.int64)
+            return tf.range(j * batch_size, tf.minimum((j + 1) * batch_size, n), dtype=tf.int64)
+        return tf.data.Dataset.range(first, stop).map(lambda j: (j, positions(j)))
+
+    def epoch(epoch_key, first=None, stop=steps):
+        """The epoch's batches from `first` (default: first_step) to `stop`."""
         key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch_key, tf.int64)])
-        skip = first_step(epoch_key)
-        if source.indexable and count == 1 and not callable(getattr(source, "load_batches", None)):
+        skip = first_step(epoch_key) if first is None else first
+        if (source.indexable and count == 1 and not callable(getattr(source, "load_batches", None))
+                and not split_batches):
             # Files: load the permuted indices in order and batch what decodes (an unreadable file is
             # dropped and the next one takes its place).
             indices = tf.data.Dataset.range(n)
@@ -191,8 +214,7 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
         if source.indexable:
             # Batch j of the epoch holds positions [j·B, (j + 1)·B) of the permutation; this
             # shard takes its rows of each.
-            positions = tf.data.Dataset.range(n).batch(batch_size, drop_remainder=drop_remainder).take(steps)
-            numbered = tf.data.Dataset.zip(tf.data.Dataset.range(steps), positions).skip(skip)
+            numbered = numbered_positions(skip, stop)
             if count > 1:
                 numbered = numbered.map(lambda j, p: (j, p[offset:offset + local]))
             if shuffle:
@@ -221,6 +243,9 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
             key = tf.random.experimental.stateless_fold_in(key, index)
         return views_in_order(examples, key, skip)
 
+    if split_batches:  # no prefetch: a service worker buffers (and a lost worker loses) what it holds
+        batches = tf.data.Dataset.range(int(start_epoch) * steps + start_step, np.iinfo(np.int64).max)
+        return batches.flat_map(lambda g: epoch(g // steps, g % steps, g % steps + 1))
     if start_epoch is None:
         keys = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).take(1)
         cardinality = steps
