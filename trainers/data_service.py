@@ -61,7 +61,7 @@ def serve():
                                           worker_timeout_ms=FLAGS.worker_timeout_ms)
         print(f"data service dispatcher: {server.target}", flush=True)
     else:
-        service.check_reachable(FLAGS.dispatcher)
+        service.check_reachable(FLAGS.dispatcher, timeout_s=120)  # a dispatcher starting beside it
         server = service.start_worker(FLAGS.dispatcher, FLAGS.port, FLAGS.host)
         print(f"data service worker: {FLAGS.host}:{server._address.rpartition(':')[2]}, dispatcher "
               f"{FLAGS.dispatcher}", flush=True)

@@ -32,6 +32,7 @@ from .flag_groups import framework as framework_flags  # noqa: E402
 from .flag_groups import model as model_flags  # noqa: E402
 from .flag_groups import optimisation as optimisation_flags  # noqa: E402
 from .flag_groups import run as run_flags  # noqa: E402
+from .flag_groups import service as service_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 # Exit status of a run stopped by SIGTERM after saving (128 + 15, as a shell reports it): not 0,
@@ -61,6 +62,7 @@ def validate_flags():
     data_flags.validate_data_flags()
     augmentation_flags.validate()
     branch_flags.validate()
+    service_flags.validate()
 
 
 def build_trainer(image_shape, steps_per_epoch, num_classes=0, branch=None):
@@ -201,6 +203,8 @@ def run():
     strategy = distribute_flags.build_strategy()
     worker = distribute.worker_of(strategy)
     chief = worker.is_chief
+    if FLAGS.data_service:
+        data.service.check_reachable(FLAGS.data_service)  # TensorFlow would retry for a long time, silently
     say = print if chief else (lambda *a, **k: None)
     model_dir = FLAGS.model_dir
     results_path = os.path.join(model_dir, "results.json")
@@ -309,13 +313,15 @@ def run():
         print(f"random init: kNN top-1 {results['knn_top1_random_init']:.2f}%"
               + (f" (kNN of the {FLAGS.knn_feature} output)" if FLAGS.knn_feature != "backbone" else ""), flush=True)
 
-    def make_shard(index, count, start_epoch, first_step):
+    def make_shard(index, count, start_epoch, first_step, served=False):
         # Epoch e's batches depend on (seed, e) only, and each worker builds its rows of every global
         # batch: a resumed run, on any number of workers, sees what an uninterrupted one would.
-        return data.make_pretrain_dataset(train_source, FLAGS.batch_size, two_views, seed=FLAGS.seed,
-                                          start_epoch=start_epoch, steps_per_epoch=steps,
-                                          with_labels=FLAGS.online_probe, shard=(index, count) if count > 1 else None,
-                                          start_step=first_step)
+        # `served`: the same batches, built by the tf.data service's workers, one batch per split.
+        ds = data.make_pretrain_dataset(train_source, FLAGS.batch_size, two_views, seed=FLAGS.seed,
+                                        start_epoch=start_epoch, steps_per_epoch=steps,
+                                        with_labels=FLAGS.online_probe, shard=(index, count) if count > 1 else None,
+                                        start_step=first_step, split_batches=served)
+        return data.service.distribute(ds, FLAGS.data_service) if served else ds
 
     stop = callbacks.StopOnSignal()
     ckpt = callbacks.Checkpoint(saver, model_dir, steps, stop=stop, is_chief=chief)
@@ -355,6 +361,9 @@ def run():
                           validation_freq=run_flags.probe_epochs(FLAGS.knn_every, FLAGS.epochs))
     elif FLAGS.online_probe:
         say(f"online probe: trained, not validated ({no_knn})", flush=True)
+    if FLAGS.data_service:
+        say(f"input: the tf.data service at {FLAGS.data_service} (dynamic sharding: each batch is built by one "
+            "of its workers)", flush=True)
     start = time.time()
     if initial_epoch < FLAGS.epochs:
         say(f"pretraining {FLAGS.framework} + {FLAGS.branch} on {FLAGS.dataset} ({train_source.num_examples} "
@@ -366,7 +375,8 @@ def run():
         model.steps_per_execution = math.gcd(execution, phase_steps)
         model.train_function = None
         train_ds = distribute.distribute_pretrain_dataset(
-            strategy, lambda i, n, e=first_epoch, s=first_step: make_shard(i, n, e, s), FLAGS.batch_size)
+            strategy, lambda i, n, e=first_epoch, s=first_step: make_shard(i, n, e, s, bool(FLAGS.data_service)),
+            FLAGS.batch_size)
         ckpt.step_offset = first_step
         if metrics_log is not None and first_step:
             metrics_log.note = {"resumed_at_step": first_step}

@@ -7,14 +7,15 @@
   registry of in-memory datasets;
 * ``tfds_source.py``: tensorflow-datasets splits;
 * ``image_folder.py``: ``root/<class>/*.jpg`` folders;
-* ``pipelines.py``: make_pretrain_dataset (two views per image) and make_eval_dataset.
+* ``pipelines.py``: make_pretrain_dataset (two views per image) and make_eval_dataset;
+* ``service.py``: serving a pretraining dataset from a tf.data service (dispatcher and workers).
 """
 
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from mixmask_tf.data import image_folder, image_header
+from mixmask_tf.data import image_folder, image_header, service
 from mixmask_tf.data.info import (
     FASHION_MNIST_CLASS_NAMES,
     FASHION_MNIST_DIR,
@@ -59,7 +60,7 @@ __all__ = [
     "synthetic_info", "DATASETS", "LOCAL_DATASETS", "register_dataset", "load_dataset", "MNIST_NPZ", "MNIST_INFO",
     "load_mnist", "make_pretrain_dataset", "make_eval_dataset", "check_crop_ratio", "resize_cover_crop", "conform_image",
     "estimate_mean_std", "Source", "ArraySource", "FileSource", "StreamSource", "as_source", "array_source",
-    "read_image_file", "open_tfds", "image_folder", "image_header", "open_source",
+    "read_image_file", "open_tfds", "image_folder", "image_header", "service", "open_source",
 ]
 
 

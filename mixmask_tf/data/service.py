@@ -31,6 +31,7 @@ whole dataset.
 from __future__ import annotations
 
 import socket
+import time
 from typing import Optional, Tuple
 
 import tensorflow as tf
@@ -55,18 +56,24 @@ def parse_address(address: str) -> Tuple[str, int]:
 
 
 def check_reachable(address: str, timeout_s: float = 10.0) -> None:
-    """Raises ServiceError unless a TCP connection to the dispatcher at `address` opens within `timeout_s`.
+    """Waits up to `timeout_s` for the dispatcher at `address` to accept a TCP connection (trying
+    every half second); raises ServiceError if it does not.
 
     A port that answers but is not a dispatcher is not detected here.
     """
     host, port = parse_address(address)
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            pass
-    except OSError as e:
-        raise ServiceError(f"no tf.data service dispatcher answers at {address} within {timeout_s:g} s "
-                           f"({e.strerror or type(e).__name__}); start one with `python -m trainers.data_service "
-                           f"--role=dispatcher --port={port}` (docs/distributed.md)") from e
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=max(0.1, deadline - time.monotonic())):
+                return
+        except OSError as e:
+            if time.monotonic() + 0.5 > deadline:
+                raise ServiceError(f"no tf.data service dispatcher answers at {address} within {timeout_s:g} s "
+                                   f"({e.strerror or type(e).__name__}); start one with `python -m "
+                                   f"trainers.data_service --role=dispatcher --port={port}` (docs/distributed.md)"
+                                   ) from e
+        time.sleep(0.5)
 
 
 def start_dispatcher(port: int, work_dir: Optional[str] = None, worker_timeout_ms: Optional[int] = None):

@@ -5,7 +5,7 @@ import sys
 
 from conftest import REPO_ROOT
 
-GROUPS = ("data", "augmentation", "model", "framework", "branch", "optimisation", "run", "distribute")
+GROUPS = ("data", "augmentation", "model", "framework", "branch", "optimisation", "run", "distribute", "service")
 
 
 def _run(code):

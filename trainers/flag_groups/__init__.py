@@ -7,6 +7,8 @@
 * ``branch``: which branch (MixMask, Un-Mix, MixMask*, erase) and its mask / mixture options;
 * ``optimisation``: optimizer, learning-rate schedule, weight decay, epochs, batch size;
 * ``run``: model directory, seed, compilation, monitoring, logging and export.
+* ``distribute``: the tf.distribute strategy and the CPU split;
+* ``service``: pretraining from a tf.data service's workers (``--data_service``).
 
 Enum choices come from ``mixmask_tf.registry``, which imports no TensorFlow, so parsing the
 flags leaves TensorFlow unimported (the commands set its environment first). Each module also
