@@ -103,7 +103,10 @@ def test_each_batch_once_per_epoch_and_a_killed_worker_loses_only_its_own(cluste
         assert sorted(np.concatenate([local[g][1] for g in range(e * STEPS, (e + 1) * STEPS)]).tolist()) == \
             list(range(N))  # every example once in each epoch
     lost = sorted(set(range(max(got))) - set(got))
-    print(f"killed a worker after {killed_after} batches; lost batch numbers {lost}; arrival order {got}")
+    rank = {g: i for i, g in enumerate(sorted(got))}
+    moved = max(abs(i - rank[g]) for i, g in enumerate(got))
+    print(f"killed a worker after {killed_after} batches; lost batch numbers {lost}; largest move in the arrival "
+          f"order {moved} places; arrival order {got}")
     assert len(lost) < STEPS  # what the killed worker held, not the rest of its share
     assert all(g >= 2 * STEPS for g in lost)  # nothing from before the kill
 

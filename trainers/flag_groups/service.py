@@ -9,7 +9,7 @@ from . import UserError
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("data_service", None, "grpc://host:port of a tf.data service dispatcher whose workers build the "
-                    "training batches (start them with `python -m trainers.data_service`; docs/distributed.md). "
+                    "training batches (the data_service command starts them: docs/distributed.md). "
                     "Each batch goes to one worker (dynamic sharding); the workers must read the data under the same "
                     "paths. Default: the batches are built in this process.")
 
