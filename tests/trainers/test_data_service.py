@@ -31,7 +31,7 @@ from mixmask_tf.data import service
 N, BATCH = 96, 8
 STEPS = N // BATCH
 EPOCHS = 3
-ARGS = ["--dataset=synthetic", "--image_size=16", "--train_limit=256", "--test_limit=64", "--width=8",
+ARGS = ["--dataset=synthetic", "--image_size=16", "--train_limit=1024", "--test_limit=64", "--width=8",
         "--batch_size=32", "--queue_size=128", f"--epochs={EPOCHS}", "--knn_every=1", "--random_init_knn=false",
         "--tensorboard=false", "--plots=false", "--augment=cifar", "--verbose=0"]
 
@@ -120,12 +120,16 @@ def test_pretrain_from_the_service_survives_a_killed_worker(cluster, tmp_path):
                              f"--model_dir={model_dir}"], cwd=REPO_ROOT, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        head = []
+        head, killed = [], False
         for line in proc.stdout:
             head.append(line)
             if line.startswith("epoch 1/"):
-                time.sleep(0.5)  # into epoch 2
+                time.sleep(0.1)  # past epoch 1's checkpoint, into epoch 2 (32 steps, ~0.5 s here)
                 spare.send_signal(signal.SIGKILL)
+                killed = True
+            elif killed and line.startswith("epoch "):
+                head.insert(-1, "(a worker was killed here)\n")
+                assert line.startswith("epoch 2/"), head  # so it was killed during epoch 2
                 break
         out, err = proc.communicate(timeout=400)
     finally:
@@ -133,6 +137,8 @@ def test_pretrain_from_the_service_survives_a_killed_worker(cluster, tmp_path):
             p.kill()
             p.communicate()
     out = "".join(head) + out
+    print(out)
+    assert "(a worker was killed here)" in out
     assert proc.returncode == 0, out + err[-3000:]
     assert f"input: the tf.data service at {cluster['address']}" in out
     epochs = [json.loads(line)["epoch"] for line in open(os.path.join(model_dir, "metrics.jsonl"))]
