@@ -86,19 +86,23 @@ def test_each_batch_once_per_epoch_and_a_killed_worker_loses_only_its_own(cluste
     view_fn = lambda image, seed: tf.cast(tf.stack([image, image]), tf.float32)  # noqa: E731
 
     args = dict(batch_size=BATCH, view_fn=view_fn, seed=5, start_epoch=0, with_labels=True)
-    local = list(data.make_pretrain_dataset(source, **args).take(8 * STEPS).as_numpy_iterator())
+    local = list(data.make_pretrain_dataset(source, **args).take(50 * STEPS).as_numpy_iterator())
     number = {tuple(labels): g for g, (_, labels) in enumerate(local)}
     served = service.distribute(data.make_pretrain_dataset(source, split_batches=True, **args), cluster["address"])
     got, killed_after = [], None
-    for _, labels in served.take(6 * STEPS).as_numpy_iterator():
-        got.append(number[tuple(labels)])
+    for _, labels in served.take(40 * STEPS).as_numpy_iterator():
+        g = number.get(tuple(labels))
+        assert g is not None, f"a batch not among the first {50 * STEPS} batches: labels {labels}, after {got}"
+        got.append(g)
         time.sleep(0.01)  # a trainer's step: the workers run ahead and hold batches
         if killed_after is None and set(range(2 * STEPS)) <= set(got):
             # Epochs 0 and 1 are complete: kill a worker in the middle of epoch 2.
             cluster["procs"][2].send_signal(signal.SIGKILL)
             killed_after = len(got)
+        if killed_after is not None and len(got) == killed_after + 3 * STEPS:
+            break
     assert killed_after is not None, got
-    assert len(got) == len(set(got)) == 6 * STEPS  # no batch twice, and the stream went on
+    assert len(got) == len(set(got)) == killed_after + 3 * STEPS  # no batch twice, and the stream went on
     for e in range(2):
         assert sorted(np.concatenate([local[g][1] for g in range(e * STEPS, (e + 1) * STEPS)]).tolist()) == \
             list(range(N))  # every example once in each epoch

@@ -45,10 +45,13 @@ def test_split_batches_are_the_local_batches_across_epochs(kind, tmp_path):
     count = 2 * STEPS - 2  # the rest of epoch 1, then epoch 2
     local = list(data.make_pretrain_dataset(source, **args).take(count).as_numpy_iterator())
     served = list(data.make_pretrain_dataset(source, split_batches=True, **args).take(count).as_numpy_iterator())
-    assert len(served) == len(local) == count
-    for (views, labels), (want_views, want_labels) in zip(served, local):
+    whole = list(data.make_pretrain_dataset(source, **{**args, "start_step": 0}).skip(2).take(count)
+                 .as_numpy_iterator())  # the uninterrupted epoch 1, less its first two batches
+    assert len(served) == len(local) == len(whole) == count
+    for (views, labels), (want_views, want_labels), (whole_views, _) in zip(served, local, whole):
         np.testing.assert_array_equal(labels, want_labels)
         np.testing.assert_array_equal(views, want_views)
+        np.testing.assert_array_equal(whole_views, want_views)
 
 
 def test_split_batches_needs_start_epoch_and_no_shard():
@@ -85,19 +88,20 @@ def test_two_in_process_workers_hand_out_every_batch_once():
         images = np.zeros([N, 4, 4, 1], np.uint8)
         source = data.ArraySource(images, np.arange(N))  # label = the example's index
         args = dict(batch_size=BATCH, view_fn=_per_example, seed=3, start_epoch=0, with_labels=True)
-        local = list(data.make_pretrain_dataset(source, **args).take(4 * STEPS).as_numpy_iterator())
+        local = list(data.make_pretrain_dataset(source, **args).take(100 * STEPS).as_numpy_iterator())
         number = {tuple(labels): g for g, (_, labels) in enumerate(local)}
         served = service.distribute(data.make_pretrain_dataset(source, split_batches=True, **args),
                                     dispatcher.target)
         got = []  # global batch numbers, in the order they arrive (workers finish them in any order)
-        for views, labels in served.take(4 * STEPS).as_numpy_iterator():
-            g = number[tuple(labels)]
+        for views, labels in served.take(100 * STEPS).as_numpy_iterator():
+            g = number.get(tuple(labels))
+            assert g is not None, f"a batch not among the first {100 * STEPS} batches: labels {labels}, after {got}"
             np.testing.assert_array_equal(views, local[g][0])
             got.append(g)
             if set(range(2 * STEPS)) <= set(got):
                 break
         assert len(got) == len(set(got))  # no batch twice
-        assert set(range(2 * STEPS)) <= set(got)  # every batch of epochs 0 and 1
+        assert set(range(2 * STEPS)) <= set(got), got  # every batch of epochs 0 and 1
         examples = [sorted(np.concatenate([local[g][1] for g in range(e * STEPS, (e + 1) * STEPS)]))
                     for e in range(2)]
         assert examples == [list(range(N))] * 2  # each epoch: every example once
