@@ -56,6 +56,10 @@ BAD_INPUT = [
     (["--crop_scale=0.5"], "--crop_scale takes 'a,b' with 0 < a <= b <= 1, got 0.5"),
     (["--crop_scale=0.8,0.2"], "--crop_scale takes 'a,b'"),
     (["--crop_scale=a,1"], "--crop_scale: could not convert"),
+    (["--data_service=127.0.0.1:5050"],
+     "--data_service must be a tf.data service dispatcher's address, grpc://host:port"),
+    (["--data_service=grpc://127.0.0.1:5050", "--strategy=multi_worker"],
+     "--data_service feeds one trainer process; it does not go with --strategy=multi_worker"),
 ]
 
 
