@@ -135,11 +135,22 @@ class SiameseTrainer(preemption.StopRequests, keras.Model):
         model, and that collective fails on an (x, y) tuple).
       probe_optimizer: the probe's own optimizer (default `keras.optimizers.Adam(1e-3)`, no
         weight decay), built in `compile` on the probe's variables only.
+      device_augment: an `augment.TwoViewAugment` to finish the views inside the step
+        (augmentation on the device): the batches are then the packed host share of
+        `data.make_pretrain_dataset(..., view_fn=<the same object>, augment_on="device")`, int32
+        [N, P], and the first thing the step does is `device_augment.on_device` (flip, colour
+        jitter, grayscale, blur, solarize, normalise: static shapes, compiled with the step, on
+        each replica's rows). None (default): the batches are finished views.
     """
 
-    def __init__(self, backbone, branch=None, seed=0, probe_classes=0, probe_optimizer=None, **kwargs):
+    def __init__(self, backbone, branch=None, seed=0, probe_classes=0, probe_optimizer=None, device_augment=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.backbone = backbone
+        if device_augment is not None and not callable(getattr(device_augment, "on_device", None)):
+            raise ValueError(f"device_augment must have an on_device method (augment.TwoViewAugment), got "
+                             f"{type(device_augment).__name__}")
+        self.device_augment = device_augment
         self.branch = branch if branch is not None else branches_lib.Branch()
         image_shape = tuple(backbone.input_shape[1:])
         self.branch.validate(image_shape)
@@ -168,7 +179,12 @@ class SiameseTrainer(preemption.StopRequests, keras.Model):
         self._init_stop_requests()
 
     # ---- the step ----------------------------------------------------------------------
+    def finish_views(self, data):
+        """The batch as views: `device_augment.on_device(data)` when augmenting on the device, else `data`."""
+        return data if self.device_augment is None else self.device_augment.on_device(data)
+
     def train_step(self, data):
+        data = self.finish_views(data)
         views = split_views(data)
         labels = probe_lib.split_labels(data) if self.probe is not None else None
         probe_logs = {}
@@ -386,6 +402,8 @@ class SiameseTrainer(preemption.StopRequests, keras.Model):
         """
         if isinstance(images, (tuple, list)):
             images = images[0]
+        if self.device_augment is not None and images.dtype == tf.int32 and len(images.shape) == 2:
+            images = self.device_augment.on_device(images)  # a packed pretraining batch
         if len(images.shape) == 5:
             images = images[:, 0]
         return self.backbone(self.filter_images(images), training=training)

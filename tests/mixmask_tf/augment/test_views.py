@@ -56,10 +56,16 @@ def np_blur(x, sigma, radius):
     return sum(k[i] * rows[:, i:i + x.shape[1]] for i in range(len(k)))
 
 
-def np_view(img, p, config):
-    """One image through config's ops with the parameters p (numpy values of one row)."""
+def np_crop(img, p, config):
+    """The crop stage of one uint8 image: the resized crop in [0, 1], float64 (not rounded)."""
     x = img.astype(np.float64) / 255.0
-    x = np_resize(x[p["top"]:p["top"] + p["crop_h"], p["left"]:p["left"] + p["crop_w"]], *config.size)
+    return np_resize(x[p["top"]:p["top"] + p["crop_h"], p["left"]:p["left"] + p["crop_w"]], *config.size)
+
+
+def np_view(crop, p, config):
+    """The finish stage of one view (flip, jitter, grayscale, blur, solarize) of a crop in [0, 1],
+    with the parameters p (numpy values of one row)."""
+    x = np.asarray(crop, np.float64)
     if p["flip"]:
         x = x[:, ::-1]
     c = x.shape[-1]
@@ -144,8 +150,15 @@ def test_apply_view_params_matches_numpy_reference(name, channels):
             params[key] = tf.constant([b % 2 == 0 for b in range(10)]) ^ (key == "flip")
         out = augment.apply_view_params(tf.constant(images), params, config).numpy()
         assert out.shape == (10, 16, 16, channels) and out.dtype == np.float32
+        # The crop stage of uint8 images: the resized crop rounded to uint8 (as PIL), to within one level
+        # where float32 and float64 round a tie differently.
+        crops = augment.crop_view(tf.constant(images), params, config).numpy()
+        assert crops.dtype == np.uint8
+        reference = np.stack([np.round(np_crop(images[b], _row(params, b), config) * 255) for b in range(10)])
+        assert np.abs(crops.astype(int) - reference).max() <= 1
+        assert (crops == reference).mean() > 0.99
         for b in range(10):
-            np.testing.assert_allclose(out[b], np_view(images[b], _row(params, b), config), atol=2e-5,
+            np.testing.assert_allclose(out[b], np_view(crops[b] / 255.0, _row(params, b), config), atol=2e-5,
                                        err_msg=f"{name} image {b}")
 
 
@@ -274,7 +287,7 @@ def test_mocov1_grayscale_comes_before_jitter():
     seed = tf.constant([21, 0])
     got = augment.augment_batch(images, seed, config).numpy()
     p = augment.sample_view_params(seed, n, 32, 32, 3, config)
-    x = ops.resized_crop(ops.to_float(images), p["top"], p["left"], p["crop_h"], p["crop_w"], config.size)
+    x = ops.to_float(augment.crop_view(images, p, config))
     x = ops.flip(x, p["flip"])
     x = ops.to_grayscale(x, p["gray"])
     x = ops.color_jitter(x, p["jitter"], p["order_keys"], {k: p[k] for k in ops.JITTER_OPS})
