@@ -398,12 +398,18 @@ class SiameseTrainer(preemption.StopRequests, keras.Model):
         (what is exported for serving).
 
         A pretraining batch [N, V, H, W, C] is accepted too (Keras traces `call` on one under
-        a strategy): its query view is embedded.
+        a strategy): its query view is embedded; so is a packed batch int32 [N, P] of augmentation
+        on the device (Keras builds the model with a float copy of it: zeros of the view's shape
+        stand in for it then).
         """
         if isinstance(images, (tuple, list)):
             images = images[0]
-        if self.device_augment is not None and images.dtype == tf.int32 and len(images.shape) == 2:
-            images = self.device_augment.on_device(images)  # a packed pretraining batch
+        if self.device_augment is not None and len(images.shape) == 2:  # a packed pretraining batch
+            if images.dtype == tf.int32:
+                images = self.device_augment.on_device(images)
+            else:  # Keras' float copy, to build the model under a strategy: the bits are gone, the shape is kept
+                height, width = self.device_augment.output_size
+                images = tf.zeros([tf.shape(images)[0], height, width, int(self.backbone.input_shape[-1])])
         if len(images.shape) == 5:
             images = images[:, 0]
         return self.backbone(self.filter_images(images), training=training)
