@@ -182,3 +182,19 @@ def test_device_mode_errors_are_clear():
 def test_to_uint8_rounds_to_the_nearest_level_and_clips():
     x = tf.constant([-0.1, 0.0, 0.5 / 255, 0.6 / 255, 1.4 / 255, 254.6 / 255, 1.0, 1.3])
     np.testing.assert_array_equal(augment.to_uint8(x).numpy(), [0, 0, 0, 1, 1, 255, 255, 255])
+
+
+def test_image_folder_in_device_mode_packs_the_full_image_crops(tmp_path):
+    """A folder of JPEGs and PNGs of mixed sizes: the device mode's batches (crop windows decoded
+    from the full images) finish into the host mode's views, whole and on a shard."""
+    from image_folders import make_folder
+
+    make_folder(str(tmp_path), per_class=4, splits=("train",))
+    source = data.open_source("folder", "train", data_dir=str(tmp_path), image_size=16)
+    aug = augment.TwoViewAugment.from_preset("simclr", 16, 3, MEAN[3], STD[3])
+    kwargs = dict(seed=4, start_epoch=0, steps_per_epoch=2)
+    host = [b.numpy() for b in data.make_pretrain_dataset(source, 6, aug, **kwargs).take(2)]
+    device = [b for b in data.make_pretrain_dataset(source, 6, aug, augment_on="device", **kwargs).take(2)]
+    assert device[0].dtype == tf.int32 and device[0].shape == (6, augment.packed_length(2, 16, 3))
+    for h, d in zip(host, device):
+        np.testing.assert_allclose(aug.on_device(d).numpy(), h, atol=2e-6)
