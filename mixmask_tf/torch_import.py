@@ -224,11 +224,11 @@ def import_checkpoint(path, model_dir, prefix="auto", backbone=None, image_size=
       FileExistsError: model_dir already holds a run.
       ValueError: bad mean/std; CheckpointError / UnsafeCheckpointError / FileNotFoundError from the reading.
     """
-    from mixmask_tf import checkpoint, data
-
     if os.path.exists(os.path.join(model_dir, "config.json")) or os.path.exists(os.path.join(model_dir, "backbone.keras")):
         raise FileExistsError(f"{model_dir} already holds a run; import into a new --model_dir")
     source = read_source(path, prefix, backbone)
+    from mixmask_tf import checkpoint, data  # TensorFlow: only once the file is known to be good
+
     default_mean, default_std = data.KNOWN_STATS.get(dataset) or (
         IMAGENET_STATS if source.backbone == "resnet50" else CIFAR_STATS)
     mean = [float(v) for v in (mean if mean is not None else default_mean)]

@@ -1,10 +1,10 @@
 r"""The PyTorch side of the import / export tests: run with a PyTorch interpreter, never imported
 by TensorFlow code (it imports torch, numpy and safetensors only).
 
-    python tests/torch_side.py make --layout=moco_resnet50 --out=DIR --seed=0 --size=64
+    python tests/torch_side.py make --layout=moco_resnet50,solo_resnet18 --out=DIR --seed=0 --size=64
     python tests/torch_side.py forward --arch=resnet50 --state=F.safetensors --images=X.npy --out=Y.npy
 
-`make` writes, from random weights (random BatchNorm statistics too), a checkpoint in the layout
+`make` writes into DIR/<layout>/, from random weights (random BatchNorm statistics too), a checkpoint in the layout
 the papers' code writes, random normalised images `images.npy` [N, H, W, C] and the eval-mode
 outputs `features.npy` [N, F] (and `head.npy` [N, D] with a MoCo head):
 
@@ -233,7 +233,7 @@ def main():
     m.add_argument("--layout", required=True)
     m.add_argument("--out", required=True)
     m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--size", type=int, default=32)
+    m.add_argument("--size", type=int, default=64, help="image side for ResNet-50 (the CIFAR ResNet-18: 32)")
     m.add_argument("--batch", type=int, default=2)
     f = sub.add_parser("forward")
     f.add_argument("--arch", required=True, choices=sorted(ARCHS))
@@ -243,8 +243,10 @@ def main():
     f.add_argument("--head", default="", choices=["", "v1", "v2"])
     args = p.parse_args()
     torch.set_num_threads(1)
-    if args.command == "make":
-        make(args.layout, args.out, args.seed, args.size, args.batch)
+    if args.command == "make":  # --layout=a,b: one folder per layout under --out
+        for layout in args.layout.split(","):
+            make(layout, os.path.join(args.out, layout), args.seed, args.size if "resnet50" in layout else 32,
+                 args.batch)
     else:
         forward(args.arch, args.state, args.images, args.out, args.head)
 
