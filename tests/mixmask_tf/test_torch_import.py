@@ -7,6 +7,7 @@ the largest output, in float32). The other way, Keras weights exported to .safet
 by PyTorch with `load_state_dict(strict=True)` and must give the Keras outputs.
 """
 
+import dataclasses
 import os
 
 import keras
@@ -107,7 +108,7 @@ def test_a_key_missing_extra_or_of_another_shape_names_the_first(files):
     def build(change):
         tensors = dict(good.tensors)
         change(tensors)
-        return torch_import.build_encoder(torch_import.dataclasses.replace(good, tensors=tensors))
+        return torch_import.build_encoder(dataclasses.replace(good, tensors=tensors))
 
     def drop(t):
         del t["backbone.layer3.1.conv2.weight"]
