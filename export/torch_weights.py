@@ -13,7 +13,8 @@ project's `resnet50` or `resnet18_cifar` (the torchvision layouts, `mixmask_tf.t
   `num_batches_tracked` 0) and no `fc`: in PyTorch,
   `m = torchvision.models.resnet50(); m.fc = torch.nn.Identity(); m.load_state_dict(
   safetensors.torch.load_file(path))` (strict) computes the encoder's features (CIFAR ResNet-18:
-  `resnet18()` with `conv1 = Conv2d(3, 64, 3, 1, 1, bias=False)`, `maxpool = Identity()`). With
+  `resnet18()` with `conv1 = Conv2d(3, 64, 3, 1, p, bias=False)`, `maxpool = Identity()`, p the
+  header's `conv1_padding`: 1, or 2 for a solo-learn import). With
   `--head` (a run with a MoCo head) MoCo's head is added as `fc.0`, `fc.2` (v2) or `fc` (v1): the
   model of MoCo's `encoder_q`. The header metadata records the normalisation (mean, std) and input
   shape, which the PyTorch side must apply itself.
@@ -82,6 +83,15 @@ def torchvision_name(backbone):
                      f"({', '.join(torch_resnet.BACKBONES)}); only those have torchvision names")
 
 
+def _stem_padding(backbone, name):
+    """The padding of torchvision's `conv1` that the backbone computes (3 for resnet50; the CIFAR
+    ResNet-18's: 1, or its `stem_pad` layer's, e.g. 2 for a solo-learn import)."""
+    if name == "resnet50":
+        return 3
+    pads = [l for l in backbone.layers if l.name == "stem_pad"]
+    return int(pads[0].padding[0][0]) if pads else 1
+
+
 def _moco_head(run_dir):
     """(head model, version) of a run's MoCo trainer, from its newest end-of-epoch checkpoint."""
     from mixmask_tf import encoders, models
@@ -140,7 +150,7 @@ def export_weights(encoder_path, out, fmt="torchvision", head=False):
     metadata = {"format": "pt", "producer": "mixmask-tf export.torch_weights", "backbone": name,
                 "source": os.path.abspath(encoder_path), "image_shape": list(backbone.input_shape[1:]),
                 "mean": meta.get("mean", norm.get("mean")), "std": meta.get("std", norm.get("std")),
-                "head": f"moco{version}" if version else None}
+                "head": f"moco{version}" if version else None, "conv1_padding": _stem_padding(backbone, name)}
     if (meta.get("imported") or {}).get("sha256"):
         metadata["imported_from_sha256"] = meta["imported"]["sha256"]
     if fmt == "torchvision":

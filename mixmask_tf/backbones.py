@@ -91,7 +91,7 @@ def _basic_block(x, filters, stride, name):
     return layers.ReLU(name=f"{name}_out")(y)
 
 
-def resnet18_cifar(input_shape, name="resnet18_cifar"):
+def resnet18_cifar(input_shape, name="resnet18_cifar", stem_padding=1):
     """CIFAR ResNet-18: 3×3 stride-1 stem, no max-pool, BasicBlocks [2, 2, 2, 2].
 
     torchvision's ResNet-18 with `conv1` a 3×3 stride-1 conv and `maxpool` removed, as solo-learn's
@@ -100,12 +100,20 @@ def resnet18_cifar(input_shape, name="resnet18_cifar"):
 
     Args:
       input_shape: (H, W, C), e.g. (32, 32, 3).
+      stem_padding: zero padding of the 3×3 stem on every side: 1 (default; "same") or, e.g., 2 as
+        solo-learn's CIFAR ResNet (`Conv2d(3, 64, 3, stride=1, padding=2)`: 34×34 maps from 32×32).
 
     Returns:
       keras.Model images [N, H, W, C] -> features [N, 512].
     """
+    if int(stem_padding) < 0:
+        raise ValueError(f"stem_padding must be >= 0, got {stem_padding}")
     inputs = keras.Input(shape=tuple(input_shape), name="images")
-    x = layers.Conv2D(64, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
+    if int(stem_padding) == 1:
+        x = layers.Conv2D(64, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
+    else:
+        x = layers.ZeroPadding2D(int(stem_padding), name="stem_pad")(inputs)
+        x = layers.Conv2D(64, 3, padding="valid", use_bias=False, name="stem_conv")(x)
     x = _bn("stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     for stage, filters in enumerate([64, 128, 256, 512]):

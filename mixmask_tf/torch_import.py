@@ -7,8 +7,8 @@ and works out what it holds:
   `module.encoder_q.` (the key encoder under `module.encoder_k.`, the queue `module.queue` [D, K]);
   the projection head is `fc` (v1: Linear) or `fc.0`, `fc.2` (v2: Linear, ReLU, Linear);
 * solo-learn's Lightning `.ckpt`: `state_dict` with `backbone.*` (its CIFAR ResNet-18: 3x3
-  stride-1 `conv1`, no max-pool, `fc` removed); the projector is not read (its layout depends on the
-  method);
+  stride-1 `conv1` with padding 2, no max-pool, `fc` removed); the projector is not read (its layout
+  depends on the method);
 * a plain torchvision state dict (`fc` is then a classifier and is left out), or any of these as
   a `.safetensors` file.
 
@@ -52,6 +52,7 @@ class Source:
       head: None or (version "v1"/"v2", hidden_dim, embedding_dim) of a MoCo head.
       entries: the checkpoint's plain top-level values (e.g. {"epoch": 200, "arch": "resnet50"}).
       layout: "moco", "solo-learn" or "torchvision" (from the prefix).
+      stem_padding: the CIFAR ResNet-18's conv1 padding (None for resnet50).
     """
 
     path: str
@@ -64,6 +65,7 @@ class Source:
     head: Optional[tuple]
     entries: dict
     layout: str
+    stem_padding: Optional[int] = None
 
 
 def _state_dict(content):
@@ -81,7 +83,7 @@ def _layout(prefix):
     return "solo-learn" if "backbone" in prefix else "torchvision"
 
 
-def read_source(path, prefix="auto", backbone=None):
+def read_source(path, prefix="auto", backbone=None, stem_padding="auto"):
     """Reads and identifies a checkpoint.
 
     Args:
@@ -89,6 +91,9 @@ def read_source(path, prefix="auto", backbone=None):
       prefix: the encoder's key prefix, or "auto" (`torch_resnet.AUTO_PREFIXES`: MoCo's query
         encoder first; `module.encoder_k.` selects MoCo's key encoder).
       backbone: None, or the backbone the checkpoint must hold ("resnet50", "resnet18_cifar").
+      stem_padding: the CIFAR ResNet-18's `conv1` padding, which a state dict does not record: "auto"
+        (2 for the solo-learn layout, whose CIFAR stem is `Conv2d(3, 64, 3, 1, padding=2)`; else 1,
+        as MoCo's CIFAR demo and torchvision-style code) or an int.
 
     Raises:
       FileNotFoundError, torch_io.UnsafeCheckpointError, CheckpointError (truncated, corrupt,
@@ -105,9 +110,17 @@ def read_source(path, prefix="auto", backbone=None):
         raise CheckpointError(f"{source}: wrong architecture: the checkpoint holds a {found} (under {prefix!r}), "
                               f"not a {backbone}")
     channels = int(np.shape(tensors[f"{prefix}conv1.weight"])[1])
+    layout = _layout(prefix)
+    if found != "resnet18_cifar":
+        if stem_padding not in ("auto", None):
+            raise CheckpointError(f"{source}: a stem padding applies to resnet18_cifar only, the file holds a {found}")
+        stem_padding = None
+    elif stem_padding in ("auto", None):
+        stem_padding = 2 if layout == "solo-learn" else 1
     return Source(path=os.path.abspath(path), sha256=torch_io.sha256(path), file_format=file_format, tensors=tensors,
                   prefix=prefix, backbone=found, channels=channels, head=torch_resnet.detect_head(tensors, prefix),
-                  entries=torch_io.plain_values(content), layout=_layout(prefix))
+                  entries=torch_io.plain_values(content), layout=layout,
+                  stem_padding=None if stem_padding is None else int(stem_padding))
 
 
 def _load_encoder_weights(source, backbone, head, prefix):
@@ -138,7 +151,8 @@ def build_encoder(source, image_size=None):
     from mixmask_tf.models import heads
 
     size = int(image_size or _DEFAULT_SIZE[source.backbone])
-    backbone = backbones.build_backbone(source.backbone, (size, size, source.channels))
+    options = {} if source.stem_padding is None else {"stem_padding": source.stem_padding}
+    backbone = backbones.build_backbone(source.backbone, (size, size, source.channels), **options)
     torch_resnet.check_torch_batchnorm(backbone)
     head = None
     if source.head is not None:
@@ -195,7 +209,7 @@ def _write_head_checkpoint(model_dir, source, backbone, head):
 
 
 def import_checkpoint(path, model_dir, prefix="auto", backbone=None, image_size=None, mean=None, std=None,
-                      dataset=None, eval_crop_ratio=None):
+                      dataset=None, eval_crop_ratio=None, stem_padding="auto"):
     """Imports a PyTorch checkpoint as a run folder that `knn_eval`, `linear_eval`, `finetune
     --encoder`, the exporters and `--feature=head` (with a MoCo head) accept.
 
@@ -210,7 +224,7 @@ def import_checkpoint(path, model_dir, prefix="auto", backbone=None, image_size=
     Args:
       path: the checkpoint (see `read_source`).
       model_dir: the run folder to write.
-      prefix, backbone: see `read_source`.
+      prefix, backbone, stem_padding: see `read_source`.
       image_size: input side (default 224 / 32).
       mean, std: per-channel normalisation in [0, 1] units (default: the dataset's known values,
         else ImageNet's for resnet50 and CIFAR-10's for resnet18_cifar).
@@ -226,7 +240,7 @@ def import_checkpoint(path, model_dir, prefix="auto", backbone=None, image_size=
     """
     if os.path.exists(os.path.join(model_dir, "config.json")) or os.path.exists(os.path.join(model_dir, "backbone.keras")):
         raise FileExistsError(f"{model_dir} already holds a run; import into a new --model_dir")
-    source = read_source(path, prefix, backbone)
+    source = read_source(path, prefix, backbone, stem_padding)
     from mixmask_tf import checkpoint, data  # TensorFlow: only once the file is known to be good
 
     default_mean, default_std = data.KNOWN_STATS.get(dataset) or (
@@ -240,7 +254,7 @@ def import_checkpoint(path, model_dir, prefix="auto", backbone=None, image_size=
     image_shape = [int(d) for d in encoder.input_shape[1:]]
     other = _other_moco_side(source) if head is not None else None
     card = {"source": source.path, "sha256": source.sha256, "format": source.file_format, "layout": source.layout,
-            "key_prefix": source.prefix, "backbone": source.backbone,
+            "key_prefix": source.prefix, "backbone": source.backbone, "stem_padding": source.stem_padding,
             "head": None if head is None else {"framework": f"moco{source.head[0]}", "hidden_dim": source.head[1],
                                                "embedding_dim": source.head[2], "keys": f"{source.prefix}fc.*"},
             "key_encoder": other, "classifier_left_out": torch_resnet.ignored_classifier(source.tensors, source.prefix,

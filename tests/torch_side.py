@@ -13,7 +13,7 @@ outputs `features.npy` [N, F] (and `head.npy` [N, D] with a MoCo head):
   "state_dict": module.encoder_q.* / module.encoder_k.* with the v2 (fc.0, fc.2) or v1 (fc) head,
   module.queue [D, K], module.queue_ptr}, "optimizer": SGD's state dict});
 * solo_resnet18: solo-learn's Lightning `.ckpt` ({"epoch", "global_step", "pytorch-lightning_version",
-  "state_dict": backbone.* (3x3 stem, no max-pool, no fc), projector.*, "hyper_parameters": an
+  "state_dict": backbone.* (3x3 stem with padding 2, no max-pool, no fc), projector.*, "hyper_parameters": an
   argparse.Namespace, "optimizer_states", "lr_schedulers"});
 * safetensors_resnet18: solo-learn's `backbone.*` tensors as a `.safetensors` file.
 
@@ -74,14 +74,14 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    """torchvision.models.ResNet (module names included); `cifar_stem`: solo-learn's CIFAR change
-    (conv1 3x3 stride 1 padding 1, maxpool Identity)."""
+    """torchvision.models.ResNet (module names included); `cifar_stem`: the CIFAR change (conv1 3x3
+    stride 1 with padding `stem_padding`: 2 in solo-learn, 1 in MoCo's CIFAR demo; maxpool Identity)."""
 
-    def __init__(self, block, layers, num_classes=1000, cifar_stem=False):
+    def __init__(self, block, layers, num_classes=1000, cifar_stem=False, stem_padding=1):
         super().__init__()
         self.inplanes = 64
         if cifar_stem:
-            self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+            self.conv1 = nn.Conv2d(3, 64, 3, 1, stem_padding, bias=False)
         else:
             self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -118,7 +118,8 @@ def resnet18(**kwargs):
     return ResNet(BasicBlock, [2, 2, 2, 2], **kwargs)
 
 
-ARCHS = {"resnet50": lambda: resnet50(), "resnet18_cifar": lambda: resnet18(cifar_stem=True)}
+ARCHS = {"resnet50": lambda padding=3: resnet50(),
+         "resnet18_cifar": lambda padding=1: resnet18(cifar_stem=True, stem_padding=padding)}
 
 
 def moco_head(model, version, dim=128, hidden=None):
@@ -167,7 +168,8 @@ def features_of(model, images):
 def make(layout, out, seed, size, batch):
     g = torch.Generator().manual_seed(seed)
     arch = "resnet50" if layout.endswith("resnet50") else "resnet18_cifar"
-    model = randomize(ARCHS[arch](), g)
+    padding = 2 if layout.startswith(("solo", "safetensors")) else 1  # solo-learn's CIFAR stem pads 2
+    model = randomize(ARCHS[arch](padding), g)
     version = "v1" if layout.startswith("mocov1") else "v2"
     if layout.startswith("moco"):
         model = randomize(moco_head(model, version, dim=16 if arch == "resnet18_cifar" else 128), g)
@@ -210,11 +212,11 @@ def make(layout, out, seed, size, batch):
     print(path)
 
 
-def forward(arch, state_path, images_path, out, head):
+def forward(arch, state_path, images_path, out, head, stem_padding):
     """Loads a .safetensors state dict into torchvision's architecture (strict) and runs it."""
     from safetensors.torch import load_file
 
-    model = ARCHS[arch]()
+    model = ARCHS[arch](stem_padding)
     if head:
         model = moco_head(model, head, dim=int(load_file(state_path)["fc.2.weight" if head == "v2" else "fc.weight"].shape[0]))
     else:
@@ -241,6 +243,7 @@ def main():
     f.add_argument("--images", required=True)
     f.add_argument("--out", required=True)
     f.add_argument("--head", default="", choices=["", "v1", "v2"])
+    f.add_argument("--stem_padding", type=int, default=1, help="the CIFAR ResNet-18's conv1 padding")
     args = p.parse_args()
     torch.set_num_threads(1)
     if args.command == "make":  # --layout=a,b: one folder per layout under --out
@@ -248,7 +251,7 @@ def main():
             make(layout, os.path.join(args.out, layout), args.seed, args.size if "resnet50" in layout else 32,
                  args.batch)
     else:
-        forward(args.arch, args.state, args.images, args.out, args.head)
+        forward(args.arch, args.state, args.images, args.out, args.head, args.stem_padding)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ flags.DEFINE_list("mean", None, "Per-channel normalisation mean in [0, 1] units,
                   "(default: --dataset's, else ImageNet's for resnet50, CIFAR-10's for resnet18_cifar).")
 flags.DEFINE_list("std", None, "Per-channel normalisation std (default as --mean).")
 flags.DEFINE_string("dataset", None, "The dataset the evaluators default to for this run (e.g. imagenet2012, cifar10).")
+flags.DEFINE_string("stem_padding", "auto", "CIFAR ResNet-18 only: the padding of its 3x3 conv1, which a state dict "
+                    "does not record: auto = 2 for solo-learn files (its Conv2d(3, 64, 3, 1, padding=2)), else 1.")
 flags.DEFINE_float("eval_crop_ratio", None, "Evaluation centre-crop ratio (default 0.875 for resnet50: Resize(256) + "
                    "CenterCrop(224); 1 for resnet18_cifar).")
 
@@ -51,6 +53,14 @@ def _floats(name):
         raise UserError(f"--{name} must be comma-separated numbers, got {','.join(values)}") from None
 
 
+def _stem_padding():
+    if FLAGS.stem_padding == "auto":
+        return "auto"
+    if not FLAGS.stem_padding.isdigit():
+        raise UserError(f"--stem_padding must be auto or an integer >= 0, got {FLAGS.stem_padding}")
+    return int(FLAGS.stem_padding)
+
+
 def run():
     from mixmask_tf import torch_import
 
@@ -61,8 +71,9 @@ def run():
     card = torch_import.import_checkpoint(
         FLAGS.checkpoint, FLAGS.model_dir, prefix=FLAGS.key_prefix, backbone=FLAGS.backbone,
         image_size=FLAGS.image_size, mean=_floats("mean"), std=_floats("std"), dataset=FLAGS.dataset,
-        eval_crop_ratio=FLAGS.eval_crop_ratio)
+        eval_crop_ratio=FLAGS.eval_crop_ratio, stem_padding=_stem_padding())
     head = f" + MoCo {card['head']['framework'][-2:]} head" if card["head"] else ""
+    head += f" (conv1 padding {card['stem_padding']})" if card["stem_padding"] is not None else ""
     print(f"imported {card['backbone']}{head} from {card['source']} ({card['layout']} layout, key prefix "
           f"{card['key_prefix']!r}, sha256 {card['sha256'][:12]}...) into {FLAGS.model_dir}", flush=True)
 

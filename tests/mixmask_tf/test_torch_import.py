@@ -46,6 +46,11 @@ def test_imported_encoder_equals_pytorch(files, layout):
                        "mocov1": "module.encoder_q."}[layout.split("_")[0]]
     assert source.prefix == expected_prefix
     assert source.backbone == ("resnet50" if layout.endswith("resnet50") else "resnet18_cifar")
+    # solo-learn's CIFAR stem pads 2 (tests/torch_side.py writes it so), MoCo's CIFAR demo 1.
+    if source.backbone == "resnet50":
+        assert source.stem_padding is None
+    else:
+        assert source.stem_padding == (2 if layout.startswith(("solo", "safetensors")) else 1)
     images = np.load(os.path.join(folder, "images.npy"))
     backbone, head = torch_import.build_encoder(source, SIZE[source.backbone])
     features = backbone(images, training=False).numpy()
@@ -58,6 +63,16 @@ def test_imported_encoder_equals_pytorch(files, layout):
         assert head is None and source.head is None
     if layout == "torchvision_resnet50":  # its fc is a 1000-way classifier, left out
         assert torch_import.torch_resnet.ignored_classifier(source.tensors, "", None) == ["fc.weight", "fc.bias"]
+
+
+def test_the_stem_padding_matters(files):
+    """A state dict does not record conv1's padding: solo-learn's file read as padding 1 computes
+    other features (the reason for the solo-learn default and --stem_padding)."""
+    folder = os.path.join(files, "solo_resnet18")
+    source = torch_import.read_source(_checkpoint(folder), stem_padding=1)
+    backbone, _ = torch_import.build_encoder(source, 32)
+    features = backbone(np.load(os.path.join(folder, "images.npy")), training=False).numpy()
+    assert _relative_error(features, np.load(os.path.join(folder, "features.npy"))) > 1e-2
 
 
 def test_moco_key_encoder_by_prefix(files):
@@ -78,20 +93,22 @@ def _random_batchnorm_statistics(model, rng):
                                rng.uniform(0.5, 1.5, n)])
 
 
-@pytest.mark.parametrize("name", ["resnet50", "resnet18_cifar"])
-def test_keras_to_safetensors_to_pytorch_equals_keras(tmp_path, name):
+@pytest.mark.parametrize("name,padding", [("resnet50", 3), ("resnet18_cifar", 1), ("resnet18_cifar", 2)])
+def test_keras_to_safetensors_to_pytorch_equals_keras(tmp_path, name, padding):
     keras.utils.set_random_seed(3)
-    model = backbones.build_backbone(name, (SIZE[name], SIZE[name], 3))
+    options = {"stem_padding": padding} if name == "resnet18_cifar" else {}
+    model = backbones.build_backbone(name, (SIZE[name], SIZE[name], 3), **options)
     _random_batchnorm_statistics(model, np.random.default_rng(3))
     keras_path = str(tmp_path / "backbone.keras")
     model.save(keras_path)
     out = str(tmp_path / "weights.safetensors")
     summary = torch_weights.export_weights(keras_path, out)
-    assert summary["backbone"] == name
+    assert summary["backbone"] == name and summary["conv1_padding"] == padding
+    assert torch_io.read_safetensors_metadata(out)["conv1_padding"] == str(padding)
     images = np.random.default_rng(4).standard_normal((2, SIZE[name], SIZE[name], 3)).astype(np.float32)
     np.save(tmp_path / "images.npy", images)
     torch_side("forward", f"--arch={name}", f"--state={out}", f"--images={tmp_path / 'images.npy'}",
-               f"--out={tmp_path / 'torch.npy'}")
+               f"--out={tmp_path / 'torch.npy'}", f"--stem_padding={padding}")
     assert _relative_error(np.load(tmp_path / "torch.npy"), model(images, training=False).numpy()) <= 1e-4
     # The file itself: torchvision's keys, torch layouts, every BatchNorm's num_batches_tracked.
     tensors, _ = torch_io.read_checkpoint(out)
