@@ -87,7 +87,7 @@ def read_source(path, prefix="auto", backbone=None, stem_padding="auto"):
     """Reads and identifies a checkpoint.
 
     Args:
-      path: a `.pth` / `.pth.tar` / `.ckpt` (PyTorch zip format) or `.safetensors` file.
+      path: a `.pth` / `.pth.tar` / `.ckpt` (PyTorch zip or legacy format) or `.safetensors` file.
       prefix: the encoder's key prefix, or "auto" (`torch_resnet.AUTO_PREFIXES`: MoCo's query
         encoder first; `module.encoder_k.` selects MoCo's key encoder).
       backbone: None, or the backbone the checkpoint must hold ("resnet50", "resnet18_cifar").

@@ -7,15 +7,18 @@ format of `torch.save` since PyTorch 1.6: `<name>/data.pkl`, `<name>/data/<key>`
 only this module's own tensor rebuilders (for `torch._utils._rebuild_tensor_v2` and
 `torch._utils._rebuild_parameter`), NumPy dtypes for the storage classes (`torch.FloatStorage`...)
 and `collections.OrderedDict`; a few data-only classes that training frameworks put beside the
-weights (`argparse.Namespace`, OmegaConf's configs, `pathlib` paths, ...) become inert
-:class:`Opaque` records that hold their arguments and never call anything. Any other global
+weights (`argparse.Namespace`, OmegaConf's configs, Lightning's and solo-learn's hyper-parameter
+classes, `pathlib` paths, NumPy scalars, builtin types) become inert :class:`Opaque` records that
+hold their arguments and never call anything (not even the real class). Any other global
 (`os.system`, `builtins.eval`, `posix.system`, a class of the file's own project) is refused
 before anything is executed: :class:`UnsafeCheckpointError` names it. Storages are read from the
 zip entries only after checking that each entry holds exactly the bytes its tensor needs.
 
-The legacy format of PyTorch < 1.6 (one pickle stream, `_use_new_zipfile_serialization=False`)
-is refused with a line saying how to convert it. `.safetensors` files (Hugging Face's format, no
-code at all) are read with the `safetensors` package's NumPy API.
+The legacy format of PyTorch < 1.6 (still written with `_use_new_zipfile_serialization=False`;
+MoCo's 2020 releases use it) is read the same way: its pickles (magic number, protocol, system
+info, the object, the storage keys) go through the same restricted unpickler, then each storage's
+element count and bytes follow in the file. `.safetensors` files (Hugging Face's format, no code at
+all) are read with the `safetensors` package's NumPy API.
 
 bfloat16 tensors (NumPy has no bfloat16) are widened to float32 exactly.
 """
@@ -38,10 +41,14 @@ _STORAGE_DTYPES = {
     "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
 }
 # Globals that data-only objects beside the weights use: read as inert `Opaque` records.
-_INERT_MODULES = ("argparse", "omegaconf", "pathlib", "typing", "enum", "datetime", "numpy", "torch.torch_version")
-_INERT_GLOBALS = {("builtins", "set"), ("builtins", "frozenset"), ("builtins", "slice"), ("torch", "device"),
-                  ("torch", "Size"), ("torch", "float32"), ("torch", "float16"), ("torch", "bfloat16"),
-                  ("torch", "int64"), ("torch", "dtype")}
+# (Lightning's and solo-learn's own classes appear in a checkpoint's hyper-parameters and
+# callback states; OmegaConf's configs record `builtins.dict`-like types as their element types.)
+_INERT_MODULES = ("argparse", "omegaconf", "pathlib", "typing", "enum", "datetime", "numpy", "torch.torch_version",
+                  "pytorch_lightning", "lightning", "lightning_fabric", "solo")
+_INERT_GLOBALS = {("builtins", n) for n in ("set", "frozenset", "slice", "dict", "list", "tuple", "int", "float",
+                                             "str", "bool", "bytes", "object", "complex")} | {
+    ("torch", n) for n in ("device", "Size", "dtype", "float32", "float16", "bfloat16", "float64", "int64", "int32",
+                           "uint8", "bool")}
 # What `safetensors` writes first: an 8-byte little-endian header size, then a JSON header.
 _MAX_SAFETENSORS_HEADER = 100_000_000
 
@@ -79,15 +86,26 @@ def _opaque_type(name):
 
 
 class _Storage:
-    """A storage reference (resolved to a flat NumPy array when a tensor is rebuilt)."""
+    """A storage reference: a flat NumPy array, or (legacy format) None until its bytes are read."""
 
-    def __init__(self, array):
-        self.array = array
+    def __init__(self, array, dtype=None, numel=None):
+        self.array, self.dtype, self.numel = array, dtype, numel
+
+
+class _LazyTensor:
+    """A tensor of a storage whose bytes come after the pickle (legacy format)."""
+
+    def __init__(self, storage, args):
+        self.storage, self.args = storage, args
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
                     metadata=None):
     """`torch._utils._rebuild_tensor_v2` in NumPy: a strided view of the storage, copied."""
+    if not isinstance(storage, _Storage):
+        raise CheckpointError("a tensor without a storage")
+    if storage.array is None:
+        return _LazyTensor(storage, (storage_offset, size, stride))
     flat = storage.array
     size, stride, offset = tuple(int(s) for s in size), tuple(int(s) for s in stride), int(storage_offset)
     if any(s < 0 for s in size) or any(s < 0 for s in stride) or offset < 0:
@@ -107,9 +125,10 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *unused):
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file, load_storage):
+    def __init__(self, file, load_storage, legacy=False):
         super().__init__(file)
         self._load_storage = load_storage
+        self._legacy = legacy
 
     def find_class(self, module, name):
         if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
@@ -126,12 +145,16 @@ class _RestrictedUnpickler(pickle.Unpickler):
                                     "and plain values are read from a checkpoint (nothing in it is executed)")
 
     def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+        size = 6 if self._legacy else 5  # legacy: + view metadata (None unless a storage view)
+        if not (isinstance(pid, tuple) and len(pid) == size and pid[0] == "storage"):
             raise CheckpointError(f"unknown persistent reference {str(pid)[:60]}")
-        _, dtype, key, _location, numel = pid
+        if self._legacy and pid[5] is not None:
+            raise CheckpointError("storage views (PyTorch < 0.4 files) are not read")
+        _, dtype, key, _location, numel = pid[:5]
         if not (dtype == "bfloat16" or (isinstance(dtype, type) and not issubclass(dtype, Opaque))):
             raise CheckpointError(f"storage {key} has an unsupported type")
-        return _Storage(self._load_storage(str(key), dtype, int(numel)))
+        found = self._load_storage(str(key), dtype, int(numel))
+        return found if isinstance(found, _Storage) else _Storage(found)
 
 
 def _widen_bfloat16(raw):
@@ -176,6 +199,69 @@ def _read_zip(path, archive):
     return _RestrictedUnpickler(io.BytesIO(archive.read(pickles[0])), load_storage).load()
 
 
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PROTOCOL = 1001
+
+
+def _materialize(obj):
+    """`obj` with every `_LazyTensor` rebuilt (its storage now read), in dicts, lists and tuples."""
+    if isinstance(obj, _LazyTensor):
+        return _rebuild_tensor(obj.storage, *obj.args)
+    if isinstance(obj, dict):
+        for key in list(obj):
+            obj[key] = _materialize(obj[key])
+        return obj
+    if isinstance(obj, list):
+        obj[:] = [_materialize(v) for v in obj]
+        return obj
+    if isinstance(obj, tuple):
+        return tuple(_materialize(v) for v in obj)
+    return obj
+
+
+def _read_legacy(path, f):
+    """PyTorch's format before 1.6: pickles of the magic number, protocol, system info, the
+    object (storages as persistent ids) and the storage keys; then per key its element count
+    (int64) and bytes."""
+    storages = {}
+
+    def no_storage(key, dtype, numel):
+        raise CheckpointError(f"{path}: a storage outside the checkpoint's object")
+
+    def lazy_storage(key, dtype, numel):
+        if key not in storages:
+            storages[key] = _Storage(None, dtype, numel)
+        return storages[key]
+
+    def header():
+        return _RestrictedUnpickler(f, no_storage, legacy=True).load()
+
+    if header() != _LEGACY_MAGIC or header() != _LEGACY_PROTOCOL:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (wrong magic number or protocol)")
+    info = header()
+    if not (isinstance(info, dict) and info.get("little_endian") is True):
+        raise CheckpointError(f"{path}: a big-endian legacy PyTorch checkpoint is not read")
+    content = _RestrictedUnpickler(f, lazy_storage, legacy=True).load()
+    keys = header()
+    if not isinstance(keys, list) or set(map(str, keys)) != set(storages):
+        raise CheckpointError(f"{path}: the storage list does not match the tensors")
+    for key in map(str, keys):
+        storage = storages[key]
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise CheckpointError(f"{path}: truncated legacy PyTorch checkpoint (storage {key} missing)")
+        (numel,) = struct.unpack("<q", raw)
+        if numel != storage.numel:
+            raise CheckpointError(f"{path}: storage {key} holds {numel} elements, its tensor needs {storage.numel}")
+        itemsize = 2 if storage.dtype == "bfloat16" else np.dtype(storage.dtype).itemsize
+        data = f.read(numel * itemsize)
+        if len(data) != numel * itemsize:
+            raise CheckpointError(f"{path}: truncated legacy PyTorch checkpoint (storage {key} cut short)")
+        storage.array = _widen_bfloat16(data) if storage.dtype == "bfloat16" else np.frombuffer(
+            data, np.dtype(storage.dtype).newbyteorder("<")).astype(np.dtype(storage.dtype), copy=False)
+    return _materialize(content)
+
+
 def _read_safetensors(path):
     from safetensors import SafetensorError
     from safetensors import numpy as st_numpy
@@ -209,36 +295,36 @@ def read_checkpoint(path):
     """The content of a PyTorch checkpoint or `.safetensors` file, with tensors as NumPy arrays.
 
     Args:
-      path: a `.pth`, `.pth.tar`, `.pt`, `.ckpt` (zip format) or `.safetensors` file.
+      path: a `.pth`, `.pth.tar`, `.pt`, `.ckpt` (zip or legacy format) or `.safetensors` file.
 
     Returns:
       (content, format): the unpickled object (dicts, lists, plain values, NumPy arrays for the
-      tensors, `Opaque` for inert data objects) or, for safetensors, {name: array}; and "zip" or
-      "safetensors".
+      tensors, `Opaque` for inert data objects) or, for safetensors, {name: array}; and "zip",
+      "legacy" (PyTorch < 1.6) or "safetensors".
 
     Raises:
       FileNotFoundError: no such file.
       UnsafeCheckpointError: the pickle names a global other than the tensor rebuilders (nothing
         was executed).
-      CheckpointError: truncated, corrupt, legacy PyTorch or unknown format.
+      CheckpointError: truncated, corrupt or unknown format.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} does not exist")
     kind = file_format(path)
     if kind == "safetensors":
         return _read_safetensors(path), kind
-    if kind == "legacy":
-        raise CheckpointError(f"{path} is in PyTorch's legacy format (torch < 1.6), which is not read: re-save it "
-                              "with torch.save(torch.load(path), new_path) in PyTorch >= 1.6, or as .safetensors")
-    if kind != "zip":
-        raise CheckpointError(f"{path} is neither a PyTorch checkpoint (zip format) nor a .safetensors file")
+    if kind not in ("zip", "legacy"):
+        raise CheckpointError(f"{path} is neither a PyTorch checkpoint nor a .safetensors file")
     try:
+        if kind == "legacy":
+            with open(path, "rb") as f:
+                return _read_legacy(path, f), kind
         with zipfile.ZipFile(path) as archive:
             return _read_zip(path, archive), kind
     except zipfile.BadZipFile as e:
         raise CheckpointError(f"{path}: truncated or corrupt PyTorch checkpoint ({e})") from None
     except (pickle.UnpicklingError, EOFError, struct.error, zipfile.LargeZipFile) as e:
-        raise CheckpointError(f"{path}: corrupt PyTorch checkpoint ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path}: truncated or corrupt PyTorch checkpoint ({type(e).__name__}: {e})") from None
     except (TypeError, AttributeError, IndexError) as e:
         raise CheckpointError(f"{path}: a pickle this reader does not understand ({type(e).__name__}: {e})") from None
 

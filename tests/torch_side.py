@@ -15,7 +15,8 @@ outputs `features.npy` [N, F] (and `head.npy` [N, D] with a MoCo head):
 * solo_resnet18: solo-learn's Lightning `.ckpt` ({"epoch", "global_step", "pytorch-lightning_version",
   "state_dict": backbone.* (3x3 stem with padding 2, no max-pool, no fc), projector.*, "hyper_parameters": an
   argparse.Namespace, "optimizer_states", "lr_schedulers"});
-* safetensors_resnet18: solo-learn's `backbone.*` tensors as a `.safetensors` file.
+* safetensors_resnet18: solo-learn's `backbone.*` tensors as a `.safetensors` file;
+* <layout>_legacy: the same in PyTorch's format before 1.6 (`_use_new_zipfile_serialization=False`).
 
 `forward` loads a state dict file (`.safetensors`) into torchvision's architecture with
 `load_state_dict(strict=True)` (fc = Identity; with --head the MoCo v2 head as fc) and writes
@@ -166,6 +167,9 @@ def features_of(model, images):
 
 
 def make(layout, out, seed, size, batch):
+    legacy = layout.endswith("_legacy")  # PyTorch's format before 1.6 (MoCo's 2020 releases)
+    layout = layout[:-len("_legacy")] if legacy else layout
+    save = (lambda obj, path: torch.save(obj, path, _use_new_zipfile_serialization=False)) if legacy else torch.save
     g = torch.Generator().manual_seed(seed)
     arch = "resnet50" if layout.endswith("resnet50") else "resnet18_cifar"
     padding = 2 if layout.startswith(("solo", "safetensors")) else 1  # solo-learn's CIFAR stem pads 2
@@ -184,7 +188,7 @@ def make(layout, out, seed, size, batch):
         np.save(os.path.join(out, "head.npy"), head)
     if layout == "torchvision_resnet50":
         path = os.path.join(out, "resnet50.pth")
-        torch.save(model.state_dict(), path)
+        save(model.state_dict(), path)
     elif layout.startswith("moco"):
         key = randomize(moco_head(ARCHS[arch](), version, dim=16 if arch == "resnet18_cifar" else 128), g)
         np.save(os.path.join(out, "key_features.npy"), features_of(key, images)[0])
@@ -194,13 +198,13 @@ def make(layout, out, seed, size, batch):
         state["module.queue_ptr"] = torch.tensor([5])
         optimizer = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9)
         path = os.path.join(out, "checkpoint_0199.pth.tar")
-        torch.save({"epoch": 200, "arch": arch, "state_dict": state, "optimizer": optimizer.state_dict()}, path)
+        save({"epoch": 200, "arch": arch, "state_dict": state, "optimizer": optimizer.state_dict()}, path)
     elif layout == "solo_resnet18":
         projector = nn.Sequential(nn.Linear(512, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 32))
         state = OrderedDict(**prefixed(model.state_dict(), "backbone."), **prefixed(projector.state_dict(), "projector."))
         hparams = argparse.Namespace(method="simclr", backbone={"name": "resnet18"}, data={"dataset": "cifar10"})
         path = os.path.join(out, "simclr-cifar10-epoch=999.ckpt")
-        torch.save({"epoch": 999, "global_step": 195000, "pytorch-lightning_version": "2.1.0", "state_dict": state,
+        save({"epoch": 999, "global_step": 195000, "pytorch-lightning_version": "2.1.0", "state_dict": state,
                     "hyper_parameters": hparams, "optimizer_states": [], "lr_schedulers": []}, path)
     elif layout == "safetensors_resnet18":
         from safetensors.torch import save_file

@@ -23,7 +23,7 @@ from .flag_groups import UserError
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("checkpoint", None, "The PyTorch checkpoint: .pth / .pth.tar / .ckpt (zip format of torch >= 1.6) "
+flags.DEFINE_string("checkpoint", None, "The PyTorch checkpoint: .pth / .pth.tar / .ckpt (the zip format of torch >= 1.6, or the legacy one) "
                     "or .safetensors.")
 flags.DEFINE_string("model_dir", None, "The run folder to write (must not hold a run yet).")
 flags.DEFINE_string("key_prefix", "auto", "Key prefix of the encoder in the state dict; auto tries "

@@ -18,7 +18,8 @@ from export import torch_weights
 from mixmask_tf import backbones, torch_import, torch_io
 from torch_env import torch_side
 
-LAYOUTS = ("torchvision_resnet50", "moco_resnet50", "solo_resnet18", "safetensors_resnet18", "mocov1_resnet18_cifar")
+LAYOUTS = ("torchvision_resnet50", "moco_resnet50", "solo_resnet18", "safetensors_resnet18", "mocov1_resnet18_cifar",
+           "moco_resnet18_cifar_legacy")
 SIZE = {"resnet50": 64, "resnet18_cifar": 32}
 
 
@@ -42,6 +43,8 @@ def _relative_error(actual, expected):
 def test_imported_encoder_equals_pytorch(files, layout):
     folder = os.path.join(files, layout)
     source = torch_import.read_source(_checkpoint(folder))
+    assert source.file_format == ("legacy" if layout.endswith("_legacy") else
+                                  "safetensors" if layout.startswith("safetensors") else "zip")
     expected_prefix = {"torchvision": "", "moco": "module.encoder_q.", "solo": "backbone.", "safetensors": "backbone.",
                        "mocov1": "module.encoder_q."}[layout.split("_")[0]]
     assert source.prefix == expected_prefix

@@ -129,10 +129,10 @@ def test_a_pickle_that_calls_any_other_global_is_refused_before_anything_runs(tm
     with pytest.raises(torch_io.UnsafeCheckpointError, match=rf"global {module}\.{name}"):
         torch_io.read_checkpoint(path)
     assert not marker.exists()
-    # The same payload as a legacy (non-zip) pickle is refused by its format, unread.
+    # The same payload as a pickle of PyTorch's legacy (non-zip) format.
     legacy = tmp_path / "evil_legacy.pth"
     legacy.write_bytes(_pickle_bytes(payload))
-    with pytest.raises(torch_io.CheckpointError, match="legacy format"):
+    with pytest.raises(torch_io.UnsafeCheckpointError, match=rf"global {module}\.{name}"):
         torch_io.read_checkpoint(str(legacy))
     assert not marker.exists()
 
