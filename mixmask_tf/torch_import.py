@@ -31,10 +31,15 @@ from mixmask_tf.torch_io import CheckpointError
 # Normalisation of the papers' pretraining when no dataset says otherwise ([0, 1] pixel units).
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-# Default input size and evaluation centre-crop ratio per backbone (ImageNet: Resize(256) +
-# CenterCrop(224); CIFAR: the 32x32 image as it is).
+# Default input size per backbone.
 _DEFAULT_SIZE = {"resnet50": 224, "resnet18_cifar": 32}
-_DEFAULT_CROP = {"resnet50": 0.875, "resnet18_cifar": 1.0}
+
+
+def default_crop_ratio(dataset):
+    """The evaluation / serving centre-crop ratio of an imported run when none is given: 0.875
+    (Resize(256) + CenterCrop(224)) for ImageNet and image folders, whose evaluation crops, else 1
+    (in-memory datasets are never cropped, and the export then serves images as the evaluators see them)."""
+    return 0.875 if dataset and (dataset.startswith("imagenet") or dataset == "folder") else 1.0
 # MoCo's training hyper-parameters (only used if the imported run is trained further).
 _MOCO_OPTIONS = {"v1": {"momentum": 0.999, "temperature": 0.07}, "v2": {"momentum": 0.999, "temperature": 0.2}}
 
@@ -229,7 +234,8 @@ def import_checkpoint(path, model_dir, prefix="auto", backbone=None, image_size=
       mean, std: per-channel normalisation in [0, 1] units (default: the dataset's known values,
         else ImageNet's for resnet50 and CIFAR-10's for resnet18_cifar).
       dataset: the dataset the evaluators default to (recorded in flags.cfg), or None.
-      eval_crop_ratio: the evaluation centre-crop ratio (default 0.875 for resnet50, else 1).
+      eval_crop_ratio: the evaluation and serving centre-crop ratio (default `default_crop_ratio(dataset)`);
+        written to flags.cfg only when given (else the evaluators use their own default).
 
     Returns:
       the model card (dict).
@@ -249,7 +255,7 @@ def import_checkpoint(path, model_dir, prefix="auto", backbone=None, image_size=
     std = [float(v) for v in (std if std is not None else default_std)]
     if len(mean) != source.channels or len(std) != source.channels or min(std) <= 0:
         raise ValueError(f"mean and std need {source.channels} values (std > 0), got {mean} and {std}")
-    crop = data.check_crop_ratio(eval_crop_ratio if eval_crop_ratio is not None else _DEFAULT_CROP[source.backbone])
+    crop = data.check_crop_ratio(eval_crop_ratio if eval_crop_ratio is not None else default_crop_ratio(dataset))
     encoder, head = build_encoder(source, image_size)
     image_shape = [int(d) for d in encoder.input_shape[1:]]
     other = _other_moco_side(source) if head is not None else None
@@ -271,7 +277,9 @@ def import_checkpoint(path, model_dir, prefix="auto", backbone=None, image_size=
               "framework_options": options, "dataset": dataset, "image_shape": image_shape, "num_classes": None,
               "mean": mean, "std": std, "eval_crop_ratio": crop, "seed": 0, "imported": card}
     checkpoint.atomic_write_text(os.path.join(model_dir, "import.json"), json.dumps(card, indent=2))
-    flag_lines = [f"--image_size={image_shape[0]}", f"--channels={image_shape[2]}", f"--eval_crop_ratio={crop}"]
+    flag_lines = [f"--image_size={image_shape[0]}", f"--channels={image_shape[2]}"]
+    if eval_crop_ratio is not None:
+        flag_lines.append(f"--eval_crop_ratio={crop}")
     if dataset:
         flag_lines.insert(0, f"--dataset={dataset}")
     checkpoint.atomic_write_text(os.path.join(model_dir, "flags.cfg"), "\n".join(flag_lines) + "\n")

@@ -39,8 +39,8 @@ flags.DEFINE_list("std", None, "Per-channel normalisation std (default as --mean
 flags.DEFINE_string("dataset", None, "The dataset the evaluators default to for this run (e.g. imagenet2012, cifar10).")
 flags.DEFINE_string("stem_padding", "auto", "CIFAR ResNet-18 only: the padding of its 3x3 conv1, which a state dict "
                     "does not record: auto = 2 for solo-learn files (its Conv2d(3, 64, 3, 1, padding=2)), else 1.")
-flags.DEFINE_float("eval_crop_ratio", None, "Evaluation centre-crop ratio (default 0.875 for resnet50: Resize(256) + "
-                   "CenterCrop(224); 1 for resnet18_cifar).")
+flags.DEFINE_float("eval_crop_ratio", None, "Evaluation and serving centre-crop ratio (default 0.875, Resize(256) + "
+                   "CenterCrop(224), with --dataset=imagenet* or folder; else 1).")
 
 
 def _floats(name):
