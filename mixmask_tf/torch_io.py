@@ -325,7 +325,7 @@ def read_checkpoint(path):
         raise CheckpointError(f"{path}: truncated or corrupt PyTorch checkpoint ({e})") from None
     except (pickle.UnpicklingError, EOFError, struct.error, zipfile.LargeZipFile) as e:
         raise CheckpointError(f"{path}: truncated or corrupt PyTorch checkpoint ({type(e).__name__}: {e})") from None
-    except (TypeError, AttributeError, IndexError) as e:
+    except (TypeError, AttributeError, IndexError, RecursionError) as e:
         raise CheckpointError(f"{path}: a pickle this reader does not understand ({type(e).__name__}: {e})") from None
 
 
