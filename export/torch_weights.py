@@ -10,9 +10,11 @@ project's `resnet50` or `resnet18_cifar` (the torchvision layouts, `mixmask_tf.t
 
 * `--format=torchvision` (default): a `.safetensors` file (the `safetensors` package, no pickle)
   with torchvision's keys (`conv1.weight`, `bn1.running_var`, `layer1.0.downsample.0.weight`, ...,
-  `num_batches_tracked` 0) and no `fc`: in PyTorch,
-  `m = torchvision.models.resnet50(); m.fc = torch.nn.Identity(); m.load_state_dict(
-  safetensors.torch.load_file(path))` (strict) computes the encoder's features (CIFAR ResNet-18:
+  `num_batches_tracked` 0) and, with `--fc=zeros` (default), torchvision's 1000-way `fc` as zeros
+  (no classifier was trained; it is there so that the stock model loads the file strictly):
+  `m = torchvision.models.resnet50(); m.load_state_dict(safetensors.torch.load_file(path));
+  m.fc = torch.nn.Identity()` computes the encoder's features (`--fc=none` leaves `fc` out, for a
+  model whose `fc` is already `Identity()`) (CIFAR ResNet-18:
   `resnet18()` with `conv1 = Conv2d(3, 64, 3, 1, p, bias=False)`, `maxpool = Identity()`, p the
   header's `conv1_padding`: 1, or 2 for a solo-learn import). With
   `--head` (a run with a MoCo head) MoCo's head is added as `fc.0`, `fc.2` (v2) or `fc` (v1): the
@@ -31,6 +33,8 @@ import json
 import os
 import pickle
 import sys
+
+import numpy as np
 
 if __name__ == "__main__" or os.path.basename(sys.argv[0] if sys.argv else "") == "mixmask-export-safetensors":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -120,12 +124,23 @@ def detectron2_names(state):
     return renamed
 
 
-def export_weights(encoder_path, out, fmt="torchvision", head=False):
+FC_CHOICES = ("zeros", "none")
+
+
+def export_weights(encoder_path, out, fmt="torchvision", head=False, fc="zeros"):
     """Writes the encoder's weights for PyTorch (see the module docstring); returns a summary dict.
+
+    Args:
+      encoder_path: a run folder, an export folder or version, or a `.keras` backbone.
+      out: the file to write.
+      fmt: "torchvision" (.safetensors) or "detectron2" (.pkl).
+      head: add the run's MoCo head as `fc` (MoCo's encoder_q).
+      fc: without a head, "zeros" (torchvision's 1000-way `fc`, zero: the stock model loads the file
+        strictly) or "none" (no `fc` keys).
 
     Raises:
       ValueError: not a torchvision-layout backbone, an input filter, --head without a MoCo head, an
-        unknown format.
+        unknown format or fc choice.
     """
     import keras
 
@@ -133,6 +148,8 @@ def export_weights(encoder_path, out, fmt="torchvision", head=False):
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fc not in FC_CHOICES:
+        raise ValueError(f"unknown fc choice {fc!r}; choose one of {', '.join(FC_CHOICES)}")
     keras_path, meta, run_dir = _keras_source(encoder_path)
     if meta.get("input_filter"):
         raise ValueError(f"{encoder_path} applies an input filter ({meta['input_filter']}) that torchvision's ResNet "
@@ -146,11 +163,16 @@ def export_weights(encoder_path, out, fmt="torchvision", head=False):
                              "checkpoint)")
         head_model, version = _moco_head(run_dir)
     state = torch_resnet.state_dict(backbone, name, head_model, version)
+    if head_model is None and fc == "zeros":
+        features = int(backbone.output_shape[-1])
+        state.update({"fc.weight": np.zeros((1000, features), np.float32), "fc.bias": np.zeros((1000,), np.float32)})
     norm = meta.get("normalization") or {}
     metadata = {"format": "pt", "producer": "mixmask-tf export.torch_weights", "backbone": name,
                 "source": os.path.abspath(encoder_path), "image_shape": list(backbone.input_shape[1:]),
                 "mean": meta.get("mean", norm.get("mean")), "std": meta.get("std", norm.get("std")),
-                "head": f"moco{version}" if version else None, "conv1_padding": _stem_padding(backbone, name)}
+                "head": f"moco{version}" if version else None, "conv1_padding": _stem_padding(backbone, name),
+                "fc": f"moco{version} head" if version else ("zeros: no classifier; the features are the avgpool "
+                                                             "output (fc = Identity)" if fc == "zeros" else "none")}
     if (meta.get("imported") or {}).get("sha256"):
         metadata["imported_from_sha256"] = meta["imported"]["sha256"]
     if fmt == "torchvision":
@@ -175,7 +197,7 @@ def main(argv):
     try:
         if not f.encoder or not f.out:
             raise ValueError("--encoder and --out are required")
-        summary = export_weights(f.encoder, f.out, f.format, f.head)
+        summary = export_weights(f.encoder, f.out, f.format, f.head, f.fc)
     except (ValueError, FileNotFoundError, encoders.EncoderLoadError) as e:
         print(f"export.torch_weights: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -193,6 +215,8 @@ def entry_point():
     flags.DEFINE_enum("format", "torchvision", list(FORMATS), "torchvision: .safetensors with torchvision's keys; "
                       "detectron2: the .pkl Detectron2's MODEL.WEIGHTS reads.")
     flags.DEFINE_bool("head", False, "Add the run's MoCo projection head as fc (MoCo's encoder_q layout).")
+    flags.DEFINE_enum("fc", "zeros", list(FC_CHOICES), "Without --head: torchvision's 1000-way fc as zeros (the stock "
+                      "torchvision model loads the file strictly; replace fc by Identity for the features), or none.")
     app.run(main)
 
 

@@ -19,8 +19,9 @@ outputs `features.npy` [N, F] (and `head.npy` [N, D] with a MoCo head):
 * <layout>_legacy: the same in PyTorch's format before 1.6 (`_use_new_zipfile_serialization=False`).
 
 `forward` loads a state dict file (`.safetensors`) into torchvision's architecture with
-`load_state_dict(strict=True)` (fc = Identity; with --head the MoCo v2 head as fc) and writes
-its eval-mode outputs. The ResNets below are a compact re-implementation of torchvision's
+`load_state_dict(strict=True)` (the stock 1000-way fc when the file has one, else fc = Identity;
+with --head the MoCo head as fc) and writes its eval-mode outputs (without a head: the features,
+fc = Identity). The ResNets below are a compact re-implementation of torchvision's
 (BSD-3-Clause) with its module names; torchvision itself is not needed.
 """
 
@@ -221,11 +222,14 @@ def forward(arch, state_path, images_path, out, head, stem_padding):
     from safetensors.torch import load_file
 
     model = ARCHS[arch](stem_padding)
+    state = load_file(state_path)
     if head:
-        model = moco_head(model, head, dim=int(load_file(state_path)["fc.2.weight" if head == "v2" else "fc.weight"].shape[0]))
-    else:
+        model = moco_head(model, head, dim=int(state["fc.2.weight" if head == "v2" else "fc.weight"].shape[0]))
+    elif "fc.weight" not in state:
         model.fc = nn.Identity()
-    model.load_state_dict(load_file(state_path), strict=True)
+    model.load_state_dict(state, strict=True)  # the stock model (fc 1000-way) when the file has fc
+    if not head:
+        model.fc = nn.Identity()  # the features
     model.eval()
     x = torch.from_numpy(np.load(images_path).transpose(0, 3, 1, 2).copy())
     with torch.no_grad():

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import run_module
 from export import torch_weights
-from mixmask_tf import backbones
+from mixmask_tf import backbones, torch_io
 
 
 def test_detectron2_names_follow_mocos_conversion_script():
@@ -43,6 +43,12 @@ def test_detectron2_file_holds_every_backbone_tensor(tmp_path):
     np.testing.assert_array_equal(payload["model"]["res3.0.shortcut.weight"], conv.transpose(3, 2, 0, 1))
     # 20 convs (1 stem + 16 + 3 shortcuts) and 20 BatchNorms of 4 tensors each
     assert len(payload["model"]) == 20 + 20 * 4
+    # .safetensors: a zero 1000-way fc by default (the stock model loads it strictly), none with fc="none".
+    for fc, expected in (("zeros", {"fc.weight", "fc.bias"}), ("none", set())):
+        torch_weights.export_weights(path, str(tmp_path / f"{fc}.safetensors"), fc=fc)
+        tensors, _ = torch_io.read_checkpoint(str(tmp_path / f"{fc}.safetensors"))
+        assert {k for k in tensors if k.startswith("fc")} == expected
+        assert len(tensors) == len(expected) + 20 + 20 * 5  # + num_batches_tracked per BatchNorm
 
 
 def test_other_backbones_and_missing_encoders_are_refused(tmp_path):
