@@ -138,5 +138,8 @@ def test_augment_on_auto_picks_the_device_for_accelerators_and_the_host_on_a_cpu
                "flags.FLAGS.augment_on = 'host'\n"
                "print(augmentation.augment_on(gpus))\n"
                "flags.FLAGS.augment_on = 'device'\n"
-               "print(augmentation.augment_on(cpu))\n")
-    assert out.stdout.splitlines() == ["auto ['device', 'device', 'host']", "host", "device"]
+               "print(augmentation.augment_on(cpu))\n"
+               "flags.FLAGS.augment_on = 'auto'\n"
+               "import tensorflow as tf\n"
+               "print(augmentation.augment_on(tf.distribute.get_strategy()))\n")  # the default strategy, this CPU
+    assert out.stdout.splitlines() == ["auto ['device', 'device', 'host']", "host", "device", "host"]

@@ -37,7 +37,12 @@ def augment_on(strategy):
     devices are accelerators (GPU, TPU); else "host"."""
     if FLAGS.augment_on != "auto":
         return FLAGS.augment_on
-    devices = getattr(strategy.extended, "worker_devices", ())
+    try:
+        devices = strategy.extended.worker_devices
+    except (AttributeError, RuntimeError, NotImplementedError):  # the default strategy: TF's visible devices
+        import tensorflow as tf
+
+        devices = [device.name for device in tf.config.list_logical_devices()]
     accelerated = any(kind in str(device).upper() for device in devices for kind in ("GPU", "TPU"))
     return "device" if accelerated else "host"
 
