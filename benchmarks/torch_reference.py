@@ -188,7 +188,9 @@ class ResNet18Cifar(nn.Module):
         for stage, filters in enumerate([64, 128, 256, 512]):
             for block in range(2):
                 stride = 2 if (block == 0 and stage > 0) else 1
-                blocks[f"s{stage}b{block}"] = BasicBlock(cin, filters, stride, tf_padding, keras_bn)
+                # The Keras CIFAR ResNet-18 pads as PyTorch does (1 on every side), so its stride-2
+                # convs are plain nn.Conv2d even with --tf_padding (which only the small ConvNet needs).
+                blocks[f"s{stage}b{block}"] = BasicBlock(cin, filters, stride, False, keras_bn)
                 cin = filters
         self.blocks = nn.Sequential(blocks)
         self.num_features = 512

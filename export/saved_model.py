@@ -508,7 +508,9 @@ def export_from_model_dir(model_dir, export_dir, version=None, max_image_pixels=
                 "knn_top1_random_init": results.get("knn_top1_random_init"),
                 "knn_feature": results.get("knn_feature", "backbone"),
                 "knn_k": results.get("knn_k"), "knn_t": results.get("knn_t"),
-                "model_dir": model_dir if "://" in model_dir else os.path.abspath(model_dir), "evaluations": _evaluations(model_dir, results)}
+                "model_dir": model_dir if "://" in model_dir else os.path.abspath(model_dir), "evaluations": _evaluations(model_dir, results),
+                # An imported run (trainers.import_checkpoint): its source file, SHA-256 and key prefix.
+                "imported": config.get("imported")}
     return export_backbone(backbone, export_dir, config["mean"], config["std"], version=version, metadata=metadata,
                            crop_ratio=config.get("eval_crop_ratio", 1.0), input_filter=config.get("input_filter"),
                            max_image_pixels=max_image_pixels)

@@ -70,8 +70,16 @@ def small_convnet(input_shape, width=32, depth=4, pool_grid=1, name="small_convn
 
 
 def _basic_block(x, filters, stride, name):
+    """torchvision's BasicBlock: 3x3 conv (with the stride, padding 1 on every side), BN, ReLU,
+    3x3 conv, BN, plus the shortcut (1x1 conv with the stride + BN where the shape changes), ReLU."""
     shortcut = x
-    y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
+    if stride == 1:
+        y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv1")(x)
+    else:
+        # Keras' "same" pads bottom/right only for a stride-2 conv on an even size; PyTorch pads 1
+        # on every side: pad explicitly, as torchvision (and the papers' CIFAR code) does.
+        y = layers.ZeroPadding2D(1, name=f"{name}_pad1")(x)
+        y = layers.Conv2D(filters, 3, strides=stride, padding="valid", use_bias=False, name=f"{name}_conv1")(y)
     y = _bn(f"{name}_bn1")(y)
     y = layers.ReLU(name=f"{name}_relu1")(y)
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
@@ -83,17 +91,29 @@ def _basic_block(x, filters, stride, name):
     return layers.ReLU(name=f"{name}_out")(y)
 
 
-def resnet18_cifar(input_shape, name="resnet18_cifar"):
+def resnet18_cifar(input_shape, name="resnet18_cifar", stem_padding=1):
     """CIFAR ResNet-18: 3×3 stride-1 stem, no max-pool, BasicBlocks [2, 2, 2, 2].
+
+    torchvision's ResNet-18 with `conv1` a 3×3 stride-1 conv and `maxpool` removed, as solo-learn's
+    and Un-Mix's CIFAR code build it, padded as PyTorch pads (1 on every side of each 3×3 conv):
+    the same function of the same weights (`mixmask_tf.torch_resnet` maps the names).
 
     Args:
       input_shape: (H, W, C), e.g. (32, 32, 3).
+      stem_padding: zero padding of the 3×3 stem on every side: 1 (default; "same") or, e.g., 2 as
+        solo-learn's CIFAR ResNet (`Conv2d(3, 64, 3, stride=1, padding=2)`: 34×34 maps from 32×32).
 
     Returns:
       keras.Model images [N, H, W, C] -> features [N, 512].
     """
+    if int(stem_padding) < 0:
+        raise ValueError(f"stem_padding must be >= 0, got {stem_padding}")
     inputs = keras.Input(shape=tuple(input_shape), name="images")
-    x = layers.Conv2D(64, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
+    if int(stem_padding) == 1:
+        x = layers.Conv2D(64, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
+    else:
+        x = layers.ZeroPadding2D(int(stem_padding), name="stem_pad")(inputs)
+        x = layers.Conv2D(64, 3, padding="valid", use_bias=False, name="stem_conv")(x)
     x = _bn("stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     for stage, filters in enumerate([64, 128, 256, 512]):

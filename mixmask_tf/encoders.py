@@ -399,6 +399,8 @@ def _from_run(model_dir, checkpoint_path=None, feature="backbone"):
                 else config.get("branch"), "dataset": config.get("dataset"), "backbone": config.get("backbone"),
                 "num_classes": config.get("num_classes"), "epochs": results.get("epochs_completed"),
                 "feature": feature}
+    if config.get("imported"):  # a run folder written by trainers.import_checkpoint
+        metadata["imported"] = {k: config["imported"].get(k) for k in ("source", "sha256", "key_prefix", "layout")}
     by_default = not checkpoint_path
     if checkpoint_path:
         if not _checkpoint_exists(checkpoint_path):

@@ -1,5 +1,7 @@
 """Independent NumPy references shared by several test files."""
 
+import colorsys
+
 import numpy as np
 
 
@@ -71,3 +73,87 @@ def changed_images(outs, ref, atol=1e-6):
 def normal_images(shape, seed=0):
     """float32 standard-normal images of ``shape`` from ``np.random.default_rng(seed)``."""
     return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- augmentation views
+
+GRAY = np.array([0.2989, 0.5870, 0.1140])  # tf.image.rgb_to_grayscale's weights
+
+
+
+
+def np_resize(img, out_h, out_w):
+    """Bilinear resize with half-pixel centres, sample positions clamped to the image."""
+    def axis(n_in, n_out):
+        pos = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+        lo = np.floor(pos)
+        return (np.maximum(lo, 0).astype(int), np.minimum(np.ceil(pos), n_in - 1).astype(int), pos - lo)
+
+    y0, y1, wy = axis(img.shape[0], out_h)
+    x0, x1, wx = axis(img.shape[1], out_w)
+    top = img[y0][:, x0] * (1 - wx)[None, :, None] + img[y0][:, x1] * wx[None, :, None]
+    bottom = img[y1][:, x0] * (1 - wx)[None, :, None] + img[y1][:, x1] * wx[None, :, None]
+    return top * (1 - wy)[:, None, None] + bottom * wy[:, None, None]
+
+
+def np_gray(x):
+    return x if x.shape[-1] == 1 else (x @ GRAY)[..., None]
+
+
+def np_hue(x, delta):
+    flat = x.reshape(-1, 3)
+    out = np.array([colorsys.hsv_to_rgb((h + delta) % 1.0, s, v)
+                    for h, s, v in (colorsys.rgb_to_hsv(*p) for p in flat)])
+    return np.clip(out.reshape(x.shape), 0, 1)
+
+
+def np_blur(x, sigma, radius):
+    taps = np.arange(-radius, radius + 1)
+    k = np.exp(-taps ** 2 / (2 * sigma ** 2))
+    k /= k.sum()
+    p = np.pad(x, [(radius, radius), (radius, radius), (0, 0)], mode="reflect")
+    rows = sum(k[i] * p[i:i + x.shape[0]] for i in range(len(k)))
+    return sum(k[i] * rows[:, i:i + x.shape[1]] for i in range(len(k)))
+
+
+def np_crop(img, p, config):
+    """The crop stage of one uint8 image: the resized crop in [0, 1], float64 (not rounded)."""
+    x = img.astype(np.float64) / 255.0
+    return np_resize(x[p["top"]:p["top"] + p["crop_h"], p["left"]:p["left"] + p["crop_w"]], *config.size)
+
+
+def np_view(crop, p, config):
+    """The finish stage of one view (flip, jitter, grayscale, blur, solarize) of a crop in [0, 1],
+    with the parameters p (numpy values of one row)."""
+    x = np.asarray(crop, np.float64)
+    if p["flip"]:
+        x = x[:, ::-1]
+    c = x.shape[-1]
+
+    def gray(v):
+        if c == 3 and config.grayscale_p > 0 and p["gray"]:
+            return np.repeat(np_gray(v), 3, axis=-1)
+        return v
+
+    ops = []
+    if config.brightness > 0:
+        ops.append((0, lambda v: np.clip(v * p["brightness"], 0, 1)))
+    if config.contrast > 0:
+        ops.append((1, lambda v: np.clip((v - np_gray(v).mean()) * p["contrast"] + np_gray(v).mean(), 0, 1)))
+    if c == 3 and config.saturation > 0:
+        ops.append((2, lambda v: np.clip((v - np_gray(v)) * p["saturation"] + np_gray(v), 0, 1)))
+    if c == 3 and config.hue > 0:
+        ops.append((3, lambda v: np_hue(v, p["hue"])))
+    if config.grayscale_before_jitter:
+        x = gray(x)
+    if p["jitter"] and config.jitter_p > 0:
+        for i, op in sorted(ops, key=lambda o: p["order_keys"][o[0]]):
+            x = op(x)
+    if not config.grayscale_before_jitter:
+        x = gray(x)
+    radius = int(config.size[0] * 0.1) // 2
+    if config.blur_p > 0 and radius > 0 and p["blur"]:
+        x = np_blur(x, p["sigma"], radius)
+    if config.solarize_p > 0 and p["solarize"]:
+        x = np.where(x >= 0.5, 1 - x, x)
+    return x

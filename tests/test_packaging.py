@@ -19,6 +19,8 @@ SCRIPTS = {"mixmask-pretrain": "mixmask_tf.trainers.pretrain:entry_point",
            "mixmask-finetune": "mixmask_tf.trainers.finetune:entry_point",
            "mixmask-export": "mixmask_tf.export.saved_model:entry_point",
            "mixmask-tflite": "mixmask_tf.export.tflite:entry_point",
+           "mixmask-import-checkpoint": "mixmask_tf.trainers.import_checkpoint:entry_point",
+           "mixmask-export-safetensors": "mixmask_tf.export.torch_weights:entry_point",
            "mixmask-data-service": "mixmask_tf.trainers.data_service:entry_point"}
 # Where each installed package's code lives in the checkout.
 ROOTS = {"mixmask_tf": "mixmask_tf", "mixmask_tf.trainers": "trainers", "mixmask_tf.export": "export"}

@@ -25,7 +25,7 @@ EXAMPLES_RUN_ELSEWHERE = {
     **{name: os.path.join("tests", "mixmask_tf", "branches", "test_adding_a_branch.py")
        for name in ("flip-branch", "flip-registry", "flip-option", "flip-usage")},
 }
-EXAMPLES_RUN_HERE = ("fit", "mscn", "combinations", "custom-branch")
+EXAMPLES_RUN_HERE = ("fit", "mscn", "combinations", "custom-branch", "device-augment")
 MARKER = re.compile(r"<!-- (example: ([\w-]+)[^>]*|not run by the tests: [^>]+) -->$")
 HAS_FASHION_MNIST = os.path.exists("/usr/share/datasets/fashion-mnist")
 needs_fashion_mnist = pytest.mark.skipif(not HAS_FASHION_MNIST,
@@ -164,3 +164,10 @@ def test_mscn_example_runs():
 def test_custom_branch_example_runs():
     stdout = _run_example("custom-branch")
     assert "['lambda', 'loss', 'loss_clean', 'loss_mixup', 'loss_mixup_switch']" in stdout
+
+
+@needs_fashion_mnist
+def test_device_augment_example_runs():
+    stdout = _run_example("device-augment")
+    assert "TensorSpec(shape=(64, 420), dtype=tf.int32, name=None)" in stdout
+    assert "(64, 2, 28, 28, 1)" in stdout

@@ -118,7 +118,9 @@ def describe(encoder):
         return f"control: {FLAGS.control} ({'x'.join(map(str, encoder.image_shape))} input, " \
                f"{encoder.embedding_dim} features{head}{_describe_filter(encoder)})"
     parts = [f"{m.get('framework') or '?'} + {m.get('branch') or '?'}"] if m.get("framework") else []
-    if m.get("epochs") is not None:
+    if m.get("imported"):
+        parts = [f"imported from {os.path.basename(m['imported']['source'])}, {m['imported']['layout']} layout"]
+    elif m.get("epochs") is not None:
         parts.append(f"{m['epochs']} epochs")
     return f"encoder: {m.get('path', FLAGS.encoder)} ({encoder.kind}{', ' + ', '.join(parts) if parts else ''}; " \
            f"input {'x'.join(map(str, encoder.image_shape))}{_describe_filter(encoder)}, features " \

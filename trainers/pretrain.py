@@ -65,10 +65,11 @@ def validate_flags():
     service_flags.validate()
 
 
-def build_trainer(image_shape, steps_per_epoch, num_classes=0, branch=None):
+def build_trainer(image_shape, steps_per_epoch, num_classes=0, branch=None, device_augment=None):
     """The trainer the flags describe (the backbone seeded by --seed).
 
-    With --online_probe, a linear probe over `num_classes` with Adam(--probe_learning_rate).
+    With --online_probe, a linear probe over `num_classes` with Adam(--probe_learning_rate);
+    with `device_augment` (a TwoViewAugment), the views are finished inside the step.
     """
     import keras
 
@@ -81,7 +82,7 @@ def build_trainer(image_shape, steps_per_epoch, num_classes=0, branch=None):
         probe = dict(probe_classes=num_classes, probe_optimizer=keras.optimizers.Adam(FLAGS.probe_learning_rate))
     return models.build_trainer(FLAGS.framework, model_flags.build_backbone(image_shape),
                                 branch=branch if branch is not None else branch_flags.build_branch(), seed=FLAGS.seed,
-                                **probe,
+                                device_augment=device_augment, **probe,
                                 **framework_flags.framework_options(steps_per_epoch))
 
 
@@ -259,6 +260,7 @@ def run():
         raise UserError(str(e)) from e
     branch = branch_flags.build_branch(mean=info.mean, std=info.std)
     two_views = augmentation_flags.two_view_augment(image_shape, info.mean, info.std, branch.extra_views)
+    augment_on = augmentation_flags.augment_on(strategy)
     steps = train_source.num_examples // FLAGS.batch_size
     if FLAGS.steps_per_epoch:
         steps = min(steps, FLAGS.steps_per_epoch)
@@ -271,6 +273,9 @@ def run():
     say(f"strategy: {name}, {replicas} replica(s) on {worker.count} worker(s), global batch "
         f"{FLAGS.batch_size} ({per_replica} per replica), peak learning rate "
         f"{optimisation_flags.learning_rate(FLAGS.batch_size):.6g}", flush=True)
+    say("augmentation: " + ("crops on the host (uint8), the rest inside the train step" if augment_on == "device"
+                            else "on the host, in tf.data") + (" (--augment_on=auto)" if FLAGS.augment_on == "auto"
+                                                               else ""), flush=True)
 
     def preprocess(image):
         return augment.eval_preprocess(image, info.mean, info.std)
@@ -281,7 +286,8 @@ def run():
         test_ds = data.make_eval_dataset(test_source, None, 512, preprocess)
 
     with strategy.scope():
-        model = build_trainer(image_shape, steps, info.num_classes, branch)
+        model = build_trainer(image_shape, steps, info.num_classes, branch,
+                              device_augment=two_views if augment_on == "device" else None)
         model.watch_stop_requests = True
         model.compile(optimizer=optimisation_flags.build_optimizer(steps, model), jit_compile=FLAGS.jit_compile,
                       steps_per_execution=execution)
@@ -320,7 +326,8 @@ def run():
         ds = data.make_pretrain_dataset(train_source, FLAGS.batch_size, two_views, seed=FLAGS.seed,
                                         start_epoch=start_epoch, steps_per_epoch=steps,
                                         with_labels=FLAGS.online_probe, shard=(index, count) if count > 1 else None,
-                                        start_step=first_step, split_batches=served)
+                                        start_step=first_step, augment_on=augment_on,
+                                        split_batches=served)
         return data.service.distribute(ds, FLAGS.data_service) if served else ds
 
     stop = callbacks.StopOnSignal()
@@ -330,6 +337,8 @@ def run():
     if chief and not finished:
         sample = next(iter(make_shard(0, 1, 0, 0)))
         sample = sample[0] if isinstance(sample, tuple) else sample
+        if augment_on == "device":  # what the network is given: the views as the step finishes them
+            sample = two_views.on_device(sample)
         montage_path = os.path.join(model_dir, "masks.png")
         if FLAGS.plots and not tf.io.gfile.exists(montage_path):
             if model.branch.changes_views:  # MSCN: every view, as augmented and as the network is given it

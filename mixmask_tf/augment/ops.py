@@ -306,7 +306,8 @@ _ADJUST = {"brightness": adjust_brightness, "contrast": adjust_contrast,
            "saturation": adjust_saturation, "hue": adjust_hue}
 
 
-def color_jitter(images, apply, order_keys, factors: Dict[str, Optional[tf.Tensor]]) -> tf.Tensor:
+def color_jitter(images, apply, order_keys, factors: Dict[str, Optional[tf.Tensor]],
+                 dense: bool = False) -> tf.Tensor:
     """Colour jitter with per-image factors and a per-image random order of the active ops.
 
     Args:
@@ -317,6 +318,10 @@ def color_jitter(images, apply, order_keys, factors: Dict[str, Optional[tf.Tenso
       factors: name in :data:`JITTER_OPS` -> float32 [B] (brightness, contrast, saturation
         factors; the hue delta), or None for an inactive op. Saturation and hue are skipped for
         1-channel images.
+      dense: static shapes throughout (for XLA, inside a compiled train step): every active op is
+        computed on every image at each of the (at most 4) steps and each image keeps the one of
+        its order; the result is the same. False (default): each op runs only on the images that
+        apply it at that step (partition and stitch: less arithmetic, dynamic shapes).
 
     Returns:
       float32 [B, H, W, C] in [0, 1].
@@ -344,6 +349,19 @@ def color_jitter(images, apply, order_keys, factors: Dict[str, Optional[tf.Tenso
                     for j, (_, name) in enumerate(ops)]
             out = tf.reshape(tf.dynamic_stitch(where, done), tf.shape(out))
         return out
+
+    if dense:
+        ids = tf.constant([i for i, _ in ops], tf.int32)
+        position = tf.argsort(tf.gather(order_keys, ids, axis=1), axis=1)
+        out = images
+        for k in range(len(ops)):
+            adjusted = [_ADJUST[name](out, factors[name]) for _, name in ops]
+            which = position[:, k]
+            step = adjusted[0]
+            for j in range(1, len(ops)):
+                step = tf.where(_per_image(tf.equal(which, j)), adjusted[j], step)
+            out = step
+        return tf.where(_per_image(apply), out, images)
 
     # Only the images that are jittered are computed.
     chosen = tf.where(apply)[:, 0]

@@ -11,6 +11,23 @@ apart:
    in the reference order: crop + resize, flip, [grayscale,] colour jitter, [grayscale,] blur,
    solarize (the grayscale comes first with ``ViewConfig.grayscale_before_jitter``, MoCo v1).
 
+The ops fall in two stages, split where torchvision's PIL pipeline holds uint8 pixels:
+
+* the **crop stage** (:func:`crop_view`, :func:`crop_view_encoded`): the random resized crop
+  (only the window of a JPEG is decoded), rounded to uint8; it needs the images themselves, so it
+  runs on the host, in ``tf.data``;
+* the **finish stage** (:func:`finish_view`): flip, colour jitter, grayscale, blur, solarize, then
+  the normalisation; per-pixel work on a fixed-size batch, which runs either on the host too
+  (``augment_on="host"``) or first thing inside the compiled train step (``augment_on="device"``:
+  :meth:`TwoViewAugment.on_device`, static shapes, XLA). The parameters are the same draws in both
+  modes, so both give the same views.
+
+In device mode the host share of a batch crosses to the device as one int32 tensor
+(:func:`pack_views`): the uint8 crops of every view, four to an int32, and each view's finish
+parameters (14 float32 per image and view, their bits in int32), one row per image, so a
+distribution strategy splits it across replicas like any batch (and MultiWorkerMirroredStrategy's
+``fit``, which cannot take uint8 or tuple elements, takes it).
+
 :class:`TwoViewAugment` is the ``view_fn`` of ``mixmask_tf.data.make_pretrain_dataset``: one
 call per batch (``.batch``); a single image is a batch of one (``__call__``).
 """
@@ -26,8 +43,19 @@ from mixmask_tf import seeds
 from mixmask_tf.augment import ops
 from mixmask_tf.augment.presets import SizeLike, ViewConfig, as_size, preset_views
 
-__all__ = ["sample_view_params", "apply_view_params", "augment_encoded", "augment_batch", "augment_image",
-           "two_views", "view_configs", "TwoViewAugment", "eval_preprocess"]
+__all__ = ["sample_view_params", "apply_view_params", "crop_view", "crop_view_encoded", "finish_view",
+           "to_uint8", "FINISH_PARAMS", "pack_views", "unpack_views", "packed_length", "augment_encoded",
+           "augment_batch", "augment_image", "two_views", "view_configs", "TwoViewAugment", "eval_preprocess",
+           "AUGMENT_ON"]
+
+# Where the finish stage runs: "host" (in tf.data) or "device" (inside the train step).
+AUGMENT_ON = ("host", "device")
+
+# The finish stage's per-image parameters, in their packed order (order_keys is 4 columns).
+FINISH_PARAMS = ("flip", "jitter", "brightness", "contrast", "saturation", "hue", "gray", "blur", "sigma",
+                 "solarize", "order_keys")
+_BOOL_PARAMS = ("flip", "jitter", "gray", "blur", "solarize")
+_PARAM_COLUMNS = len(FINISH_PARAMS) - 1 + 4
 
 
 def sample_view_params(seed, batch, height, width, channels: int,
@@ -80,24 +108,84 @@ def sample_view_params(seed, batch, height, width, channels: int,
     }
 
 
+def to_uint8(images) -> tf.Tensor:
+    """float images in [0, 1] -> uint8, rounded to the nearest level (clipped first); any shape."""
+    return tf.cast(tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255.0), tf.uint8)
+
+
+def crop_view(images, params: Dict[str, tf.Tensor], config: ViewConfig) -> tf.Tensor:
+    """The crop stage of a view of decoded images: the random resized crop, in the images' precision.
+
+    uint8 images give uint8 crops, rounded to the nearest level (as PIL's resize in torchvision's
+    pipeline, and what crosses to the device in device mode); float images give float crops.
+
+    Args:
+      images: uint8 (or float in [0, 1]) [B, H, W, C].
+      params: dict from :func:`sample_view_params` (``top``, ``left``, ``crop_h``, ``crop_w``).
+      config: the view's ViewConfig.
+
+    Returns:
+      uint8 (float32 for float images) [B, config.size[0], config.size[1], C].
+    """
+    images = tf.convert_to_tensor(images)
+    x = ops.resized_crop(ops.to_float(images), params["top"], params["left"], params["crop_h"], params["crop_w"],
+                         config.size)
+    return to_uint8(x) if images.dtype == tf.uint8 else x
+
+
+def crop_view_encoded(contents, params: Dict[str, tf.Tensor], config: ViewConfig, channels: int) -> tf.Tensor:
+    """The crop stage of a view of encoded images: decode each crop window, resize, round to uint8.
+
+    Args:
+      contents: string [B], the encoded files.
+      params: dict from :func:`sample_view_params` drawn on each image's own size.
+      config: the view's ViewConfig.
+      channels: 1 or 3, the channels to decode to.
+
+    Returns:
+      uint8 [B, config.size[0], config.size[1], channels].
+    """
+    crops = ops.decode_resized_crop(contents, params["top"], params["left"], params["crop_h"], params["crop_w"],
+                                    config.size, channels)
+    return to_uint8(crops)
+
+
+def finish_view(crops, params: Dict[str, tf.Tensor], config: ViewConfig, dense: bool = False) -> tf.Tensor:
+    """The finish stage of a view: flip, colour jitter, grayscale, blur, solarize (not normalised).
+
+    Args:
+      crops: uint8 (or float in [0, 1]) [B, h, w, C], the crop stage's output.
+      params: dict of the view's parameters (:data:`FINISH_PARAMS` at least).
+      config: the view's ViewConfig.
+      dense: static shapes only (every op computed on every image, then selected per image): what
+        runs inside a compiled step (XLA). False: the ops run only on the images that apply them.
+        Both give the same result.
+
+    Returns:
+      float32 [B, h, w, C] in [0, 1].
+    """
+    return apply_view_params(crops, params, config, crop=False, dense=dense)
+
+
 def apply_view_params(images, params: Dict[str, tf.Tensor], config: ViewConfig,
-                      crop: bool = True) -> tf.Tensor:
+                      crop: bool = True, dense: bool = False) -> tf.Tensor:
     """Applies one view's augmentation with the given parameters (see sample_view_params).
 
     Args:
       images: uint8 (or float in [0, 1]) [B, H, W, C], C in {1, 3} and static.
       params: dict from :func:`sample_view_params` for this batch.
       config: the view's ViewConfig.
-      crop: apply the random resized crop; False when the images are the crops already
-        (decoded from files by :func:`augment_encoded`, then [B, *config.size, C]).
+      crop: apply the crop stage first (:func:`crop_view`: the random resized crop, rounded to
+        uint8 for uint8 images); False when the images are the crops already ([B, *config.size, C]).
+      dense: see :func:`finish_view`.
 
     Returns:
       float32 [B, config.size[0], config.size[1], C] in [0, 1] (not normalised).
     """
+    if crop:
+        images = crop_view(images, params, config)
     x = ops.to_float(images)
     channels = int(x.shape[-1])
-    if crop:
-        x = ops.resized_crop(x, params["top"], params["left"], params["crop_h"], params["crop_w"], config.size)
     x = ops.flip(x, params["flip"])
 
     def grayscale(v):
@@ -111,11 +199,13 @@ def apply_view_params(images, params: Dict[str, tf.Tensor], config: ViewConfig,
         strengths = {"brightness": config.brightness, "contrast": config.contrast,
                      "saturation": config.saturation, "hue": config.hue}
         factors = {name: params[name] if strengths[name] > 0 else None for name in ops.JITTER_OPS}
-        x = ops.color_jitter(x, params["jitter"], params["order_keys"], factors)
+        x = ops.color_jitter(x, params["jitter"], params["order_keys"], factors, dense=dense)
     if not config.grayscale_before_jitter:
         x = grayscale(x)
     radius = ops.blur_radius(config.size[0], 0.1)
-    if config.blur_p > 0 and radius > 0:
+    if config.blur_p > 0 and radius > 0 and dense:
+        x = tf.where(tf.reshape(params["blur"], [-1, 1, 1, 1]), ops.gaussian_blur(x, params["sigma"], radius), x)
+    elif config.blur_p > 0 and radius > 0:
         chosen = tf.where(params["blur"])[:, 0]  # only the images that are blurred are computed
         blurred = ops.gaussian_blur(tf.gather(x, chosen), tf.gather(params["sigma"], chosen), radius)
         x = tf.tensor_scatter_nd_update(x, chosen[:, None], blurred)
@@ -131,11 +221,15 @@ def _augment(images, seed, config: ViewConfig, rows=None) -> tf.Tensor:
     the parameters are drawn for all ``total`` images and these rows' are applied, so the
     result equals those rows of the whole batch's augmentation.
     """
+    return apply_view_params(images, _image_params(images, seed, config, rows), config)
+
+
+def _image_params(images, seed, config: ViewConfig, rows=None):
+    """The view's parameters for decoded images [B, H, W, C] (H, W may be dynamic); rows as in _augment."""
     shape = tf.shape(images)
     height = images.shape[1] if images.shape[1] is not None else shape[1]
     width = images.shape[2] if images.shape[2] is not None else shape[2]
-    params = _row_params(seed, shape[0], height, width, ops.static_channels(images), config, rows)
-    return apply_view_params(images, params, config)
+    return _row_params(seed, shape[0], height, width, ops.static_channels(images), config, rows)
 
 
 def _row_params(seed, batch, heights, widths, channels, config, rows):
@@ -151,6 +245,74 @@ def _row_params(seed, batch, heights, widths, channels, config, rows):
         widths = tf.pad(widths, pad, constant_values=1)
     params = sample_view_params(seed, total, heights, widths, channels, config)
     return {k: v[offset:offset + batch] for k, v in params.items()}
+
+
+def packed_length(num_views: int, size: SizeLike, channels: int) -> int:
+    """P, the int32 words per image of :func:`pack_views`: ceil(V·h·w·C / 4) + 14·V."""
+    height, width = as_size(size)
+    return -(-int(num_views) * height * width * int(channels) // 4) + _PARAM_COLUMNS * int(num_views)
+
+
+def pack_views(crops, params) -> tf.Tensor:
+    """Packs the host share of a batch (every view's uint8 crop and finish parameters) in one int32 tensor.
+
+    Args:
+      crops: V uint8 tensors [B, h, w, C] (static h, w, C), the crop stage of each view.
+      params: V dicts, each view's parameters (:data:`FINISH_PARAMS` at least: [B] values,
+        ``order_keys`` [B, 4]).
+
+    Returns:
+      int32 [B, P], P = :func:`packed_length`: per image, its V·h·w·C crop bytes (view-major, then
+      row-major pixels) four to a word (zero-padded to a whole word), then each view's 14
+      parameters as float32 bits (bools as 0.0 / 1.0; ``order_keys`` last).
+    """
+    pixels = tf.stack([tf.convert_to_tensor(c, tf.uint8) for c in crops], axis=1)  # [B, V, h, w, C]
+    count = int(np.prod(pixels.shape[1:]))
+    flat = tf.reshape(pixels, [-1, count])
+    pad = -count % 4
+    if pad:
+        flat = tf.pad(flat, [[0, 0], [0, pad]])
+    words = tf.bitcast(tf.reshape(flat, [-1, (count + pad) // 4, 4]), tf.int32)
+    columns = []
+    for view in params:
+        columns += [tf.reshape(tf.cast(view[name], tf.float32), [-1, 1]) for name in FINISH_PARAMS[:-1]]
+        columns.append(tf.reshape(tf.cast(view["order_keys"], tf.float32), [-1, 4]))
+    return tf.concat([words, tf.bitcast(tf.concat(columns, axis=1), tf.int32)], axis=1)
+
+
+def unpack_views(packed, num_views: int, size: SizeLike, channels: int):
+    """Inverse of :func:`pack_views` (static shapes only: runs inside a compiled step).
+
+    Args:
+      packed: int32 [B, P], P = packed_length(num_views, size, channels).
+      num_views: V.
+      size: (h, w) of the crops.
+      channels: C.
+
+    Returns:
+      (crops uint8 [B, V, h, w, C], list of V parameter dicts: bools for the on/off flags,
+      float32 [B] values, ``order_keys`` float32 [B, 4]).
+
+    Raises:
+      ValueError: a packed width other than P.
+    """
+    height, width = as_size(size)
+    count = int(num_views) * height * width * int(channels)
+    words = -(-count // 4)
+    if packed.shape[-1] != packed_length(num_views, size, channels):
+        raise ValueError(f"a packed batch of {num_views} views of {height}x{width}x{channels} has "
+                         f"{packed_length(num_views, size, channels)} int32 columns, got shape {packed.shape}")
+    pixels = tf.reshape(tf.bitcast(packed[:, :words], tf.uint8), [-1, words * 4])[:, :count]
+    crops = tf.reshape(pixels, [-1, int(num_views), height, width, int(channels)])
+    floats = tf.bitcast(packed[:, words:], tf.float32)
+    params = []
+    for v in range(int(num_views)):
+        cols = floats[:, v * _PARAM_COLUMNS:(v + 1) * _PARAM_COLUMNS]
+        view = {name: (cols[:, i] > 0.5) if name in _BOOL_PARAMS else cols[:, i]
+                for i, name in enumerate(FINISH_PARAMS[:-1])}
+        view["order_keys"] = cols[:, len(FINISH_PARAMS) - 1:]
+        params.append(view)
+    return crops, params
 
 
 def augment_encoded(contents, sizes, seed, config: ViewConfig, channels: int, rows=None) -> tf.Tensor:
@@ -177,9 +339,7 @@ def augment_encoded(contents, sizes, seed, config: ViewConfig, channels: int, ro
     contents = tf.convert_to_tensor(contents)
     sizes = tf.cast(sizes, tf.int32)
     params = _row_params(seed, tf.shape(contents)[0], sizes[:, 0], sizes[:, 1], channels, config, rows)
-    crops = ops.decode_resized_crop(contents, params["top"], params["left"], params["crop_h"],
-                                    params["crop_w"], config.size, channels)
-    return apply_view_params(crops, params, config, crop=False)
+    return finish_view(crop_view_encoded(contents, params, config, channels), params, config)
 
 
 def augment_batch(images, seed, config: ViewConfig, rows=None) -> tf.Tensor:
@@ -246,10 +406,7 @@ def two_views(view1: ViewConfig, view2: ViewConfig, mean, std, images, seed, row
     Returns:
       float32 [B, V, H', W', C], V = 2 + extra_views: view 1, view 2, the extra views; normalised.
     """
-    configs = view_configs(view1, view2, extra_views)
-    sub = seeds.split(seed, len(configs))
-    views = [augment_batch(images, sub[v], config, rows) for v, config in enumerate(configs)]
-    return ops.normalize(tf.stack(views, axis=1), mean, std)
+    return TwoViewAugment(view1, view2, mean, std, extra_views).batch(images, seed, rows)
 
 
 class TwoViewAugment:
@@ -308,21 +465,35 @@ class TwoViewAugment:
             raise ValueError(f"mean/std have {len(self.mean)}/{len(self.std)} entries but the "
                              f"image has {channels} channels")
 
-    def batch(self, images_uint8, seed, rows=None) -> tf.Tensor:
-        """Augments a batch at once.
+    def batch(self, images_uint8, seed, rows=None, packed: bool = False) -> tf.Tensor:
+        """Augments a batch at once (or, ``packed``, makes its host share for the device).
 
         Args:
           images_uint8: uint8 [B, H, W, C], static H, W, C.
           seed: int32/int64 tensor [2].
           rows: None, or (offset, total): the images are those rows of a batch of ``total``
             and are augmented exactly as they are within it (see :func:`augment_batch`).
+          packed: return the crop stage and the finish parameters packed for
+            :meth:`on_device` (``augment_on="device"``) instead of the finished views.
 
         Returns:
-          float32 [B, V, H', W', C]: view 1, view 2 (then the extra views) of every image, normalised.
-        """
-        return two_views(self.view1, self.view2, self.mean, self.std, images_uint8, seed, rows, self.extra_views)
+          float32 [B, V, H', W', C]: view 1, view 2 (then the extra views) of every image,
+          normalised; or, ``packed``, int32 [B, P] (:func:`pack_views`).
 
-    def batch_encoded(self, contents, sizes, seed, channels: int, rows=None) -> tf.Tensor:
+        Raises:
+          ValueError: images without a static height, width or channel count.
+        """
+        images = tf.convert_to_tensor(images_uint8)
+        if None in images.shape[1:]:
+            raise ValueError(f"TwoViewAugment.batch needs static image height, width and channels, got "
+                             f"{images.shape}")
+        self._check_channels(int(images.shape[-1]))
+        sub = seeds.split(seed, self.num_views)
+        params = [_image_params(images, sub[v], config, rows) for v, config in enumerate(self.configs)]
+        crops = [crop_view(images, p, config) for p, config in zip(params, self.configs)]
+        return pack_views(crops, params) if packed else self.finish(crops, params)
+
+    def batch_encoded(self, contents, sizes, seed, channels: int, rows=None, packed: bool = False) -> tf.Tensor:
         """Augments a batch of encoded images, each view's crop drawn on the full image.
 
         Args:
@@ -331,16 +502,72 @@ class TwoViewAugment:
           seed: int32/int64 tensor [2]; the views use the sub-seeds :meth:`batch` uses.
           channels: 1 or 3.
           rows: None or (offset, total), as in :meth:`batch`.
+          packed: as in :meth:`batch`.
 
         Returns:
           float32 [B, V, H', W', channels]: view 1, view 2 (then the extra views; see
-          :func:`augment_encoded`), normalised.
+          :func:`augment_encoded`), normalised; or, ``packed``, int32 [B, P].
         """
         self._check_channels(channels)
+        contents = tf.convert_to_tensor(contents)
+        sizes = tf.cast(sizes, tf.int32)
         sub = seeds.split(seed, self.num_views)
-        views = [augment_encoded(contents, sizes, sub[v], config, channels, rows)
-                 for v, config in enumerate(self.configs)]
+        params = [_row_params(sub[v], tf.shape(contents)[0], sizes[:, 0], sizes[:, 1], channels, config, rows)
+                  for v, config in enumerate(self.configs)]
+        crops = [crop_view_encoded(contents, p, config, channels) for p, config in zip(params, self.configs)]
+        return pack_views(crops, params) if packed else self.finish(crops, params)
+
+    def finish(self, crops, params, dense: bool = False) -> tf.Tensor:
+        """The finish stage of every view, then the normalisation.
+
+        Args:
+          crops: V uint8 [B, h, w, C], each view's crop stage.
+          params: V parameter dicts.
+          dense: static shapes (see :func:`finish_view`).
+
+        Returns:
+          float32 [B, V, h, w, C], normalised.
+        """
+        views = [finish_view(c, p, config, dense) for c, p, config in zip(crops, params, self.configs)]
         return ops.normalize(tf.stack(views, axis=1), self.mean, self.std)
+
+    def packed_channels(self, packed_width: int) -> int:
+        """The channel count C (1 or 3) whose packed batch has ``packed_width`` int32 columns.
+
+        Raises:
+          ValueError: no C in {1, 3} gives that width (not a packed batch of these views).
+        """
+        for channels in (1, 3):
+            if packed_length(self.num_views, self.output_size, channels) == packed_width:
+                return channels
+        raise ValueError(f"not a packed batch of {self.num_views} views of {self.output_size}: {packed_width} "
+                         f"int32 columns (1 channel: {packed_length(self.num_views, self.output_size, 1)}, "
+                         f"3 channels: {packed_length(self.num_views, self.output_size, 3)}); build the dataset "
+                         "with make_pretrain_dataset(..., augment_on='device') and this TwoViewAugment")
+
+    def on_device(self, data):
+        """The device half of ``augment_on="device"``: a packed batch -> its finished, normalised views.
+
+        Runs inside the compiled train step (static shapes; XLA): unpacks the uint8 crops and the
+        parameters of :meth:`batch` / :meth:`batch_encoded` (``packed=True``) and applies the
+        finish stage with them. The views equal those of ``packed=False`` (the same draws) to float
+        rounding.
+
+        Args:
+          data: int32 [B, P], or a tuple whose first element is (labels etc. pass through).
+
+        Returns:
+          float32 [B, V, h, w, C] normalised (a tuple when ``data`` is one).
+        """
+        if isinstance(data, (tuple, list)):
+            return (self.on_device(data[0]),) + tuple(data[1:])
+        packed = tf.convert_to_tensor(data)
+        if packed.dtype != tf.int32 or packed.shape.rank != 2:
+            raise ValueError(f"on_device takes a packed int32 batch [B, P], got {packed.dtype.name} {packed.shape}")
+        channels = self.packed_channels(int(packed.shape[-1]))
+        self._check_channels(channels)
+        crops, params = unpack_views(packed, self.num_views, self.output_size, channels)
+        return self.finish([crops[:, v] for v in range(self.num_views)], params, dense=True)
 
     def __call__(self, image_uint8, seed) -> tf.Tensor:
         """Augments one image V times (a batch of one; H and W may be dynamic).

@@ -32,7 +32,7 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
                           shuffle_buffer: int = 10_000, with_labels: bool = False,
                           vectorized: Optional[bool] = None, shard: Optional[Tuple[int, int]] = None,
                           start_step: int = 0, full_image: Optional[bool] = None,
-                          split_batches: bool = False) -> tf.data.Dataset:
+                          augment_on: str = "host", split_batches: bool = False) -> tf.data.Dataset:
     """Two-view pretraining pipeline: one float32 [B, 2, H', W', C] tensor per element.
 
     With ``with_labels=True`` each element is instead ``(views float32 [B, 2, H', W', C],
@@ -80,6 +80,13 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
     path, so batches stay a function of (seed, epoch, step) and shards get their rows. In-memory
     sources keep the batched path on their (already conformed) arrays.
 
+    **Augmentation on the device** (``augment_on="device"``): the pipeline makes only the host
+    share of each batch (the parameter draws and the crops, rounded to uint8) and yields it packed
+    in one int32 [B / count, P] tensor per element (``view_fn.batch(..., packed=True)``); the
+    trainer finishes the views inside its compiled step (``view_fn.on_device``: pass the same
+    ``view_fn`` as the trainer's ``device_augment``). The views are those of ``"host"``, to float
+    rounding; the order, seeds, shards and resumption are unchanged.
+
     Args:
       images: a Source, or uint8 [N, H, W, C] numpy array.
       batch_size: B, examples per (global) batch.
@@ -106,10 +113,14 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
         source has encoded images and ``view_fn`` a ``batch_encoded(contents, sizes, seed,
         channels, rows=None)`` method (``augment.TwoViewAugment``); True where that is not so
         is an error; False decodes and conforms every image to the source's square size first.
+      augment_on: "host" (default: finished, normalised views) or "device" (the packed host share,
+        see above; needs the batched or full-image path, i.e. a ``view_fn`` with ``batch`` /
+        ``batch_encoded`` taking ``packed``, such as ``augment.TwoViewAugment``).
 
     Returns:
       tf.data.Dataset of float32 [B / count, 2, H', W', C] tensors (view 1 = query, view 2 =
-      key), or of (that, int64 [B / count]) pairs with ``with_labels``.
+      key), or of (that, int64 [B / count]) pairs with ``with_labels``; with
+      ``augment_on="device"``, int32 [B / count, P] in place of the views.
 
     Raises:
       ValueError: bad images, no complete batch with drop_remainder, ``with_labels`` for
@@ -135,6 +146,11 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
         raise ValueError("shards need drop_remainder=True (every global batch splits evenly)")
     local = batch_size // count
     offset = index * local
+    if augment_on not in ("host", "device"):
+        raise ValueError(f"augment_on must be 'host' or 'device', got {augment_on!r}")
+    device = augment_on == "device"
+    if device and vectorized is False:
+        raise ValueError("augment_on='device' augments whole batches: it cannot be combined with vectorized=False")
     start_step = int(start_step)
     if start_step and (start_epoch is None or not 0 <= start_step < steps):
         raise ValueError(f"start_step {start_step} needs start_epoch and must lie in [0, {steps})")
@@ -156,6 +172,10 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
 
     def use_batches(image_shape):
         possible = callable(getattr(view_fn, "batch", None)) and image_shape.is_fully_defined()
+        if device and not possible:
+            raise ValueError("augment_on='device' needs whole batches of one image size (a view_fn with a "
+                             f"batch method, e.g. augment.TwoViewAugment, and images of a static shape); got "
+                             f"{type(view_fn).__name__}, image shape {image_shape}")
         if vectorized and not possible:
             raise ValueError("vectorized=True needs a view_fn with a batch(images, seed) method and images "
                              f"of a static shape (got {type(view_fn).__name__}, image shape {image_shape})")
@@ -165,6 +185,8 @@ def make_pretrain_dataset(images, batch_size: int, view_fn, seed: int, shuffle: 
         def augment_batch(j, batch):
             batch_seed = tf.random.experimental.stateless_fold_in(key, j)
             extra = {"rows": rows} if rows else {}
+            if device:
+                extra["packed"] = True
             if encoded:
                 contents, sizes = batch[0]
                 views = view_fn.batch_encoded(contents, sizes, batch_seed, channels, **extra)

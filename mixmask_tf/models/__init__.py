@@ -27,7 +27,8 @@ def framework_options(framework):
     return tuple(name for name in params if name not in skip)
 
 
-def build_trainer(framework, backbone, branch=None, seed=0, probe_classes=0, probe_optimizer=None, **options):
+def build_trainer(framework, backbone, branch=None, seed=0, probe_classes=0, probe_optimizer=None, device_augment=None,
+                  **options):
     """The one way to build a trainer: framework name, backbone, branch and options.
 
     Args:
@@ -38,6 +39,8 @@ def build_trainer(framework, backbone, branch=None, seed=0, probe_classes=0, pro
       probe_classes: K > 0 adds an online linear probe with K classes, trained on labeled
         batches (see `SiameseTrainer`); 0: none.
       probe_optimizer: the probe's optimizer (default Adam(1e-3)); only with probe_classes.
+      device_augment: an `augment.TwoViewAugment` whose finish stage runs inside the step (the
+        dataset then yields its packed host share: `make_pretrain_dataset(..., augment_on="device")`).
       **options: the framework's own arguments (see `framework_options(framework)`).
 
     Raises:
@@ -54,7 +57,7 @@ def build_trainer(framework, backbone, branch=None, seed=0, probe_classes=0, pro
         options.update(probe_classes=probe_classes, probe_optimizer=probe_optimizer)
     elif probe_optimizer is not None:
         raise ValueError("probe_optimizer needs probe_classes > 0")
-    return FRAMEWORKS[framework](backbone, branch=branch, seed=seed, **options)
+    return FRAMEWORKS[framework](backbone, branch=branch, seed=seed, device_augment=device_augment, **options)
 
 
 __all__ = ["SiameseTrainer", "MoCo", "SimCLR", "BYOL", "SimSiam", "FRAMEWORKS", "build_trainer",

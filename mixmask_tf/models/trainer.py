@@ -135,11 +135,22 @@ class SiameseTrainer(preemption.StopRequests, keras.Model):
         model, and that collective fails on an (x, y) tuple).
       probe_optimizer: the probe's own optimizer (default `keras.optimizers.Adam(1e-3)`, no
         weight decay), built in `compile` on the probe's variables only.
+      device_augment: an `augment.TwoViewAugment` to finish the views inside the step
+        (augmentation on the device): the batches are then the packed host share of
+        `data.make_pretrain_dataset(..., view_fn=<the same object>, augment_on="device")`, int32
+        [N, P], and the first thing the step does is `device_augment.on_device` (flip, colour
+        jitter, grayscale, blur, solarize, normalise: static shapes, compiled with the step, on
+        each replica's rows). None (default): the batches are finished views.
     """
 
-    def __init__(self, backbone, branch=None, seed=0, probe_classes=0, probe_optimizer=None, **kwargs):
+    def __init__(self, backbone, branch=None, seed=0, probe_classes=0, probe_optimizer=None, device_augment=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.backbone = backbone
+        if device_augment is not None and not callable(getattr(device_augment, "on_device", None)):
+            raise ValueError(f"device_augment must have an on_device method (augment.TwoViewAugment), got "
+                             f"{type(device_augment).__name__}")
+        self.device_augment = device_augment
         self.branch = branch if branch is not None else branches_lib.Branch()
         image_shape = tuple(backbone.input_shape[1:])
         self.branch.validate(image_shape)
@@ -168,7 +179,12 @@ class SiameseTrainer(preemption.StopRequests, keras.Model):
         self._init_stop_requests()
 
     # ---- the step ----------------------------------------------------------------------
+    def finish_views(self, data):
+        """The batch as views: `device_augment.on_device(data)` when augmenting on the device, else `data`."""
+        return data if self.device_augment is None else self.device_augment.on_device(data)
+
     def train_step(self, data):
+        data = self.finish_views(data)
         views = split_views(data)
         labels = probe_lib.split_labels(data) if self.probe is not None else None
         probe_logs = {}
@@ -382,10 +398,18 @@ class SiameseTrainer(preemption.StopRequests, keras.Model):
         (what is exported for serving).
 
         A pretraining batch [N, V, H, W, C] is accepted too (Keras traces `call` on one under
-        a strategy): its query view is embedded.
+        a strategy): its query view is embedded; so is a packed batch int32 [N, P] of augmentation
+        on the device (Keras builds the model with a float copy of it: zeros of the view's shape
+        stand in for it then).
         """
         if isinstance(images, (tuple, list)):
             images = images[0]
+        if self.device_augment is not None and len(images.shape) == 2:  # a packed pretraining batch
+            if images.dtype == tf.int32:
+                images = self.device_augment.on_device(images)
+            else:  # Keras' float copy, to build the model under a strategy: the bits are gone, the shape is kept
+                height, width = self.device_augment.output_size
+                images = tf.zeros([tf.shape(images)[0], height, width, int(self.backbone.input_shape[-1])])
         if len(images.shape) == 5:
             images = images[:, 0]
         return self.backbone(self.filter_images(images), training=training)

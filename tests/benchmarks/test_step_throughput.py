@@ -22,10 +22,16 @@ def test_benchmark_prints_table_and_writes_json(tmp_path):
     path = str(tmp_path / "rows.json")
     result = run_module("benchmarks.step_throughput", "--frameworks=mocov2", "--branches=none,mixmask", "--small_image_shape=28,28,1",
                         "--width=4", "--batch_size=16", "--queue_size=64", "--steps=2", "--warmup=1",
-                        f"--json={path}")
+                        "--augment_on=host,device", f"--json={path}")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "ms/step" in result.stdout and "mask+mix" in result.stdout
-    rows = json.load(open(path))["rows"]
+    assert "ms/step" in result.stdout and "mask+mix" in result.stdout and "+augment" in result.stdout
+    all_rows = json.load(open(path))["rows"]
+    device = [r for r in all_rows if r["augment_on"] == "device"]
+    assert [(r["branch"], r["augment"]) for r in device] == [("none", "fashion_mnist"), ("mixmask", "fashion_mnist")]
+    for row in device:  # the difference to the row given finished views
+        host = next(r for r in all_rows if r["augment_on"] == "host" and r["branch"] == row["branch"])
+        assert abs(row["augment_ms"] - (row["ms_per_step"] - host["ms_per_step"])) < 1e-9
+    rows = [r for r in all_rows if r["augment_on"] == "host"]
     assert [(r["framework"], r["branch"]) for r in rows] == [("mocov2", "none"), ("mocov2", "mixmask")]
     assert all(r["ms_per_step"] > 0 and r["images_per_second"] > 0 for r in rows)
     assert rows[0]["ratio_to_plain"] == 1.0 and rows[1]["floor_ratio"] == 1.75

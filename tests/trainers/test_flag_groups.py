@@ -121,3 +121,25 @@ def test_bad_branch_options_fail_before_tensorflow_naming_the_flag():
                "print(len(cases), 'tensorflow' in sys.modules, 'keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
     assert out.stdout.split() == ["12", "False", "False"], out.stderr[-2000:]
+
+
+def test_augment_on_auto_picks_the_device_for_accelerators_and_the_host_on_a_cpu():
+    out = _run("import types\n"
+               "from absl import flags\n"
+               "import trainers.pretrain\n"
+               "from trainers.flag_groups import augmentation\n"
+               "flags.FLAGS(['pretrain'])\n"
+               "def strategy(*devices):\n"
+               "    return types.SimpleNamespace(extended=types.SimpleNamespace(worker_devices=devices))\n"
+               "gpus = strategy('/job:localhost/replica:0/task:0/device:GPU:0', '/job:localhost/replica:0/task:0/device:GPU:1')\n"
+               "tpu = strategy('/job:worker/replica:0/task:0/device:TPU:0')\n"
+               "cpu = strategy('/job:localhost/replica:0/task:0/device:CPU:0')\n"
+               "print(flags.FLAGS.augment_on, [augmentation.augment_on(s) for s in (gpus, tpu, cpu)])\n"
+               "flags.FLAGS.augment_on = 'host'\n"
+               "print(augmentation.augment_on(gpus))\n"
+               "flags.FLAGS.augment_on = 'device'\n"
+               "print(augmentation.augment_on(cpu))\n"
+               "flags.FLAGS.augment_on = 'auto'\n"
+               "import tensorflow as tf\n"
+               "print(augmentation.augment_on(tf.distribute.get_strategy()))\n")  # the default strategy, this CPU
+    assert out.stdout.splitlines() == ["auto ['device', 'device', 'host']", "host", "device", "host"]

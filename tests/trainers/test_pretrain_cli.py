@@ -96,16 +96,21 @@ def test_unknown_flag_and_bad_enum(tmp_path, flag, message):
     ("mocov1", "erase", ["--erase_fill=noise", "--temperature=0.07"]),
     ("mocov2", "none", ["--symmetric", "--queue_size=512", "--optimizer=lars", "--learning_rate=1.0"]),
     ("simclr", "unmix", ["--optimizer=adam", "--learning_rate=0.003", "--unmix_prob=0.5",
-                         "--mixed_precision=mixed_bfloat16"]),
+                         "--mixed_precision=mixed_bfloat16", "--augment_on=device"]),
     ("byol", "mixmask_unmix", ["--optimizer=adam", "--learning_rate=0.003", "--tau_schedule=cosine"]),
     ("simsiam", "mixmask", ["--learning_rate=0.03", "--per_sample_mask", "--permutation=random",
-                            "--crop_scale=0.5,1"]),
+                            "--crop_scale=0.5,1", "--augment_on=device", "--jit_compile"]),
 ])
 def test_every_framework_from_the_cli(tmp_path, framework, branch, extra):
     result = _run("--flagfile=configs/smoke.cfg", f"--model_dir={tmp_path}", f"--framework={framework}",
                   f"--branch={branch}", "--train_limit=512", "--test_limit=256", "--epochs=1", "--export=false",
                   "--random_init_knn=false", *extra)
     assert result.returncode == 0, result.stderr[-3000:]
+    if "--augment_on=device" in extra:  # and the montage shows the views as the step finishes them
+        assert "augmentation: crops on the host (uint8), the rest inside the train step\n" in result.stdout
+        assert os.path.getsize(os.path.join(tmp_path, "masks.png")) > 0
+    else:  # auto on a CPU
+        assert "augmentation: on the host, in tf.data (--augment_on=auto)\n" in result.stdout
     row = json.loads(open(os.path.join(tmp_path, "metrics.jsonl")).readline())
     terms = {"none": [], "erase": ["erase", "erase_complement"], "unmix": ["unmix", "unmix_switch"],
              "mixmask": ["mix", "switch"], "mixmask_unmix": ["mix", "switch", "unmix", "unmix_switch"]}[branch]

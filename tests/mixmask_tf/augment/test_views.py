@@ -1,7 +1,6 @@
 """The two-view entry point (mixmask_tf.augment.views): parameter draws, the ops applied in the
 reference order against a NumPy reference, TwoViewAugment and the pipeline that calls it."""
 
-import colorsys
 import dataclasses
 
 import numpy as np
@@ -10,87 +9,10 @@ import tensorflow as tf
 
 from mixmask_tf import augment, data, seeds
 from mixmask_tf.augment import ops
-from np_reference import binomial_tol, changed_images
-
-GRAY = np.array([0.2989, 0.5870, 0.1140])  # tf.image.rgb_to_grayscale's weights
-
+from np_reference import binomial_tol, changed_images, np_crop, np_resize, np_view
 
 def _images(n=12, h=20, w=24, c=3, seed=0):
     return np.random.default_rng(seed).integers(0, 256, size=(n, h, w, c), dtype=np.uint8)
-
-
-# ----------------------------------------------------------------------------- NumPy reference
-
-
-def np_resize(img, out_h, out_w):
-    """Bilinear resize with half-pixel centres, sample positions clamped to the image."""
-    def axis(n_in, n_out):
-        pos = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
-        lo = np.floor(pos)
-        return (np.maximum(lo, 0).astype(int), np.minimum(np.ceil(pos), n_in - 1).astype(int), pos - lo)
-
-    y0, y1, wy = axis(img.shape[0], out_h)
-    x0, x1, wx = axis(img.shape[1], out_w)
-    top = img[y0][:, x0] * (1 - wx)[None, :, None] + img[y0][:, x1] * wx[None, :, None]
-    bottom = img[y1][:, x0] * (1 - wx)[None, :, None] + img[y1][:, x1] * wx[None, :, None]
-    return top * (1 - wy)[:, None, None] + bottom * wy[:, None, None]
-
-
-def np_gray(x):
-    return x if x.shape[-1] == 1 else (x @ GRAY)[..., None]
-
-
-def np_hue(x, delta):
-    flat = x.reshape(-1, 3)
-    out = np.array([colorsys.hsv_to_rgb((h + delta) % 1.0, s, v)
-                    for h, s, v in (colorsys.rgb_to_hsv(*p) for p in flat)])
-    return np.clip(out.reshape(x.shape), 0, 1)
-
-
-def np_blur(x, sigma, radius):
-    taps = np.arange(-radius, radius + 1)
-    k = np.exp(-taps ** 2 / (2 * sigma ** 2))
-    k /= k.sum()
-    p = np.pad(x, [(radius, radius), (radius, radius), (0, 0)], mode="reflect")
-    rows = sum(k[i] * p[i:i + x.shape[0]] for i in range(len(k)))
-    return sum(k[i] * rows[:, i:i + x.shape[1]] for i in range(len(k)))
-
-
-def np_view(img, p, config):
-    """One image through config's ops with the parameters p (numpy values of one row)."""
-    x = img.astype(np.float64) / 255.0
-    x = np_resize(x[p["top"]:p["top"] + p["crop_h"], p["left"]:p["left"] + p["crop_w"]], *config.size)
-    if p["flip"]:
-        x = x[:, ::-1]
-    c = x.shape[-1]
-
-    def gray(v):
-        if c == 3 and config.grayscale_p > 0 and p["gray"]:
-            return np.repeat(np_gray(v), 3, axis=-1)
-        return v
-
-    ops = []
-    if config.brightness > 0:
-        ops.append((0, lambda v: np.clip(v * p["brightness"], 0, 1)))
-    if config.contrast > 0:
-        ops.append((1, lambda v: np.clip((v - np_gray(v).mean()) * p["contrast"] + np_gray(v).mean(), 0, 1)))
-    if c == 3 and config.saturation > 0:
-        ops.append((2, lambda v: np.clip((v - np_gray(v)) * p["saturation"] + np_gray(v), 0, 1)))
-    if c == 3 and config.hue > 0:
-        ops.append((3, lambda v: np_hue(v, p["hue"])))
-    if config.grayscale_before_jitter:
-        x = gray(x)
-    if p["jitter"] and config.jitter_p > 0:
-        for i, op in sorted(ops, key=lambda o: p["order_keys"][o[0]]):
-            x = op(x)
-    if not config.grayscale_before_jitter:
-        x = gray(x)
-    radius = int(config.size[0] * 0.1) // 2
-    if config.blur_p > 0 and radius > 0 and p["blur"]:
-        x = np_blur(x, p["sigma"], radius)
-    if config.solarize_p > 0 and p["solarize"]:
-        x = np.where(x >= 0.5, 1 - x, x)
-    return x
 
 
 def _row(params, b):
@@ -144,8 +66,15 @@ def test_apply_view_params_matches_numpy_reference(name, channels):
             params[key] = tf.constant([b % 2 == 0 for b in range(10)]) ^ (key == "flip")
         out = augment.apply_view_params(tf.constant(images), params, config).numpy()
         assert out.shape == (10, 16, 16, channels) and out.dtype == np.float32
+        # The crop stage of uint8 images: the resized crop rounded to uint8 (as PIL), to within one level
+        # where float32 and float64 round a tie differently.
+        crops = augment.crop_view(tf.constant(images), params, config).numpy()
+        assert crops.dtype == np.uint8
+        reference = np.stack([np.round(np_crop(images[b], _row(params, b), config) * 255) for b in range(10)])
+        assert np.abs(crops.astype(int) - reference).max() <= 1
+        assert (crops == reference).mean() > 0.99
         for b in range(10):
-            np.testing.assert_allclose(out[b], np_view(images[b], _row(params, b), config), atol=2e-5,
+            np.testing.assert_allclose(out[b], np_view(crops[b] / 255.0, _row(params, b), config), atol=2e-5,
                                        err_msg=f"{name} image {b}")
 
 
@@ -274,7 +203,7 @@ def test_mocov1_grayscale_comes_before_jitter():
     seed = tf.constant([21, 0])
     got = augment.augment_batch(images, seed, config).numpy()
     p = augment.sample_view_params(seed, n, 32, 32, 3, config)
-    x = ops.resized_crop(ops.to_float(images), p["top"], p["left"], p["crop_h"], p["crop_w"], config.size)
+    x = ops.to_float(augment.crop_view(images, p, config))
     x = ops.flip(x, p["flip"])
     x = ops.to_grayscale(x, p["gray"])
     x = ops.color_jitter(x, p["jitter"], p["order_keys"], {k: p[k] for k in ops.JITTER_OPS})

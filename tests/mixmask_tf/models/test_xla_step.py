@@ -1,6 +1,8 @@
 """The whole train step compiles with XLA (jit_compile=True) and runs two steps (the TPU path: no host
 ops, static shapes), and computes what the uncompiled step computes, on a set of (framework, branch)
-cases that covers every piece of code the train step can run:
+cases that covers every piece of code the train step can run. Every case augments on the device
+(the step begins by finishing the packed views: flip, colour jitter, grayscale, blur, solarize,
+normalise, BYOL's recipe), so the augmentation compiles with each of them:
 
 * every branch on MoCo v2: each branch's ops (masks, mixtures, filters, saliency) in the step;
 * every framework with MixMask: each framework's `embed_query` / `branch_per_sample_loss`, which
@@ -21,12 +23,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mixmask_tf import backbones, branches, registry
+from mixmask_tf import augment, backbones, branches, registry
+from mixmask_tf import data as data_lib
 from mixmask_tf.models import build_trainer
 
 pytestmark = pytest.mark.slow
 
-SHAPE = (16, 16, 3)
+SHAPE = (20, 20, 3)  # 20 px: the views' random blur has a kernel (radius int(0.1 * 20) // 2 = 1)
 SMALL = {"mocov1": dict(embedding_dim=8, queue_size=32), "mocov2": dict(embedding_dim=8, queue_size=32),
          "simclr": dict(embedding_dim=8, hidden_dim=16), "byol": dict(embedding_dim=8, hidden_dim=16),
          "simsiam": dict(embedding_dim=8, hidden_dim=16)}
@@ -40,14 +43,18 @@ def _fit(framework, branch_name, jit, steps_per_execution=1):
     options = dict(BRANCH_OPTIONS[branch_name])
     if branch_name == "saliency" and framework in NO_NEGATIVES:
         options["hard_negatives"] = 0
-    model = build_trainer(framework, backbones.small_convnet(SHAPE, width=4),
-                          branch=branches.build_branch(branch_name, **options), seed=1, **SMALL[framework])
+    branch = branches.build_branch(branch_name, **options)
+    # The views are finished inside the step (augmentation on the device): BYOL's recipe has every op.
+    views = augment.TwoViewAugment.from_preset("byol", SHAPE[:2], 3, (0.5,) * 3, (0.25,) * 3,
+                                               extra_views=branch.extra_views)
+    model = build_trainer(framework, backbones.small_convnet(SHAPE, width=4), branch=branch, seed=1,
+                          device_augment=views, **SMALL[framework])
     model.watch_stop_requests = True
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), jit_compile=jit,
                   steps_per_execution=steps_per_execution)
-    data = np.random.default_rng(0).normal(size=(16, model.num_views) + SHAPE).astype("float32")
-    history = model.fit(tf.data.Dataset.from_tensor_slices(data).batch(8).repeat(), epochs=1, steps_per_epoch=2,
-                        verbose=0).history
+    images = np.random.default_rng(0).integers(0, 256, (16, 24, 24, 3), dtype=np.uint8)
+    data = data_lib.make_pretrain_dataset(images, 8, views, seed=2, start_epoch=0, augment_on="device")
+    history = model.fit(data, epochs=1, steps_per_epoch=2, verbose=0).history
     return model, history
 
 
