@@ -49,8 +49,17 @@ flags.DEFINE_integer("make_photos", 0, "Write this many ImageNet-size JPEGs into
 flags.DEFINE_list("photos", [], "Further real photographs to cut the --make_photos images from.")
 flags.DEFINE_integer("image_size", 224, "--folder: the crop size.")
 flags.DEFINE_list("folder_modes", ["full_image", "centre_square"],
-                  "--folder: full_image, centre_square, or default (make_pretrain_dataset's default in this checkout: "
-                  "run this file from an older checkout to time what it did).")
+                  "--folder: the pipelines to time, each round in this order (see the module docstring): full_image, "
+                  "centre_square, default (make_pretrain_dataset's default in this checkout: run this file from an "
+                  "older checkout to time what it did), host_share, tf_minimal, torchvision_mocov2, "
+                  "torchvision_crop_flip.")
+flags.DEFINE_integer("rounds", 1, "--folder: time every pipeline of --folder_modes this many times, interleaved "
+                     "(A B C A B C ...).")
+flags.DEFINE_string("torch_python", None, "--folder: the Python interpreter of a venv with torchvision, for the "
+                    "torchvision_* pipelines (run in a subprocess; never imported here). Unset: those pipelines "
+                    "are left out with a note.")
+flags.DEFINE_enum("decode_once", "cheaper", ["cheaper", "always", "never"],
+                  "--folder, host_share: ops.decode_resized_crops_uint8's decode_once.")
 # NVIDIA DeepLearningExamples, PyTorch/Classification/ConvNets/resnet50v1.5/README.md ("Training
 # performance: NVIDIA DGX A100 (8x A100 80GB)", 1 GPU, pytorch-21.03 container): 2470 img/s mixed
 # precision (938 TF32) for supervised training, one forward + backward per image (3 forward units).
@@ -130,43 +139,187 @@ def folder_rate(source, preset, batch_size, batches, warmup, full_image):
                              batch_size, batches, warmup)
 
 
+# The device mode's host share: the method of the view function that makes it, when the checkout has
+# one (then it is what is timed), else the stand-in HostShare.batch_encoded below.
+HOST_SHARE_METHOD = "host_share_encoded"
+
+
+class HostShare:
+    """The device mode's share of the views on the host, as a ``view_fn`` for make_pretrain_dataset.
+
+    ``batch_encoded`` returns uint8 [B, V, H', W', C]: every view's parameters drawn as
+    ``TwoViewAugment.batch_encoded`` draws them, each view's crop window decoded, resized
+    (antialiased) and rounded to uint8 (``ops.decode_resized_crops_uint8``); the rest of the
+    recipe runs in the train step. A ``views`` that has ``HOST_SHARE_METHOD`` is used instead.
+    """
+
+    def __init__(self, views, decode_once="cheaper"):
+        self.views = views
+        self.decode_once = decode_once
+
+    def batch_encoded(self, contents, sizes, seed, channels, rows=None):
+        from mixmask_tf import seeds
+        from mixmask_tf.augment import ops, views as view_ops
+
+        method = getattr(self.views, HOST_SHARE_METHOD, None)
+        if callable(method):
+            return method(contents, sizes, seed, channels, **({"rows": rows} if rows else {}))
+        sub = seeds.split(seed, self.views.num_views)
+        params = [view_ops.sample_view_params(sub[v], _batch(contents), sizes[:, 0], sizes[:, 1], channels, config)
+                  for v, config in enumerate(self.views.configs)]
+        boxes = [_stack([p[k] for p in params]) for k in ("top", "left", "crop_h", "crop_w")]
+        return ops.decode_resized_crops_uint8(contents, *boxes, self.views.output_size, channels, self.decode_once)
+
+
+def _batch(contents):
+    import tensorflow as tf
+
+    return tf.shape(contents)[0]
+
+
+def _stack(columns):
+    import tensorflow as tf
+
+    return tf.stack(columns, axis=1)
+
+
+def host_share_rate(source, preset, batch_size, batches, warmup, decode_once):
+    """Images per second of the device mode's host share (uint8 crops of every view) from a folder."""
+    from mixmask_tf import augment, data
+
+    size = source.info.image_shape[0]
+    views = augment.TwoViewAugment.from_preset(preset, size, 3, source.info.mean, source.info.std)
+    dataset = data.make_pretrain_dataset(source, batch_size, HostShare(views, decode_once), seed=0, start_epoch=0,
+                                         full_image=True)
+    return images_per_second(dataset, batch_size, batches, warmup)
+
+
+def minimal_tf_data(paths, batch_size, image_size, seed=0):
+    """The minimal tf.data pipeline of a two-view recipe, independent of this project: per file,
+    two views of ``decode_and_crop_jpeg`` of a window from ``stateless_sample_distorted_bounding_box``
+    (area 0.2-1 of the image, aspect 3/4-4/3, 10 attempts), antialiased bilinear resize, random
+    flip, rounded to uint8; one ``map`` per file, batched, prefetched. uint8 [B, 2, S, S, 3]."""
+    import tensorflow as tf
+
+    def views(i, path):
+        contents = tf.io.read_file(path)
+        shape = tf.image.extract_jpeg_shape(contents)
+        out = []
+        for v in range(2):
+            key = tf.random.experimental.stateless_fold_in(tf.constant([seed, v], tf.int64), i)
+            begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
+                shape, tf.zeros([0, 0, 4]), seed=key, area_range=(0.2, 1.0), aspect_ratio_range=(3 / 4, 4 / 3),
+                max_attempts=10, use_image_if_no_bounding_boxes=True)
+            window = tf.image.decode_and_crop_jpeg(contents, tf.stack([begin[0], begin[1], extent[0], extent[1]]),
+                                                   channels=3)
+            image = tf.image.resize(window, [image_size, image_size], method="bilinear", antialias=True)
+            image = tf.image.stateless_random_flip_left_right(image, key)
+            out.append(tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8))
+        return tf.stack(out)
+
+    files = tf.data.Dataset.from_tensor_slices(list(paths)).shuffle(len(paths), seed=seed,
+                                                                       reshuffle_each_iteration=True).repeat()
+    ds = tf.data.Dataset.zip(tf.data.Dataset.range(1 << 62), files)
+    ds = ds.map(views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def torchvision_rate(recipe, folder, image_size, batch_size, batches, warmup):
+    """Images per second of a torchvision + PIL pipeline (benchmarks.torchvision_pipeline), run
+    with --torch_python in a subprocess; (rate, versions)."""
+    import subprocess
+    import sys
+
+    command = [FLAGS.torch_python, "-m", "benchmarks.torchvision_pipeline", f"--folder={folder}",
+               f"--recipe={recipe}", f"--image_size={image_size}", f"--batch_size={batch_size}",
+               f"--batches={batches}", f"--warmup={warmup}"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))))
+    if done.returncode:
+        sys.stderr.write(done.stderr)
+        raise RuntimeError(f"{' '.join(command)} failed with exit code {done.returncode}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["images_per_second"], result["versions"]
+
+
+FOLDER_PIPELINES = {
+    "full_image": "this project, host mode (full-image crops, the whole recipe)",
+    "centre_square": "this project, host mode, centre square (decode all, resize, crop inside)",
+    "default": "this project, make_pretrain_dataset's default",
+    "host_share": "this project, device mode's host share (crop windows, resize, uint8)",
+    "tf_minimal": "minimal tf.data: decode_and_crop_jpeg + antialiased resize + flip, uint8",
+    "torchvision_mocov2": "torchvision + PIL, MoCo v2 recipe, DataLoader (workers = cores)",
+    "torchvision_crop_flip": "torchvision + PIL, RandomResizedCrop + flip + normalise",
+}
+
+
 def time_folder():
+    import statistics
+
     import numpy as np
+    import tensorflow as tf
 
     from mixmask_tf import data
 
+    modes = list(FLAGS.folder_modes)
+    unknown = set(modes) - set(FOLDER_PIPELINES)
+    if unknown or not modes:
+        raise app.UsageError(f"--folder_modes takes {', '.join(FOLDER_PIPELINES)}; got {','.join(modes)}")
+    if FLAGS.rounds < 1:
+        raise app.UsageError(f"--rounds must be >= 1, got {FLAGS.rounds}")
+    torch_modes = [m for m in modes if m.startswith("torchvision_")]
+    if torch_modes and not FLAGS.torch_python:
+        print(f"note: {', '.join(torch_modes)} left out: no --torch_python (a venv with torchvision)", flush=True)
+        modes = [m for m in modes if m not in torch_modes]
     if FLAGS.make_photos:
         make_photo_folder(FLAGS.folder, FLAGS.make_photos, FLAGS.photos)
     source = data.open_source("folder", "train", data_dir=FLAGS.folder, image_size=FLAGS.image_size, verify=False)
     cores = len(os.sched_getaffinity(0))
-    sizes = []
-    for path in source.paths[:200]:
-        import tensorflow as tf
-
-        sizes.append(tf.io.extract_jpeg_shape(tf.io.read_file(path)).numpy()[:2])
+    sizes = [tf.io.extract_jpeg_shape(tf.io.read_file(path)).numpy()[:2] for path in source.paths[:200]]
     mean_hw = np.mean(sizes, axis=0)
     print(f"{FLAGS.folder}: {source.num_examples} JPEGs, mean size {mean_hw[0]:.0f}x{mean_hw[1]:.0f} (h x w), "
-          f"crops {FLAGS.image_size}, batch {FLAGS.batch_size}, {cores} cores", flush=True)
-    modes = {"full_image": True, "centre_square": False, "default": None}
-    unknown = set(FLAGS.folder_modes) - set(modes)
-    if unknown or not FLAGS.folder_modes:
-        raise app.UsageError(f"--folder_modes takes {', '.join(modes)}; got {','.join(FLAGS.folder_modes)}")
-    rows = []
+          f"crops {FLAGS.image_size}, batch {FLAGS.batch_size}, {FLAGS.batches} timed batches after {FLAGS.warmup}, "
+          f"{cores} cores, {FLAGS.rounds} round(s)", flush=True)
     presets = FLAGS.augments if FLAGS["augments"].present else ["mocov2"]
+    full = {"full_image": True, "centre_square": False, "default": None}
+    rows, versions = [], {}
     for preset in presets:
-        for mode in FLAGS.folder_modes:
-            rate = folder_rate(source, preset, FLAGS.batch_size, FLAGS.batches, FLAGS.warmup, modes[mode])
-            need = FLAGS.gpu_images_per_second / (rate / cores)
-            rows.append({"preset": preset, "mode": mode, "images_per_second": rate,
-                         "images_per_second_per_core": rate / cores, "cores_for_one_gpu": need})
-            print(f"{preset:8s} {mode:13s} {rate:7.1f} images/s (two views each), {rate / cores:6.1f} per core; "
-                  f"a ResNet-50 MoCo v2 step at {FLAGS.gpu_images_per_second:.0f} images/s would need "
-                  f"{need:.0f} such cores", flush=True)
+        rates = {mode: [] for mode in modes}
+        for round_ in range(1, FLAGS.rounds + 1):
+            for mode in modes:
+                if mode in full:
+                    rate = folder_rate(source, preset, FLAGS.batch_size, FLAGS.batches, FLAGS.warmup, full[mode])
+                elif mode == "host_share":
+                    rate = host_share_rate(source, preset, FLAGS.batch_size, FLAGS.batches, FLAGS.warmup,
+                                           FLAGS.decode_once)
+                elif mode == "tf_minimal":
+                    rate = images_per_second(minimal_tf_data(source.paths, FLAGS.batch_size, FLAGS.image_size),
+                                             FLAGS.batch_size, FLAGS.batches, FLAGS.warmup)
+                else:
+                    rate, versions = torchvision_rate(mode[len("torchvision_"):], FLAGS.folder, FLAGS.image_size,
+                                                      FLAGS.batch_size, FLAGS.batches, FLAGS.warmup)
+                rates[mode].append(rate)
+                print(f"round {round_} {preset:8s} {mode:22s} {rate:7.1f} images/s (two views each), "
+                      f"{rate / cores:6.1f} per core", flush=True)
+        print(f"{preset}: images/s per core, every round; median; cores of this kind per GPU step at "
+              f"{FLAGS.gpu_images_per_second:.0f} images/s", flush=True)
+        for mode in modes:
+            per_core = [r / cores for r in rates[mode]]
+            median = statistics.median(per_core)
+            need = FLAGS.gpu_images_per_second / median
+            rows.append({"preset": preset, "mode": mode, "pipeline": FOLDER_PIPELINES[mode],
+                         "images_per_second": rates[mode], "images_per_second_per_core": per_core,
+                         "median_per_core": median, "cores_for_one_gpu": need})
+            print(f"  {mode:22s} " + " ".join(f"{r:6.1f}" for r in per_core)
+                  + f" | median {median:6.1f} | {need:4.0f} cores  ({FOLDER_PIPELINES[mode]})", flush=True)
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:
             json.dump({"folder": FLAGS.folder, "images": source.num_examples, "mean_size": mean_hw.tolist(),
-                       "image_size": FLAGS.image_size, "batch_size": FLAGS.batch_size, "cores": cores,
-                       "gpu_images_per_second": FLAGS.gpu_images_per_second, "rows": rows}, f, indent=2)
+                       "image_size": FLAGS.image_size, "batch_size": FLAGS.batch_size, "batches": FLAGS.batches,
+                       "warmup": FLAGS.warmup, "rounds": FLAGS.rounds, "cores": cores,
+                       "decode_once": FLAGS.decode_once, "torchvision_versions": versions,
+                       "load_average": os.getloadavg(), "gpu_images_per_second": FLAGS.gpu_images_per_second,
+                       "rows": rows}, f, indent=2)
         print(f"wrote {FLAGS.json}")
     return rows
 

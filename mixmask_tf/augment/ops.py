@@ -34,10 +34,14 @@ from mixmask_tf import seeds
 # The blur of the views is the project's one Gaussian blur (with a σ per image).
 from mixmask_tf.ops.filters import gaussian_blur  # noqa: F401
 
-__all__ = ["to_float", "normalize", "static_channels", "grayscale", "sample_crop_boxes", "resized_crop", "decode_resized_crop", "flip",
+__all__ = ["to_float", "normalize", "static_channels", "grayscale", "sample_crop_boxes", "resized_crop", "decode_resized_crop", "decode_resized_crops_uint8", "flip",
            "to_grayscale", "adjust_brightness", "adjust_contrast", "adjust_saturation",
            "adjust_hue", "color_jitter", "JITTER_OPS", "blur_radius",
            "gaussian_blur", "solarize"]
+
+# decode_resized_crops_uint8(decode_once="cheaper"): what reading a JPEG file costs beyond the pixels it
+# computes, as a fraction of the image's pixels (the entropy decoding of the whole scan).
+JPEG_FILE_COST = 0.5
 
 # The colour-jitter ops, in the order of their columns in the ``order_keys`` of color_jitter.
 JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
@@ -78,8 +82,12 @@ def to_float(image_uint8) -> tf.Tensor:
 def normalize(image, mean, std) -> tf.Tensor:
     """Per-channel standardisation ``(image - mean) / std``.
 
+    Computed as ``image * (1 / std) + (-mean / std)``: a 1x1 convolution with a diagonal kernel
+    and a bias (oneDNN's kernels; a per-channel broadcast is several times slower on the CPU),
+    equal to the formula to float rounding.
+
     Args:
-      image: float tensor [..., C].
+      image: float tensor [..., C], C static.
       mean: sequence of C floats (or one float), in the image's units.
       std: sequence of C floats (or one float), all > 0.
 
@@ -87,16 +95,52 @@ def normalize(image, mean, std) -> tf.Tensor:
       float32 tensor with the shape of ``image``.
     """
     image = tf.cast(image, tf.float32)
-    mean = tf.constant(np.asarray(mean, np.float32).reshape(-1))
-    std = tf.constant(np.asarray(std, np.float32).reshape(-1))
-    return (image - mean) / std
+    channels = static_channels(image)
+    mean = np.broadcast_to(np.asarray(mean, np.float64).reshape(-1), [channels])
+    std = np.broadcast_to(np.asarray(std, np.float64).reshape(-1), [channels])
+    return _per_channel_affine(image, np.diag(1.0 / std), -mean / std)
+
+
+def _per_channel_affine(image, matrix, bias) -> tf.Tensor:
+    """``image @ matrix + bias`` over the channel axis: float32 [..., C] -> [..., D] for a constant
+    float matrix [C, D] and bias [D], as one 1x1 convolution and a bias add (oneDNN's kernels on
+    the CPU; a per-channel broadcast is several times slower there)."""
+    matrix = np.asarray(matrix, np.float32)
+    shape = tf.shape(image)
+    flat = tf.reshape(image, [1, -1, 1, matrix.shape[0]])
+    # Conv2D hands an empty input back unchanged, whatever its kernel's output channels: the
+    # reshape gives an empty result its channel count.
+    out = tf.reshape(tf.nn.conv2d(flat, tf.constant(matrix[None, None]), 1, "VALID"), [1, -1, 1, matrix.shape[1]])
+    out = tf.nn.bias_add(out, tf.constant(np.asarray(bias, np.float32)))
+    return tf.reshape(out, tf.concat([shape[:-1], [matrix.shape[1]]], 0))
+
+
+# ITU-R 601 luminance weights, those of tf.image.rgb_to_grayscale.
+_LUMA = np.array([0.2989, 0.5870, 0.1140], np.float32)
 
 
 def grayscale(images) -> tf.Tensor:
-    """Luminance [..., 1] of 1- or 3-channel float images (1 channel: unchanged)."""
+    """Luminance [..., 1] of 1- or 3-channel float images (1 channel: unchanged): the
+    ``tf.image.rgb_to_grayscale`` weights, as a sum of the weighted channels (to float rounding)."""
     if static_channels(images) == 1:
         return images
-    return tf.image.rgb_to_grayscale(images)
+    images = tf.convert_to_tensor(images)
+    return (images[..., 0:1] * _LUMA[0] + images[..., 1:2] * _LUMA[1]) + images[..., 2:3] * _LUMA[2]
+
+
+def _mean_luminance(images) -> tf.Tensor:
+    """Mean luminance of each image [B, H, W, C] -> [B, 1, 1, 1] (of the channel means: the same
+    number as the mean of ``grayscale``, to float rounding, in one pass over the images)."""
+    means = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+    if static_channels(images) == 1:
+        return means
+    return tf.reduce_sum(means * _LUMA, axis=-1, keepdims=True)
+
+
+def _select(apply, yes, no) -> tf.Tensor:
+    """Image b of ``yes`` where ``apply[b]``, else of ``no``: a row select (bool [B], [B, ...]),
+    which copies whole images, unlike an element-wise ``tf.where`` with a broadcast condition."""
+    return tf.raw_ops.Select(condition=tf.convert_to_tensor(apply, tf.bool), x=yes, y=no)
 
 
 # ----------------------------------------------------------------------------- crop, flip
@@ -209,6 +253,21 @@ def resized_crop(images, top, left, crop_h, crop_w, size) -> tf.Tensor:
     return top_row + (bottom_row - top_row) * wy[:, :, None, None]
 
 
+def _decode_window(data, box, channels: int):
+    """Decodes the window ``box`` = int32 [4] (top, left, height, width) of one encoded image: uint8
+    [height, width, channels]. JPEG: ``decode_and_crop_jpeg`` (only the window's pixels are
+    computed); other formats decode whole and are sliced."""
+
+    def jpeg():
+        return tf.image.decode_and_crop_jpeg(data, box, channels=channels)
+
+    def other():
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+        return tf.slice(image, tf.concat([box[:2], [0]], 0), tf.concat([box[2:], [channels]], 0))
+
+    return tf.ensure_shape(tf.cond(tf.io.is_jpeg(data), jpeg, other), [None, None, channels])
+
+
 def decode_resized_crop(contents, top, left, crop_h, crop_w, size, channels: int) -> tf.Tensor:
     """Decodes box b of encoded image b and resizes it to ``size``: the full-image random resized crop.
 
@@ -234,17 +293,7 @@ def decode_resized_crop(contents, top, left, crop_h, crop_w, size, channels: int
 
     def one(args):
         data, y, x, h, w = args
-        box = tf.stack([y, x, h, w])
-
-        def jpeg():
-            return tf.image.decode_and_crop_jpeg(data, box, channels=channels)
-
-        def other():
-            image = tf.io.decode_image(data, channels=channels, expand_animations=False)
-            return tf.slice(image, tf.stack([y, x, 0]), tf.stack([h, w, channels]))
-
-        window = tf.cond(tf.io.is_jpeg(data), jpeg, other)
-        window = tf.ensure_shape(window, [None, None, channels])
+        window = _decode_window(data, tf.stack([y, x, h, w]), channels)
         resized = tf.image.resize(tf.cast(window, tf.float32) / 255.0, [out_h, out_w],
                                   method="bilinear", antialias=True)
         return tf.clip_by_value(resized, 0.0, 1.0)
@@ -253,9 +302,85 @@ def decode_resized_crop(contents, top, left, crop_h, crop_w, size, channels: int
                      fn_output_signature=tf.TensorSpec([out_h, out_w, channels], tf.float32))
 
 
+def decode_resized_crops_uint8(contents, top, left, crop_h, crop_w, size, channels: int,
+                               decode_once: str = "cheaper") -> tf.Tensor:
+    """Several resized crops of every encoded image, rounded to uint8: the host's share of the views.
+
+    Crop v of image b is the box ``(top[b, v], left[b, v], crop_h[b, v], crop_w[b, v])``, resized
+    to ``size`` as :func:`decode_resized_crop` does (bilinear, antialiased) and rounded to the
+    nearest integer (what torchvision's ``RandomResizedCrop`` on a PIL image gives: uint8 pixels),
+    so ``decode_resized_crops_uint8(...)[:, v] / 255`` equals ``decode_resized_crop`` of the boxes
+    of column v to within half a grey level. The pixels are the same however they are decoded:
+
+    * ``decode_once="never"``: every window decoded on its own (``decode_and_crop_jpeg``);
+    * ``"always"``: the smallest box that holds image b's V windows decoded once (at most the
+      whole image), the windows sliced from it;
+    * ``"cheaper"`` (default): per image, whichever of the two decodes fewer pixels, counting a
+      whole file's entropy decoding, which every JPEG decode pays, as ``JPEG_FILE_COST`` of the
+      image's pixels (measured: :mod:`benchmarks.input_pipeline`).
+
+    Args:
+      contents: string [B], encoded images (JPEG, PNG, BMP, GIF).
+      top, left, crop_h, crop_w: int32 [B, V], boxes inside the images.
+      size: (out_h, out_w).
+      channels: 1 or 3 (static).
+      decode_once: "cheaper", "always" or "never".
+
+    Returns:
+      uint8 [B, V, out_h, out_w, channels].
+
+    Raises:
+      ValueError: an unknown ``decode_once``; (when run) a corrupt file or a box outside its image.
+    """
+    if decode_once not in ("cheaper", "always", "never"):
+        raise ValueError(f"decode_once must be cheaper, always or never, got {decode_once!r}")
+    out_h, out_w = int(size[0]), int(size[1])
+    boxes = tf.stack([tf.cast(v, tf.int32) for v in (top, left, crop_h, crop_w)], axis=-1)  # [B, V, 4]
+    views = boxes.shape[1]
+    if views is None:
+        raise ValueError("the number of crops per image (axis 1 of the boxes) must be static")
+
+    def resize(window):
+        resized = tf.image.resize(window, [out_h, out_w], method="bilinear", antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+    def separately(data, image_boxes):
+        return tf.stack([resize(_decode_window(data, image_boxes[v], channels)) for v in range(views)])
+
+    def once(data, image_boxes):
+        corner = tf.reduce_min(image_boxes[:, :2], axis=0)
+        far = tf.reduce_max(image_boxes[:, :2] + image_boxes[:, 2:], axis=0)
+        union = _decode_window(data, tf.concat([corner, far - corner], 0), channels)
+        return tf.stack([resize(tf.slice(union, tf.concat([image_boxes[v, :2] - corner, [0]], 0),
+                                         tf.concat([image_boxes[v, 2:], [channels]], 0))) for v in range(views)])
+
+    def one(args):
+        data, image_boxes = args
+        if decode_once == "never" or views == 1:
+            return separately(data, image_boxes)
+        if decode_once == "always":
+            return once(data, image_boxes)
+        corner = tf.reduce_min(image_boxes[:, :2], axis=0)
+        extent = tf.reduce_max(image_boxes[:, :2] + image_boxes[:, 2:], axis=0) - corner
+        union_area = tf.cast(tf.reduce_prod(extent), tf.float32)
+        areas = tf.cast(tf.reduce_sum(tf.reduce_prod(image_boxes[:, 2:], axis=1)), tf.float32)
+
+        def jpeg_cheaper():
+            # Each decode also reads the file: about JPEG_FILE_COST of the whole image's pixels.
+            whole = tf.cast(tf.reduce_prod(tf.image.extract_jpeg_shape(data)[:2]), tf.float32)
+            return union_area <= areas + (views - 1) * JPEG_FILE_COST * whole
+
+        # Other formats decode the whole image every time: once is always cheaper.
+        cheaper = tf.cond(tf.io.is_jpeg(data), jpeg_cheaper, lambda: tf.constant(True))
+        return tf.cond(cheaper, lambda: once(data, image_boxes), lambda: separately(data, image_boxes))
+
+    return tf.map_fn(one, (tf.convert_to_tensor(contents), boxes),
+                     fn_output_signature=tf.TensorSpec([views, out_h, out_w, channels], tf.uint8))
+
+
 def flip(images, apply) -> tf.Tensor:
     """Flips image b left-right where ``apply[b]``: images [B, H, W, C], apply bool [B]."""
-    return tf.where(_per_image(apply), tf.reverse(images, axis=[2]), images)
+    return _select(apply, tf.reverse(images, axis=[2]), images)
 
 
 # ----------------------------------------------------------------------------- colour
@@ -274,7 +399,7 @@ def to_grayscale(images, apply) -> tf.Tensor:
     channels = static_channels(images)
     if channels == 1:
         return images
-    return tf.where(_per_image(apply), tf.tile(grayscale(images), [1, 1, 1, channels]), images)
+    return _select(apply, tf.tile(grayscale(images), [1, 1, 1, channels]), images)
 
 
 def adjust_brightness(images, factor) -> tf.Tensor:
@@ -284,7 +409,7 @@ def adjust_brightness(images, factor) -> tf.Tensor:
 
 def adjust_contrast(images, factor) -> tf.Tensor:
     """torchvision adjust_contrast: blend with the mean m of each grayscale image, ``clip((x - m) * f + m)``."""
-    mean = tf.reduce_mean(grayscale(images), axis=[1, 2, 3], keepdims=True)
+    mean = _mean_luminance(images)
     return tf.clip_by_value((images - mean) * _per_image(factor) + mean, 0.0, 1.0)
 
 
@@ -295,11 +420,35 @@ def adjust_saturation(images, factor) -> tf.Tensor:
 
 
 def adjust_hue(images, delta) -> tf.Tensor:
-    """torchvision adjust_hue: rotates each image's HSV hue by ``delta[b]`` (fraction of the circle), clipped."""
-    hsv = tf.image.rgb_to_hsv(images)
-    h = hsv[..., :1] + _per_image(delta)
-    h = h - tf.floor(h)
-    return tf.clip_by_value(tf.image.hsv_to_rgb(tf.concat([h, hsv[..., 1:]], -1)), 0.0, 1.0)
+    """torchvision adjust_hue: rotates each image's HSV hue by ``delta[b]`` (fraction of the circle), clipped.
+
+    Computed without the HSV round trip: a hue rotation keeps each pixel's max ``v`` and min
+    ``m`` (so ``c = v - m``), and ``hsv_to_rgb`` of the rotated hue ``h`` (in sixths of the circle,
+    in [0, 6)) is ``m + c * clip(|h - 3| - 1, 0, 1)``, ``m + c * clip(2 - |h - 2|, 0, 1)``,
+    ``m + c * clip(2 - |h - 4|, 0, 1)`` for R, G, B: the result of ``tf.image.rgb_to_hsv`` /
+    ``hsv_to_rgb`` to float rounding.
+
+    Args:
+      images: float32 [B, H, W, 3] in [0, 1].
+      delta: float32 [B], hue shifts in turns.
+
+    Returns:
+      float32 [B, H, W, 3] in [0, 1].
+    """
+    r, g, b = tf.unstack(images, axis=-1)
+    v = tf.maximum(tf.maximum(r, g), b)
+    m = tf.minimum(tf.minimum(r, g), b)
+    c = v - m
+    inverse = 1.0 / tf.where(c > 0, c, 1.0)
+    # rgb_to_hsv's hue in sixths (0 for a gray pixel, whose c = 0 makes its hue irrelevant).
+    hue = tf.where(r == v, (g - b) * inverse, tf.where(g == v, (b - r) * inverse + 2.0, (r - g) * inverse + 4.0))
+    hue = hue + 6.0 * tf.reshape(tf.cast(delta, tf.float32), [-1, 1, 1])
+    hue = hue - 6.0 * tf.floor(hue * (1.0 / 6.0))
+    red = tf.abs(hue - 3.0) - 1.0
+    green = 2.0 - tf.abs(hue - 2.0)
+    blue = 2.0 - tf.abs(hue - 4.0)
+    rgb = tf.clip_by_value(tf.stack([red, green, blue], axis=-1), 0.0, 1.0)
+    return tf.clip_by_value(m[..., None] + c[..., None] * rgb, 0.0, 1.0)
 
 
 _ADJUST = {"brightness": adjust_brightness, "contrast": adjust_contrast,
