@@ -51,15 +51,15 @@ flags.DEFINE_integer("image_size", 224, "--folder: the crop size.")
 flags.DEFINE_list("folder_modes", ["full_image", "centre_square"],
                   "--folder: the pipelines to time, each round in this order (see the module docstring): full_image, "
                   "centre_square, default (make_pretrain_dataset's default in this checkout: run this file from an "
-                  "older checkout to time what it did), host_share, tf_minimal, torchvision_mocov2, "
-                  "torchvision_crop_flip.")
+                  "older checkout to time what it did), host_share, host_share_decode_once, tf_minimal, "
+                  "torchvision_mocov2, torchvision_crop_flip.")
 flags.DEFINE_integer("rounds", 1, "--folder: time every pipeline of --folder_modes this many times, interleaved "
                      "(A B C A B C ...).")
 flags.DEFINE_string("torch_python", None, "--folder: the Python interpreter of a venv with torchvision, for the "
                     "torchvision_* pipelines (run in a subprocess; never imported here). Unset: those pipelines "
                     "are left out with a note.")
 flags.DEFINE_enum("decode_once", "cheaper", ["cheaper", "always", "never"],
-                  "--folder, host_share: ops.decode_resized_crops_uint8's decode_once.")
+                  "--folder, host_share_decode_once: ops.decode_resized_crops_uint8's decode_once.")
 # NVIDIA DeepLearningExamples, PyTorch/Classification/ConvNets/resnet50v1.5/README.md ("Training
 # performance: NVIDIA DGX A100 (8x A100 80GB)", 1 GPU, pytorch-21.03 container): 2470 img/s mixed
 # precision (938 TF32) for supervised training, one forward + backward per image (3 forward units).
@@ -139,58 +139,44 @@ def folder_rate(source, preset, batch_size, batches, warmup, full_image):
                              batch_size, batches, warmup)
 
 
-# The device mode's host share: the method of the view function that makes it, when the checkout has
-# one (then it is what is timed), else the stand-in HostShare.batch_encoded below.
-HOST_SHARE_METHOD = "host_share_encoded"
-
-
-class HostShare:
-    """The device mode's share of the views on the host, as a ``view_fn`` for make_pretrain_dataset.
-
-    ``batch_encoded`` returns uint8 [B, V, H', W', C]: every view's parameters drawn as
-    ``TwoViewAugment.batch_encoded`` draws them, each view's crop window decoded, resized
-    (antialiased) and rounded to uint8 (``ops.decode_resized_crops_uint8``); the rest of the
-    recipe runs in the train step. A ``views`` that has ``HOST_SHARE_METHOD`` is used instead.
-    """
+class DecodeOnceHostShare:
+    """A ``view_fn`` whose ``batch_encoded`` makes the device mode's host share with every view's
+    window decoded at once (``ops.decode_resized_crops_uint8``: the union of an image's windows
+    decoded once, or each window, whichever is cheaper): uint8 [B, V, H', W', C], the crops of
+    ``TwoViewAugment.batch_encoded``'s draws, without the finish parameters (a few bytes per image)
+    or their packing. It times what that op would make of the host share (``host_share_decode_once``)."""
 
     def __init__(self, views, decode_once="cheaper"):
         self.views = views
         self.decode_once = decode_once
 
     def batch_encoded(self, contents, sizes, seed, channels, rows=None):
+        import tensorflow as tf
+
         from mixmask_tf import seeds
         from mixmask_tf.augment import ops, views as view_ops
 
-        method = getattr(self.views, HOST_SHARE_METHOD, None)
-        if callable(method):
-            return method(contents, sizes, seed, channels, **({"rows": rows} if rows else {}))
         sub = seeds.split(seed, self.views.num_views)
-        params = [view_ops.sample_view_params(sub[v], _batch(contents), sizes[:, 0], sizes[:, 1], channels, config)
-                  for v, config in enumerate(self.views.configs)]
-        boxes = [_stack([p[k] for p in params]) for k in ("top", "left", "crop_h", "crop_w")]
+        params = [view_ops.sample_view_params(sub[v], tf.shape(contents)[0], sizes[:, 0], sizes[:, 1], channels,
+                                              config) for v, config in enumerate(self.views.configs)]
+        boxes = [tf.stack([p[k] for p in params], axis=1) for k in ("top", "left", "crop_h", "crop_w")]
         return ops.decode_resized_crops_uint8(contents, *boxes, self.views.output_size, channels, self.decode_once)
 
 
-def _batch(contents):
-    import tensorflow as tf
-
-    return tf.shape(contents)[0]
-
-
-def _stack(columns):
-    import tensorflow as tf
-
-    return tf.stack(columns, axis=1)
-
-
-def host_share_rate(source, preset, batch_size, batches, warmup, decode_once):
-    """Images per second of the device mode's host share (uint8 crops of every view) from a folder."""
+def host_share_rate(source, preset, batch_size, batches, warmup, decode_once=None):
+    """Images per second of the device mode's host share from a folder: the checkout's
+    ``make_pretrain_dataset(..., augment_on="device")`` (decode_once None), or
+    :class:`DecodeOnceHostShare` with ``decode_once``."""
     from mixmask_tf import augment, data
 
     size = source.info.image_shape[0]
     views = augment.TwoViewAugment.from_preset(preset, size, 3, source.info.mean, source.info.std)
-    dataset = data.make_pretrain_dataset(source, batch_size, HostShare(views, decode_once), seed=0, start_epoch=0,
-                                         full_image=True)
+    if decode_once is None:
+        dataset = data.make_pretrain_dataset(source, batch_size, views, seed=0, start_epoch=0, full_image=True,
+                                             augment_on="device")
+    else:
+        dataset = data.make_pretrain_dataset(source, batch_size, DecodeOnceHostShare(views, decode_once), seed=0,
+                                             start_epoch=0, full_image=True)
     return images_per_second(dataset, batch_size, batches, warmup)
 
 
@@ -243,10 +229,11 @@ def torchvision_rate(recipe, folder, image_size, batch_size, batches, warmup):
 
 
 FOLDER_PIPELINES = {
-    "full_image": "this project, host mode (full-image crops, the whole recipe)",
+    "full_image": "this project, host mode (augment_on=host, full-image crops, the whole recipe)",
     "centre_square": "this project, host mode, centre square (decode all, resize, crop inside)",
     "default": "this project, make_pretrain_dataset's default",
-    "host_share": "this project, device mode's host share (crop windows, resize, uint8)",
+    "host_share": "this project, device mode's host share (augment_on=device: crops, uint8, packed)",
+    "host_share_decode_once": "the host share's crops with ops.decode_resized_crops_uint8 (decode once if cheaper)",
     "tf_minimal": "minimal tf.data: decode_and_crop_jpeg + antialiased resize + flip, uint8",
     "torchvision_mocov2": "torchvision + PIL, MoCo v2 recipe, DataLoader (workers = cores)",
     "torchvision_crop_flip": "torchvision + PIL, RandomResizedCrop + flip + normalise",
@@ -264,9 +251,9 @@ def time_folder():
     modes = list(FLAGS.folder_modes)
     unknown = set(modes) - set(FOLDER_PIPELINES)
     if unknown or not modes:
-        raise app.UsageError(f"--folder_modes takes {', '.join(FOLDER_PIPELINES)}; got {','.join(modes)}")
+        raise app.UsageError(f"--folder_modes takes {', '.join(FOLDER_PIPELINES)}; got {','.join(modes)}", 2)
     if FLAGS.rounds < 1:
-        raise app.UsageError(f"--rounds must be >= 1, got {FLAGS.rounds}")
+        raise app.UsageError(f"--rounds must be >= 1, got {FLAGS.rounds}", 2)
     torch_modes = [m for m in modes if m.startswith("torchvision_")]
     if torch_modes and not FLAGS.torch_python:
         print(f"note: {', '.join(torch_modes)} left out: no --torch_python (a venv with torchvision)", flush=True)
@@ -289,9 +276,9 @@ def time_folder():
             for mode in modes:
                 if mode in full:
                     rate = folder_rate(source, preset, FLAGS.batch_size, FLAGS.batches, FLAGS.warmup, full[mode])
-                elif mode == "host_share":
+                elif mode.startswith("host_share"):
                     rate = host_share_rate(source, preset, FLAGS.batch_size, FLAGS.batches, FLAGS.warmup,
-                                           FLAGS.decode_once)
+                                           FLAGS.decode_once if mode == "host_share_decode_once" else None)
                 elif mode == "tf_minimal":
                     rate = images_per_second(minimal_tf_data(source.paths, FLAGS.batch_size, FLAGS.image_size),
                                              FLAGS.batch_size, FLAGS.batches, FLAGS.warmup)

@@ -310,7 +310,10 @@ def decode_resized_crops_uint8(contents, top, left, crop_h, crop_w, size, channe
     to ``size`` as :func:`decode_resized_crop` does (bilinear, antialiased) and rounded to the
     nearest integer (what torchvision's ``RandomResizedCrop`` on a PIL image gives: uint8 pixels),
     so ``decode_resized_crops_uint8(...)[:, v] / 255`` equals ``decode_resized_crop`` of the boxes
-    of column v to within half a grey level. The pixels are the same however they are decoded:
+    of column v to within half a grey level where both decode the same window. A window is decoded
+    one of two ways (the same pixels, except that libjpeg upsamples subsampled chroma at the edge of
+    a decoded window from the edge itself: pixels on a window's border may differ by a few levels
+    from those of a larger decode):
 
     * ``decode_once="never"``: every window decoded on its own (``decode_and_crop_jpeg``);
     * ``"always"``: the smallest box that holds image b's V windows decoded once (at most the

@@ -207,3 +207,46 @@ def test_eval_crop_ratio_is_torchvisions_resize_then_centre_crop():
     np.testing.assert_allclose(got, np.clip(np.round(resized[top:top + 224, left:left + 224]), 0, 255), atol=1.0)
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         data.conform_image(image, 224, 3, crop_ratio=1.2)
+
+
+@pytest.mark.parametrize("decode_once", ["cheaper", "always", "never"])
+def test_decode_resized_crops_uint8_is_the_rounded_antialiased_resize_of_each_window(decode_once):
+    """Two windows per image: overlapping ones (one decode of their union is cheaper) and two small
+    far-apart ones of a larger image (two decodes are): the same pixels whichever way, each the
+    rounded NumPy resize of the fully decoded image's window."""
+    rng = np.random.default_rng(4)
+    smooth = tf.image.resize(rng.random((1, 12, 16, 3)), [120, 160]).numpy()[0] * 255
+    # Full-resolution chroma: libjpeg then decodes a window to exactly the full decode's pixels (with
+    # subsampled chroma a window's edge rows and columns may differ by a few levels).
+    jpeg = tf.io.encode_jpeg(np.asarray(smooth, np.uint8), quality=95, chroma_downsampling=False).numpy()
+    png = _png(smooth[:60, :80])
+    boxes = np.array([[[10, 20, 90, 120], [25, 5, 80, 100]],  # JPEG: overlapping windows
+                      [[0, 0, 12, 14], [100, 140, 20, 20]],  # JPEG: small windows in opposite corners
+                      [[3, 4, 50, 70], [20, 30, 9, 11]]], np.int32)  # PNG: a downscale and an upscale
+    contents = tf.constant([jpeg, jpeg, png])
+    out = ops.decode_resized_crops_uint8(contents, *[tf.constant(boxes[..., i]) for i in range(4)], (16, 16), 3,
+                                         decode_once=decode_once).numpy()
+    assert out.shape == (3, 2, 16, 16, 3) and out.dtype == np.uint8
+    full = [tf.io.decode_jpeg(jpeg, channels=3).numpy()] * 2 + [tf.io.decode_png(png, channels=3).numpy()]
+    for image, image_boxes, got in zip(full, boxes, out):
+        for (t, l, h, w), view in zip(image_boxes, got):
+            exact = np_resize_antialias(image[t:t + h, l:l + w], 16, 16)
+            want = np.clip(np.round(exact), 0, 255)
+            # A float32 resize against a float64 reference: only a value on a .5 boundary (an
+            # upscale's half-way points are exactly .5) may round the other way.
+            off = view != want
+            assert np.abs(view.astype(np.int32) - want).max() <= 1
+            assert np.all(np.abs(exact[off] % 1.0 - 0.5) < 1e-3)
+
+
+def test_decode_resized_crops_uint8_checks_its_mode_and_decodes_one_channel():
+    smooth = tf.image.resize(np.random.default_rng(5).random((1, 6, 8, 3)), [60, 80]).numpy()[0] * 255
+    contents = tf.constant([_jpeg(smooth)])
+    box = [tf.constant([[v, v]]) for v in (5, 7, 40, 50)]
+    with pytest.raises(ValueError, match="decode_once must be"):
+        ops.decode_resized_crops_uint8(contents, *box, (8, 8), 3, decode_once="sometimes")
+    gray = ops.decode_resized_crops_uint8(contents, *box, (8, 8), 1).numpy()
+    full_gray = tf.io.decode_image(_jpeg(smooth), channels=1).numpy()
+    want = np.round(np_resize_antialias(full_gray[5:45, 7:57], 8, 8))
+    assert gray.shape == (1, 2, 8, 8, 1) and np.abs(gray[0, 0].astype(np.int32) - want).max() <= 1
+    np.testing.assert_array_equal(gray[0, 0], gray[0, 1])

@@ -224,6 +224,30 @@ def test_color_jitter_random_order_is_uniform():
     np.testing.assert_array_equal(outs, np.broadcast_to(img, outs.shape))  # all ops off
 
 
+def test_hue_rotation_equals_colorsys_hsv_round_trip_and_grayscale_the_luminance():
+    """adjust_hue (computed without an HSV image) against Python's colorsys, pixel by pixel: gray
+    pixels, ties between channels, pure colours, and shifts up to half a turn either way."""
+    import colorsys
+
+    rng = np.random.default_rng(7)
+    img = rng.random((4, 6, 7, 3)).astype(np.float32)
+    img[0, 0] = 0.5  # gray
+    img[1, 1, :, 1] = img[1, 1, :, 0]  # red = green
+    img[2, 2, :, 2] = img[2, 2, :, 1]  # green = blue
+    img[3, 3, :3] = np.eye(3, dtype=np.float32)  # pure red, green, blue
+    img[3, 4, 0] = 0.0  # black
+    delta = np.array([-0.5, -0.13, 0.27, 0.5], np.float32)
+    got = ops.adjust_hue(tf.constant(img), tf.constant(delta)).numpy()
+    want = np.empty_like(img)
+    for b, pixel in np.ndindex(img.shape[0], img.shape[1] * img.shape[2]):
+        y, x = divmod(pixel, img.shape[2])
+        h, s, v = colorsys.rgb_to_hsv(*img[b, y, x].astype(np.float64))
+        want[b, y, x] = colorsys.hsv_to_rgb((h + delta[b]) % 1.0, s, v)
+    np.testing.assert_allclose(got, want, atol=2e-6)
+    luma = ops.grayscale(tf.constant(img)).numpy()
+    np.testing.assert_allclose(luma[..., 0], img @ np.array([0.2989, 0.5870, 0.1140]), atol=1e-6)
+
+
 @pytest.mark.parametrize("strength", [0.2, 0.4])  # simclr (0.2 s), mocov1 (0.4)
 def test_hue_rotation_delta_range(strength):
     """Hue-only jitter rotates every pixel's HSV hue by one d ~ U(-strength, strength)."""
