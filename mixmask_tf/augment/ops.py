@@ -294,8 +294,8 @@ def decode_resized_crop(contents, top, left, crop_h, crop_w, size, channels: int
     def one(args):
         data, y, x, h, w = args
         window = _decode_window(data, tf.stack([y, x, h, w]), channels)
-        resized = tf.image.resize(tf.cast(window, tf.float32) / 255.0, [out_h, out_w],
-                                  method="bilinear", antialias=True)
+        # The resize is linear: scaling its (smaller) output equals resizing the scaled window.
+        resized = tf.image.resize(window, [out_h, out_w], method="bilinear", antialias=True) * (1.0 / 255.0)
         return tf.clip_by_value(resized, 0.0, 1.0)
 
     return tf.map_fn(one, (contents, top, left, crop_h, crop_w),
