@@ -12,19 +12,36 @@ consumes and whether the pipeline keeps up (pipeline images/s over step images/s
 pipeline is the bottleneck; during training both share the same cores, so leave a margin) for the
 first mode.
 
-**Photographs at ImageNet sizes** (``--folder``): times the two-view pipeline on an image folder of
-JPEGs, in images/s and images/s per core, in two modes: ``full_image`` (the default for files:
-each view's crop drawn on the full image, only that window decoded with ``decode_and_crop_jpeg``)
-and ``centre_square`` (what file sources did before: decode the whole file, resize its shorter side
-to --image_size and cut the centre square, then crop inside it). ``--make_photos=N`` first writes
-such a folder: N JPEGs cut at ImageNet's common sizes (500x375, 375x500, 500x333, 333x500,
-500x500; quality 90) from real photographs without resampling: matplotlib's sample photo
-``grace_hopper.jpg`` (512x600, shipped with matplotlib, a dependency), and any further photos
-given with --photos. It then says how many cores of this kind a ResNet-50 MoCo v2 step on one
-GPU would need (--gpu_images_per_second: the step's rate, see its help for the source).
+**Photographs at ImageNet sizes** (``--folder``): times two-view pipelines on an image folder of
+JPEGs, in images/s and images/s per core (``os.sched_getaffinity``), each of ``--folder_modes``
+once per round, ``--rounds`` rounds interleaved (A B C ... A B C ...: a shared machine's load falls
+on all alike), every round printed, then per pipeline the median per core and the cores of this
+kind a ResNet-50 MoCo v2 step on one GPU would need (--gpu_images_per_second: the step's rate, see
+its help for the source). The pipelines:
+
+* ``full_image``: this project's host mode (``augment_on="host"``, the default for files: each
+  view's crop drawn on the full image, only that window decoded, the whole recipe on the CPU);
+* ``centre_square``: what file sources did before (decode the whole file, resize its shorter side
+  to --image_size, cut the centre square, crop inside it); ``default``: the checkout's default;
+* ``host_share``: the device mode's host share (``augment_on="device"``: each view's crop, uint8,
+  packed with its parameters; the rest runs in the train step);
+* ``host_share_decode_once``: those crops from ``ops.decode_resized_crops_uint8`` (an image's
+  windows decoded together where that is cheaper; ``--decode_once``);
+* ``tf_minimal``: a minimal tf.data pipeline written without this project (decode_and_crop_jpeg +
+  antialiased resize + flip, uint8, one map per file);
+* ``torchvision_mocov2``, ``torchvision_crop_flip``: torchvision + PIL
+  (``benchmarks/torchvision_pipeline.py``), run in a subprocess with ``--torch_python``, the
+  interpreter of a venv with torchvision (never imported here); left out, with a note, without it.
+
+``--make_photos=N`` first writes such a folder: N JPEGs cut at ImageNet's common sizes (500x375,
+375x500, 500x333, 333x500, 500x500; quality 90) from real photographs without resampling:
+matplotlib's sample photo ``grace_hopper.jpg`` (512x600, shipped with matplotlib, a dependency),
+and any further photos given with --photos.
 
     python -m benchmarks.input_pipeline --folder=/tmp/photos --make_photos=512 --augments=mocov2 \
-        --image_size=224 --batch_size=64 --batches=8 --warmup=2
+        --image_size=224 --batch_size=64 --batches=8 --warmup=2 --rounds=3 \
+        --folder_modes=full_image,host_share,tf_minimal,torchvision_mocov2,torchvision_crop_flip \
+        --torch_python=/path/to/torchvision-venv/bin/python
 """
 
 import json

@@ -5,6 +5,10 @@ that has torchvision, ``--torch_python``; this file imports neither TensorFlow n
     <torchvision venv>/bin/python -m benchmarks.torchvision_pipeline --folder=/tmp/photos \
         --recipe=mocov2 --batch_size=64 --batches=8 --warmup=2
 
+Its venv (a benchmark's only, never the TensorFlow environment or CI; the figures in
+docs/performance.md used torch 2.14.1, torchvision 0.29.1, Pillow 13.0):
+``python3 -m venv <venv> && <venv>/bin/pip install torch==2.14.1 torchvision==0.29.1 pillow``.
+
 Recipes (two independently augmented views of each image, ``ToTensor`` + ``Normalize`` with
 ImageNet's mean and std):
 
