@@ -145,9 +145,8 @@ def crop_view_encoded(contents, params: Dict[str, tf.Tensor], config: ViewConfig
     Returns:
       uint8 [B, config.size[0], config.size[1], channels].
     """
-    crops = ops.decode_resized_crop(contents, params["top"], params["left"], params["crop_h"], params["crop_w"],
-                                    config.size, channels)
-    return to_uint8(crops)
+    boxes = [params[k][:, None] for k in ("top", "left", "crop_h", "crop_w")]
+    return ops.decode_resized_crops_uint8(contents, *boxes, config.size, channels)[:, 0]
 
 
 def finish_view(crops, params: Dict[str, tf.Tensor], config: ViewConfig, dense: bool = False) -> tf.Tensor:
@@ -320,7 +319,7 @@ def augment_encoded(contents, sizes, seed, config: ViewConfig, channels: int, ro
 
     The crop box of image b is drawn with torchvision's sampling on its own (height, width) (the
     same draws :func:`augment_batch` makes), only that window is decoded
-    (:func:`ops.decode_resized_crop`: ``decode_and_crop_jpeg`` for JPEG) and resized to
+    (:func:`ops.decode_resized_crops_uint8`: ``decode_and_crop_jpeg`` for JPEG) and resized to
     ``config.size``; the other ops follow as in :func:`augment_batch`. Images of any size mix in
     one batch.
 
@@ -514,7 +513,10 @@ class TwoViewAugment:
         sub = seeds.split(seed, self.num_views)
         params = [_row_params(sub[v], tf.shape(contents)[0], sizes[:, 0], sizes[:, 1], channels, config, rows)
                   for v, config in enumerate(self.configs)]
-        crops = [crop_view_encoded(contents, p, config, channels) for p, config in zip(params, self.configs)]
+        # Every view's window at once: an image's windows are decoded together (their union once)
+        # where that decodes fewer pixels than one decode per window.
+        boxes = [tf.stack([p[k] for p in params], axis=1) for k in ("top", "left", "crop_h", "crop_w")]
+        crops = tf.unstack(ops.decode_resized_crops_uint8(contents, *boxes, self.output_size, channels), axis=1)
         return pack_views(crops, params) if packed else self.finish(crops, params)
 
     def finish(self, crops, params, dense: bool = False) -> tf.Tensor:
