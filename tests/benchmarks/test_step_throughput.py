@@ -47,3 +47,13 @@ def test_benchmark_prints_table_and_writes_json(tmp_path):
     for mode in ("vectorized", "per_example"):
         assert all(rate > 0 for rate in pipeline["images_per_second_per_mode"][mode].values())
     assert len(pipeline["comparisons"]) == 4 and all(c["pipeline_over_step"] > 0 for c in pipeline["comparisons"])
+
+
+def test_finish_stage_benchmark_times_the_three_ways():
+    result = run_module("benchmarks.finish_stage", "--augment=byol", "--image_size=20", "--batch_size=4",
+                        "--repeats=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "byol, 4 images x 2 views of 20 px"
+    assert [line.split()[0] for line in lines[1:]] == ["sparse", "dense", "xla"]
+    assert all(float(line.split()[1]) > 0 for line in lines[1:])
