@@ -21,7 +21,6 @@ CPU, so the suite keeps the covering set; `test_cases_cover_every_framework_and_
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from mixmask_tf import augment, backbones, branches, registry
 from mixmask_tf import data as data_lib
