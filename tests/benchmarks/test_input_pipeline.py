@@ -9,9 +9,6 @@ import tensorflow as tf
 
 from conftest import run_module
 
-from benchmarks import input_pipeline
-from mixmask_tf import augment, data
-from mixmask_tf.augment import views as view_ops
 
 
 def _photos(folder, count=6, seed=0):
@@ -27,27 +24,49 @@ def _photos(folder, count=6, seed=0):
     return folder
 
 
-def test_decode_once_host_share_makes_the_crops_of_the_device_modes_host_share(tmp_path):
-    source = data.open_source("folder", "train", data_dir=_photos(str(tmp_path)), image_size=16, verify=False)
-    views = augment.TwoViewAugment.from_preset("mocov2", 16, 3, source.info.mean, source.info.std)
-    contents = tf.constant([open(p, "rb").read() for p in source.paths])
-    sizes = tf.stack([tf.io.extract_jpeg_shape(c)[:2] for c in contents])
-    seed = tf.constant([5, 6], tf.int64)
-    packed = views.batch_encoded(contents, sizes, seed, 3, packed=True)
-    crops, _ = view_ops.unpack_views(packed, 2, 16, 3)
-    for decode_once in ("cheaper", "always", "never"):
-        got = input_pipeline.DecodeOnceHostShare(views, decode_once).batch_encoded(contents, sizes, seed, 3)
-        assert got.dtype == tf.uint8 and got.shape == crops.shape
-        # The same windows; the two round a resize of uint8 and of floats / 255: at most one level apart.
-        assert np.abs(got.numpy().astype(int) - crops.numpy().astype(int)).max() <= 1
+# benchmarks.input_pipeline defines absl flags when imported, as every benchmark module does: its
+# pieces are checked in a subprocess, so that it never meets another module's flags in a test worker.
+_IN_A_SUBPROCESS = r"""
+import sys
+import numpy as np
+import tensorflow as tf
+from benchmarks import input_pipeline
+from mixmask_tf import augment, data
+from mixmask_tf.augment import views as view_ops
+
+folder = sys.argv[1]
+source = data.open_source("folder", "train", data_dir=folder, image_size=16, verify=False)
+views = augment.TwoViewAugment.from_preset("mocov2", 16, 3, source.info.mean, source.info.std)
+contents = tf.constant([open(p, "rb").read() for p in source.paths])
+sizes = tf.stack([tf.io.extract_jpeg_shape(c)[:2] for c in contents])
+seed = tf.constant([5, 6], tf.int64)
+packed = views.batch_encoded(contents, sizes, seed, 3, packed=True)
+crops, _ = view_ops.unpack_views(packed, 2, 16, 3)
+for decode_once in ("cheaper", "always", "never"):
+    got = input_pipeline.DecodeOnceHostShare(views, decode_once).batch_encoded(contents, sizes, seed, 3)
+    assert got.dtype == tf.uint8 and got.shape == crops.shape
+    # The same windows: at most one level apart (a window's border may decode differently).
+    assert np.abs(got.numpy().astype(int) - crops.numpy().astype(int)).max() <= 1, decode_once
+paths = sorted(source.paths)
+batch = next(iter(input_pipeline.minimal_tf_data(paths, 4, 16))).numpy()
+assert batch.shape == (4, 2, 16, 16, 3) and batch.dtype == np.uint8
+assert not np.array_equal(batch[:, 0], batch[:, 1])  # two independent views
+print("ok")
+"""
 
 
-def test_minimal_tf_data_gives_two_uint8_views_per_file(tmp_path):
+def test_decode_once_host_share_and_the_minimal_tf_data_pipeline(tmp_path):
+    """The decode-once crops equal the device mode's host share (to a level); the minimal tf.data
+    pipeline gives two uint8 views per file."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
     folder = _photos(str(tmp_path))
-    paths = sorted(str(p) for p in (tmp_path / "train" / "photos").iterdir())
-    batch = next(iter(input_pipeline.minimal_tf_data(paths, 4, 16))).numpy()
-    assert batch.shape == (4, 2, 16, 16, 3) and batch.dtype == np.uint8
-    assert folder and not np.array_equal(batch[:, 0], batch[:, 1])  # two independent views
+    done = subprocess.run([sys.executable, "-c", _IN_A_SUBPROCESS, folder], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
 
 
 @pytest.mark.slow

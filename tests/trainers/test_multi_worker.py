@@ -2,7 +2,6 @@
 
 * the 2-worker run equals a single-process run with the same global batch (2 logical CPUs);
 * only the chief writes the run's files, and no worker leaves a temporary folder behind;
-* the interrupted run below augments on the device (--augment_on=device), the others on the host;
 * SIGKILL of the chief after the first checkpoint: the other exits promptly with a clear
   message; running both commands again resumes from that checkpoint;
 * SIGTERM to the other worker of that resumed run, early in an epoch: both save at the same
@@ -42,7 +41,6 @@ EPOCHS, STEPS = 4, 8
 ARGS = ["--dataset=synthetic", "--image_size=16", "--train_limit=256", "--test_limit=64", "--width=8",
         "--batch_size=32", "--queue_size=128", f"--epochs={EPOCHS}", "--knn_every=1", "--random_init_knn=false",
         "--tensorboard=false", "--plots=false", "--augment=cifar", "--verbose=0"]
-DEVICE = ("--augment_on=device",)  # the interrupted run's augmentation (the others: host, the CPU default)
 EPOCH_LINE = re.compile(r"^epoch \d+/\d+ ")
 
 
@@ -64,14 +62,13 @@ def _env(tf_config=None):
     return env
 
 
-def _start_workers(model_dir, extra=()):
+def _start_workers(model_dir):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
     procs = []
     for index in range(2):
         config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "trainers.pretrain", *ARGS, *extra, "--strategy=multi_worker",
-             f"--model_dir={model_dir}"],
+            [sys.executable, "-m", "trainers.pretrain", *ARGS, "--strategy=multi_worker", f"--model_dir={model_dir}"],
             cwd=REPO_ROOT, env=_env(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return procs
 
@@ -83,9 +80,9 @@ def _stop(procs):
         proc.wait()
 
 
-def _run_workers_to_end(model_dir, timeout=400, extra=()):
+def _run_workers_to_end(model_dir, timeout=400):
     """Both workers' commands, to their end: [(exit status, stdout, end of stderr)] (chief first)."""
-    procs = _start_workers(model_dir, extra)
+    procs = _start_workers(model_dir)
     try:
         return [(proc.returncode, out, err[-3000:])
                 for proc, (out, err) in ((proc, proc.communicate(timeout=timeout)) for proc in procs)]
@@ -142,13 +139,9 @@ def _make_two_workers(model_dir):
 def _make_interrupted(model_dir):
     """One run folder, interrupted twice: SIGKILL of the chief after the first checkpoint; both
     commands again, SIGTERM to the other worker once that run has finished an epoch; both commands
-    again, to the end. Records what each stage left; the tests assert on it.
-
-    This run augments on the device (--augment_on=device: crops on the host, the rest inside the
-    step, on each worker's replica), so it ends in the state of the uninterrupted host-mode run only
-    if both modes make the same views on every worker, before and after every resumption."""
+    again, to the end. Records what each stage left; the tests assert on it."""
     record = {"dir": model_dir}
-    procs = _start_workers(model_dir, DEVICE)
+    procs = _start_workers(model_dir)
     chief, other = procs
     try:
         state_file = os.path.join(model_dir, "checkpoints", "checkpoint")
@@ -164,7 +157,7 @@ def _make_interrupted(model_dir):
         _stop(procs)
     kill.update(progress=_progress(model_dir), epochs_logged=_epochs_logged(model_dir))
 
-    procs = _start_workers(model_dir, DEVICE)
+    procs = _start_workers(model_dir)
     chief, other = procs
     term = record["sigterm"] = {"after": None}
     try:
@@ -182,9 +175,9 @@ def _make_interrupted(model_dir):
         _stop(procs)
     term.update(progress=_progress(model_dir), epochs_logged=_epochs_logged(model_dir))
 
-    record["final_outs"] = _run_workers_to_end(model_dir, extra=DEVICE)
+    record["final_outs"] = _run_workers_to_end(model_dir)
     # What a scheduler does when it restarts a finished job: both commands once more.
-    record["rerun_outs"] = _run_workers_to_end(model_dir, extra=DEVICE)
+    record["rerun_outs"] = _run_workers_to_end(model_dir)
     record["after_rerun"] = {"epochs_logged": _epochs_logged(model_dir),
                              "exports": sorted(os.listdir(os.path.join(model_dir, "export")))}
     return record

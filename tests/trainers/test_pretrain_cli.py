@@ -17,15 +17,18 @@ pytestmark = pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-
 @pytest.mark.slow
 def test_smoke_config_trains_resumes_and_exports(tmp_path):
     model_dir = str(tmp_path / "run")
-    first = _run("--flagfile=configs/smoke.cfg", f"--model_dir={model_dir}", "--epochs=1", "--export=false")
+    # In device mode (the views finished inside the step), both commands.
+    first = _run("--flagfile=configs/smoke.cfg", f"--model_dir={model_dir}", "--epochs=1", "--export=false",
+                 "--augment_on=device")
     assert first.returncode == 0, first.stderr[-3000:]
     assert "random init: kNN top-1" in first.stdout
+    assert "augmentation: crops on the host (uint8), the rest inside the train step" in first.stdout
     assert os.path.exists(os.path.join(model_dir, "checkpoints", "checkpoint"))
     assert os.path.exists(os.path.join(model_dir, "backbone.keras"))
     flags_text = open(os.path.join(model_dir, "flags.cfg")).read()
     assert "--grid_size=4" in flags_text and "--branch=mixmask" in flags_text
     # Same command with more epochs resumes from the checkpoint instead of starting again.
-    second = _run("--flagfile=configs/smoke.cfg", f"--model_dir={model_dir}", "--epochs=2")
+    second = _run("--flagfile=configs/smoke.cfg", f"--model_dir={model_dir}", "--epochs=2", "--augment_on=device")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed from" in second.stdout and "(epoch 1, step " in second.stdout
     assert "random init" not in second.stdout.split("resumed from")[1].split("kNN top-1 on")[0]

@@ -198,3 +198,21 @@ def test_image_folder_in_device_mode_packs_the_full_image_crops(tmp_path):
     assert device[0].dtype == tf.int32 and device[0].shape == (6, augment.packed_length(2, 16, 3))
     for h, d in zip(host, device):
         np.testing.assert_allclose(aug.on_device(d).numpy(), h, atol=2e-6)
+
+
+def test_device_mode_resumed_mid_epoch_sees_the_uninterrupted_batches():
+    """A run resumed at (epoch 1, step 2) in device mode gets the packed batches an uninterrupted run
+    gets from there on (what a SIGTERM's rerun relies on), on one pipeline and on shards."""
+    images = _images(48, 20, 20, 3, seed=5)
+    aug = augment.TwoViewAugment.from_preset("mocov2", 16, 3, MEAN[3], STD[3], extra_views=2)
+    whole = [b.numpy() for b in data.make_pretrain_dataset(images, 8, aug, seed=9, start_epoch=0, steps_per_epoch=6,
+                                                           augment_on="device").take(12)]
+    resumed = [b.numpy() for b in data.make_pretrain_dataset(images, 8, aug, seed=9, start_epoch=1, start_step=2,
+                                                             steps_per_epoch=6, augment_on="device").take(4)]
+    for got, want in zip(resumed, whole[8:]):
+        np.testing.assert_array_equal(got, want)
+    shard = [b.numpy() for b in data.make_pretrain_dataset(images, 8, aug, seed=9, start_epoch=1, start_step=2,
+                                                           steps_per_epoch=6, augment_on="device",
+                                                           shard=(0, 2)).take(4)]
+    for got, want in zip(shard, whole[8:]):
+        np.testing.assert_array_equal(got, want[:4])
