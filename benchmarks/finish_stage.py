@@ -1,7 +1,8 @@
 r"""Times the finish stage of the views (flip, colour jitter, grayscale, blur, solarise, normalise)
 alone, three ways, on one batch:
 
-* ``sparse``: the host mode's graph (each op only on the images that apply it);
+* ``host``: the host mode's graph (``dense=False``: the colour ops compiled with XLA, the jitter
+  image by image, only the chosen images blurred);
 * ``dense``: the device mode's graph (every op on every image, then selected), not compiled;
 * ``xla``: the same, compiled with XLA (``jit_compile=True``), what a train step on an accelerator runs.
 
@@ -39,7 +40,7 @@ def main(argv):
     packed = views.batch(tf.constant(images), tf.constant([1, 2], tf.int64), packed=True)
     crops, params = augment.unpack_views(packed, views.num_views, views.output_size, c)
     crops = [crops[:, v] for v in range(views.num_views)]
-    ways = {"sparse": tf.function(lambda x, p: views.finish(x, p, dense=False)),
+    ways = {"host": tf.function(lambda x, p: views.finish(x, p, dense=False)),
             "dense": tf.function(lambda x, p: views.finish(x, p, dense=True)),
             "xla": tf.function(lambda x, p: views.finish(x, p, dense=True), jit_compile=True)}
     print(f"{FLAGS.augment}, {FLAGS.batch_size} images x {views.num_views} views of {FLAGS.image_size} px")

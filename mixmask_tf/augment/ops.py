@@ -462,49 +462,39 @@ def color_jitter(images, apply, order_keys, factors: Dict[str, Optional[tf.Tenso
                  dense: bool = False) -> tf.Tensor:
     """Colour jitter with per-image factors and a per-image random order of the active ops.
 
+    Two schedules of the same arithmetic, equal to float rounding (bit for bit under XLA on a CPU):
+
+    * ``dense=False`` (the host's): a loop over the images; each image applies only its own ops, in
+      its order (``tf.switch_case`` per step). Under XLA on a CPU (the host's finish stage compiles
+      it) this is about 3x faster than the dense schedule, and uncompiled it costs what one pass
+      of each op over the jittered images costs.
+    * ``dense=True`` (a train step's, ``augment_on="device"``): static, batch-wide shapes; at each
+      of the (at most 4) steps every active op is computed on every image and each image keeps the
+      one of its order: what an accelerator runs well.
+
     Args:
-      images: float32 [B, H, W, C] in [0, 1], C in {1, 3}.
+      images: float32 [B, H, W, C] in [0, 1], C in {1, 3} and static.
       apply: bool [B], jitter image b at all.
       order_keys: float32 [B, 4]; image b applies its active ops in increasing key order (keys
         drawn uniformly give a uniformly random order). Columns follow :data:`JITTER_OPS`.
       factors: name in :data:`JITTER_OPS` -> float32 [B] (brightness, contrast, saturation
         factors; the hue delta), or None for an inactive op. Saturation and hue are skipped for
         1-channel images.
-      dense: static shapes throughout (for XLA, inside a compiled train step): every active op is
-        computed on every image at each of the (at most 4) steps and each image keeps the one of
-        its order; the result is the same. False (default): each op runs only on the images that
-        apply it at that step (partition and stitch: less arithmetic, dynamic shapes).
+      dense: the schedule (above).
 
     Returns:
       float32 [B, H, W, C] in [0, 1].
     """
+    images = tf.convert_to_tensor(images, tf.float32)
     channels = static_channels(images)
     ops = [(i, name) for i, name in enumerate(JITTER_OPS) if factors.get(name) is not None
            and (channels == 3 or name in ("brightness", "contrast"))]
     if not ops:
         return images
-
-    def jitter(out, keys, per_op):
-        if len(ops) == 1:
-            return _ADJUST[ops[0][1]](out, per_op[0])
-        # position[b, k]: the active op image b applies k-th (increasing order key). Each step
-        # runs every op only on the images that apply it at that step (partition, adjust,
-        # stitch): one op per image and step, however many ops are active.
-        ids = tf.constant([i for i, _ in ops], tf.int32)
-        position = tf.argsort(tf.gather(keys, ids, axis=1), axis=1)
-        rows = tf.range(tf.shape(out)[0])
-        for k in range(len(ops)):
-            which = position[:, k]
-            parts = tf.dynamic_partition(out, which, len(ops))
-            where = tf.dynamic_partition(rows, which, len(ops))
-            done = [_ADJUST[name](parts[j], tf.dynamic_partition(per_op[j], which, len(ops))[j])
-                    for j, (_, name) in enumerate(ops)]
-            out = tf.reshape(tf.dynamic_stitch(where, done), tf.shape(out))
-        return out
-
+    # position[b, k]: the active op image b applies k-th (increasing order key).
+    ids = tf.constant([i for i, _ in ops], tf.int32)
+    position = tf.argsort(tf.gather(order_keys, ids, axis=1), axis=1)
     if dense:
-        ids = tf.constant([i for i, _ in ops], tf.int32)
-        position = tf.argsort(tf.gather(order_keys, ids, axis=1), axis=1)
         out = images
         for k in range(len(ops)):
             adjusted = [_ADJUST[name](out, factors[name]) for _, name in ops]
@@ -515,11 +505,22 @@ def color_jitter(images, apply, order_keys, factors: Dict[str, Optional[tf.Tenso
             out = step
         return tf.where(_per_image(apply), out, images)
 
-    # Only the images that are jittered are computed.
-    chosen = tf.where(apply)[:, 0]
-    jittered = jitter(tf.gather(images, chosen), tf.gather(order_keys, chosen),
-                      [tf.gather(factors[name], chosen) for _, name in ops])
-    return tf.tensor_scatter_nd_update(images, chosen[:, None], jittered)
+    per_op = tf.stack([tf.cast(factors[name], tf.float32) for _, name in ops], axis=1)  # [B, K]
+
+    def one(args):
+        image, order, values, jittered = args
+
+        def step(k, x):
+            branches = [lambda j=j, name=name: _ADJUST[name](x, values[j][None]) for j, (_, name) in enumerate(ops)]
+            return k + 1, tf.switch_case(order[k], branches)
+
+        def jitter():
+            return tf.while_loop(lambda k, x: k < len(ops), step, (tf.constant(0), image[None]))[1][0]
+
+        return tf.cond(jittered, jitter, lambda: image)
+
+    return tf.map_fn(one, (images, position, per_op, tf.convert_to_tensor(apply, tf.bool)),
+                     fn_output_signature=tf.TensorSpec(images.shape[1:], tf.float32))
 
 
 # ----------------------------------------------------------------------------- blur, solarize

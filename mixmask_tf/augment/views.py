@@ -156,14 +156,62 @@ def finish_view(crops, params: Dict[str, tf.Tensor], config: ViewConfig, dense: 
       crops: uint8 (or float in [0, 1]) [B, h, w, C], the crop stage's output.
       params: dict of the view's parameters (:data:`FINISH_PARAMS` at least).
       config: the view's ViewConfig.
-      dense: static shapes only (every op computed on every image, then selected per image): what
-        runs inside a compiled step (XLA). False: the ops run only on the images that apply them.
-        Both give the same result.
+      dense: static shapes only, for a caller that compiles the whole stage (the train step,
+        ``augment_on="device"``): the blur is computed on every image, then selected per image.
+        False (the host, in ``tf.data``): the colour ops (flip, grayscale, jitter) run as one
+        XLA-compiled function, which fuses their element-wise chain into a few passes over the
+        batch, and only the images that are blurred are blurred (XLA's convolution is slow on a
+        CPU). Both give the same result to float rounding.
 
     Returns:
       float32 [B, h, w, C] in [0, 1].
     """
-    return apply_view_params(crops, params, config, crop=False, dense=dense)
+    colour = {k: params[k] for k in _COLOUR_PARAMS}
+    x = _colour_stage(crops, colour, config, True) if dense else _colour_stage_compiled(crops, colour, config, False)
+    radius = ops.blur_radius(config.size[0], 0.1)
+    if config.blur_p > 0 and radius > 0 and dense:
+        x = tf.where(tf.reshape(params["blur"], [-1, 1, 1, 1]), ops.gaussian_blur(x, params["sigma"], radius), x)
+    elif config.blur_p > 0 and radius > 0:
+        chosen = tf.where(params["blur"])[:, 0]  # only the images that are blurred are computed
+        blurred = ops.gaussian_blur(tf.gather(x, chosen), tf.gather(params["sigma"], chosen), radius)
+        x = tf.tensor_scatter_nd_update(x, chosen[:, None], blurred)
+    if config.solarize_p > 0:
+        x = ops.solarize(x, params["solarize"], 0.5)
+    return x
+
+
+# The parameters of the colour ops (flip, grayscale, colour jitter).
+_COLOUR_PARAMS = ("flip", "gray", "jitter", "order_keys") + ops.JITTER_OPS
+
+
+def _colour_stage(crops, params: Dict[str, tf.Tensor], config: ViewConfig, dense: bool) -> tf.Tensor:
+    """to float, flip, [grayscale,] colour jitter, [grayscale]: crops uint8 (or float) [B, h, w, C]
+    -> float32 [B, h, w, C] in [0, 1]; ``dense``: the jitter's schedule (:func:`ops.color_jitter`)."""
+    x = ops.to_float(crops)
+    channels = int(x.shape[-1])
+    x = ops.flip(x, params["flip"])
+
+    def grayscale(v):
+        if channels == 1 or config.grayscale_p <= 0:
+            return v
+        return ops.to_grayscale(v, params["gray"])
+
+    if config.grayscale_before_jitter:
+        x = grayscale(x)
+    if config.jitter_p > 0:
+        strengths = {"brightness": config.brightness, "contrast": config.contrast,
+                     "saturation": config.saturation, "hue": config.hue}
+        factors = {name: params[name] if strengths[name] > 0 else None for name in ops.JITTER_OPS}
+        x = ops.color_jitter(x, params["jitter"], params["order_keys"], factors, dense=dense)
+    if not config.grayscale_before_jitter:
+        x = grayscale(x)
+    return x
+
+
+# The host's colour stage, compiled: XLA fuses the element-wise chain of each op into one pass
+# over an image. One trace per view config (a frozen dataclass keys tf.function's traces) and
+# input signature; one compilation per concrete shape.
+_colour_stage_compiled = tf.function(_colour_stage, jit_compile=True, reduce_retracing=True)
 
 
 def apply_view_params(images, params: Dict[str, tf.Tensor], config: ViewConfig,
@@ -183,34 +231,7 @@ def apply_view_params(images, params: Dict[str, tf.Tensor], config: ViewConfig,
     """
     if crop:
         images = crop_view(images, params, config)
-    x = ops.to_float(images)
-    channels = int(x.shape[-1])
-    x = ops.flip(x, params["flip"])
-
-    def grayscale(v):
-        if channels == 1 or config.grayscale_p <= 0:
-            return v
-        return ops.to_grayscale(v, params["gray"])
-
-    if config.grayscale_before_jitter:
-        x = grayscale(x)
-    if config.jitter_p > 0:
-        strengths = {"brightness": config.brightness, "contrast": config.contrast,
-                     "saturation": config.saturation, "hue": config.hue}
-        factors = {name: params[name] if strengths[name] > 0 else None for name in ops.JITTER_OPS}
-        x = ops.color_jitter(x, params["jitter"], params["order_keys"], factors, dense=dense)
-    if not config.grayscale_before_jitter:
-        x = grayscale(x)
-    radius = ops.blur_radius(config.size[0], 0.1)
-    if config.blur_p > 0 and radius > 0 and dense:
-        x = tf.where(tf.reshape(params["blur"], [-1, 1, 1, 1]), ops.gaussian_blur(x, params["sigma"], radius), x)
-    elif config.blur_p > 0 and radius > 0:
-        chosen = tf.where(params["blur"])[:, 0]  # only the images that are blurred are computed
-        blurred = ops.gaussian_blur(tf.gather(x, chosen), tf.gather(params["sigma"], chosen), radius)
-        x = tf.tensor_scatter_nd_update(x, chosen[:, None], blurred)
-    if config.solarize_p > 0:
-        x = ops.solarize(x, params["solarize"], 0.5)
-    return x
+    return finish_view(images, params, config, dense)
 
 
 def _augment(images, seed, config: ViewConfig, rows=None) -> tf.Tensor:

@@ -5,9 +5,10 @@ the finish stage run inside a compiled step, against the host path and against N
   parameters as float32 bits);
 * for every preset (MoCo v1/v2, SimCLR, BYOL, CIFAR, Fashion-MNIST), with and without extra views,
   on decoded and encoded images and on the rows of a shard: the device views equal the host views
-  (eagerly to an ulp or two, compiled with XLA to float rounding), and equal the NumPy reference of
-  the finish stage;
-* the dense (static-shape) colour jitter and blur equal the sparse ones;
+  (to float rounding, eagerly and compiled with XLA), and equal the NumPy reference of the finish
+  stage;
+* the dense (static-shape) colour jitter and blur equal the host's (the jitter per image, the blur
+  of the chosen images);
 * the pipeline's device mode yields the packed host share of the host mode's batches, and refuses
   what it cannot do.
 """
@@ -88,8 +89,9 @@ def test_device_views_equal_host_views_for_every_preset(name, channels, extra_vi
     host = aug.batch(images, seed).numpy()
     packed = aug.batch(images, seed, packed=True)
     assert packed.dtype == tf.int32 and packed.shape == (6, augment.packed_length(2 + extra_views, 24, channels))
-    # Eagerly to an ulp or two (the blur of all images vs of the chosen ones rounds differently).
-    np.testing.assert_allclose(aug.on_device(packed).numpy(), host, atol=2e-6)
+    # Eagerly to float rounding: the host compiles its colour ops with XLA (which rounds a few ulps
+    # differently) and blurs only the chosen images.
+    np.testing.assert_allclose(aug.on_device(packed).numpy(), host, atol=1e-5)
     compiled = tf.function(aug.on_device, jit_compile=True)(packed).numpy()
     np.testing.assert_allclose(compiled, host, atol=2e-5)
     # The finish stage against NumPy, from the unpacked crops and parameters.
@@ -114,7 +116,7 @@ def test_device_views_of_encoded_images_and_of_shard_rows_equal_host_views():
     seed = tf.constant([5, 6])
     host = aug.batch_encoded(contents, sizes, seed, 3).numpy()
     packed = aug.batch_encoded(contents, sizes, seed, 3, packed=True)
-    np.testing.assert_allclose(aug.on_device(packed).numpy(), host, atol=2e-6)
+    np.testing.assert_allclose(aug.on_device(packed).numpy(), host, atol=1e-5)  # the host's colour ops are compiled (XLA rounding)
     # A shard's rows of the batch pack what those rows pack in the whole batch.
     rows = aug.batch_encoded(contents[2:], sizes[2:], seed, 3, rows=(2, 4), packed=True)
     np.testing.assert_array_equal(rows.numpy(), packed.numpy()[2:])
@@ -123,20 +125,24 @@ def test_device_views_of_encoded_images_and_of_shard_rows_equal_host_views():
                                   aug.batch(images, seed, packed=True).numpy()[1:3])
 
 
-def test_dense_jitter_and_blur_equal_the_sparse_ones():
+def test_dense_jitter_and_blur_equal_the_hosts():
+    """The dense schedule (every op on every image) against the host's: the jitter per image, the
+    blur of the chosen images only, eagerly and (the jitter) compiled."""
     rng = np.random.default_rng(1)
     x = tf.constant(rng.random((12, 9, 9, 3)), tf.float32)
     params = {k: tf.constant(v) for k, v in _random_params(12, rng).items()}
     factors = {k: params[k] for k in ops.JITTER_OPS}
     for active in (ops.JITTER_OPS, ("contrast",), ("brightness", "hue")):
         chosen = {k: (v if k in active else None) for k, v in factors.items()}
-        sparse = ops.color_jitter(x, params["jitter"], params["order_keys"], chosen)
+        per_image = ops.color_jitter(x, params["jitter"], params["order_keys"], chosen)
         dense = ops.color_jitter(x, params["jitter"], params["order_keys"], chosen, dense=True)
-        np.testing.assert_allclose(dense.numpy(), sparse.numpy(), atol=1e-6, err_msg=str(active))
+        np.testing.assert_allclose(dense.numpy(), per_image.numpy(), atol=1e-6, err_msg=str(active))
+        compiled = tf.function(ops.color_jitter, jit_compile=True)(x, params["jitter"], params["order_keys"], chosen)
+        np.testing.assert_allclose(compiled.numpy(), per_image.numpy(), atol=1e-6, err_msg=str(active))
     config = augment.ViewConfig(size=(9, 9), blur_p=0.5, solarize_p=0.5, grayscale_p=0.5)
     crops = augment.to_uint8(x)
     np.testing.assert_allclose(augment.finish_view(crops, params, config, dense=True).numpy(),
-                               augment.finish_view(crops, params, config).numpy(), atol=1e-6)
+                               augment.finish_view(crops, params, config).numpy(), atol=2e-6)
 
 
 def test_pipeline_device_mode_yields_the_packed_host_share():
@@ -147,7 +153,7 @@ def test_pipeline_device_mode_yields_the_packed_host_share():
     device = [b for b in data.make_pretrain_dataset(images, 8, aug, augment_on="device", **kwargs).take(3)]
     assert device[0].dtype == tf.int32 and device[0].shape == (8, augment.packed_length(2, 16, 3))
     for h, d in zip(host, device):
-        np.testing.assert_allclose(aug.on_device(d).numpy(), h, atol=2e-6)
+        np.testing.assert_allclose(aug.on_device(d).numpy(), h, atol=1e-5)  # the host's colour ops are compiled (XLA rounding)
     # A shard of a distributed run: its rows of every global batch.
     shard = [b.numpy() for b in data.make_pretrain_dataset(images, 8, aug, augment_on="device", shard=(1, 2),
                                                            **kwargs).take(3)]
@@ -197,7 +203,7 @@ def test_image_folder_in_device_mode_packs_the_full_image_crops(tmp_path):
     device = [b for b in data.make_pretrain_dataset(source, 6, aug, augment_on="device", **kwargs).take(2)]
     assert device[0].dtype == tf.int32 and device[0].shape == (6, augment.packed_length(2, 16, 3))
     for h, d in zip(host, device):
-        np.testing.assert_allclose(aug.on_device(d).numpy(), h, atol=2e-6)
+        np.testing.assert_allclose(aug.on_device(d).numpy(), h, atol=1e-5)  # the host's colour ops are compiled (XLA rounding)
 
 
 def test_device_mode_resumed_mid_epoch_sees_the_uninterrupted_batches():

@@ -157,6 +157,9 @@ def _spy_ops(monkeypatch):
 
     for name in ("resized_crop", "flip", "color_jitter", "to_grayscale", "gaussian_blur", "solarize"):
         monkeypatch.setattr(ops, name, spy(name))
+    # The host compiles its colour ops (one trace per config and shape, which an earlier test may
+    # have made with the real ops): run the same Python function uncompiled, so that it calls the spies.
+    monkeypatch.setattr(augment.views, "_colour_stage_compiled", augment.views._colour_stage)
     return calls
 
 
