@@ -25,8 +25,10 @@ its help for the source). The pipelines:
   to --image_size, cut the centre square, crop inside it); ``default``: the checkout's default;
 * ``host_share``: the device mode's host share (``augment_on="device"``: each view's crop, uint8,
   packed with its parameters; the rest runs in the train step);
-* ``host_share_decode_once``: those crops from ``ops.decode_resized_crops_uint8`` (an image's
-  windows decoded together where that is cheaper; ``--decode_once``);
+* ``host_share_decode_once``: those crops with another of ``ops.decode_resized_crops_uint8``'s
+  choices of how to decode an image's windows (``--decode_once``: ``always`` by default, the union
+  of the windows decoded once; ``never``: each window on its own; ``host_share`` is ``cheaper``,
+  the library's choice);
 * ``tf_minimal``: a minimal tf.data pipeline written without this project (decode_and_crop_jpeg +
   antialiased resize + flip, uint8, one map per file);
 * ``torchvision_mocov2``, ``torchvision_crop_flip``: torchvision + PIL
@@ -75,7 +77,7 @@ flags.DEFINE_integer("rounds", 1, "--folder: time every pipeline of --folder_mod
 flags.DEFINE_string("torch_python", None, "--folder: the Python interpreter of a venv with torchvision, for the "
                     "torchvision_* pipelines (run in a subprocess; never imported here). Unset: those pipelines "
                     "are left out with a note.")
-flags.DEFINE_enum("decode_once", "cheaper", ["cheaper", "always", "never"],
+flags.DEFINE_enum("decode_once", "always", ["cheaper", "always", "never"],
                   "--folder, host_share_decode_once: ops.decode_resized_crops_uint8's decode_once.")
 # NVIDIA DeepLearningExamples, PyTorch/Classification/ConvNets/resnet50v1.5/README.md ("Training
 # performance: NVIDIA DGX A100 (8x A100 80GB)", 1 GPU, pytorch-21.03 container): 2470 img/s mixed
@@ -157,13 +159,13 @@ def folder_rate(source, preset, batch_size, batches, warmup, full_image):
 
 
 class DecodeOnceHostShare:
-    """A ``view_fn`` whose ``batch_encoded`` makes the device mode's host share with every view's
-    window decoded at once (``ops.decode_resized_crops_uint8``: the union of an image's windows
-    decoded once, or each window, whichever is cheaper): uint8 [B, V, H', W', C], the crops of
-    ``TwoViewAugment.batch_encoded``'s draws, without the finish parameters (a few bytes per image)
-    or their packing. It times what that op would make of the host share (``host_share_decode_once``)."""
+    """A ``view_fn`` whose ``batch_encoded`` makes the device mode's host share's crops with one
+    choice of ``ops.decode_resized_crops_uint8``'s ``decode_once`` (the union of an image's windows
+    decoded once, each window on its own, or whichever is cheaper, the library's choice): uint8
+    [B, V, H', W', C], the crops of ``TwoViewAugment.batch_encoded``'s draws, without the finish
+    parameters (a few bytes per image) or their packing (``host_share_decode_once``)."""
 
-    def __init__(self, views, decode_once="cheaper"):
+    def __init__(self, views, decode_once="always"):
         self.views = views
         self.decode_once = decode_once
 
@@ -250,7 +252,7 @@ FOLDER_PIPELINES = {
     "centre_square": "this project, host mode, centre square (decode all, resize, crop inside)",
     "default": "this project, make_pretrain_dataset's default",
     "host_share": "this project, device mode's host share (augment_on=device: crops, uint8, packed)",
-    "host_share_decode_once": "the host share's crops with ops.decode_resized_crops_uint8 (decode once if cheaper)",
+    "host_share_decode_once": "the host share's crops with another decode_once (--decode_once, default always)",
     "tf_minimal": "minimal tf.data: decode_and_crop_jpeg + antialiased resize + flip, uint8",
     "torchvision_mocov2": "torchvision + PIL, MoCo v2 recipe, DataLoader (workers = cores)",
     "torchvision_crop_flip": "torchvision + PIL, RandomResizedCrop + flip + normalise",

@@ -34,7 +34,7 @@ from mixmask_tf import seeds
 # The blur of the views is the project's one Gaussian blur (with a σ per image).
 from mixmask_tf.ops.filters import gaussian_blur  # noqa: F401
 
-__all__ = ["to_float", "normalize", "static_channels", "grayscale", "sample_crop_boxes", "resized_crop", "decode_resized_crop", "decode_resized_crops_uint8", "flip",
+__all__ = ["to_float", "normalize", "static_channels", "grayscale", "sample_crop_boxes", "resized_crop", "decode_resized_crops_uint8", "flip",
            "to_grayscale", "adjust_brightness", "adjust_contrast", "adjust_saturation",
            "adjust_hue", "color_jitter", "JITTER_OPS", "blur_radius",
            "gaussian_blur", "solarize"]
@@ -268,50 +268,17 @@ def _decode_window(data, box, channels: int):
     return tf.ensure_shape(tf.cond(tf.io.is_jpeg(data), jpeg, other), [None, None, channels])
 
 
-def decode_resized_crop(contents, top, left, crop_h, crop_w, size, channels: int) -> tf.Tensor:
-    """Decodes box b of encoded image b and resizes it to ``size``: the full-image random resized crop.
-
-    JPEG files decode only the box (``tf.image.decode_and_crop_jpeg``: the rest of the image is
-    never decompressed to pixels); other formats (PNG, BMP, GIF: first frame) decode whole and
-    are sliced. The window is resized bilinearly with antialiasing (``tf.image.resize``, what
-    torchvision's ``RandomResizedCrop`` does on PIL images: a downscale averages over the
-    source pixels, an upscale is plain bilinear with half-pixel centres), not rounded to uint8.
-
-    Args:
-      contents: string [B], encoded images (the files' bytes).
-      top, left, crop_h, crop_w: int32 [B], boxes inside the images (from
-        :func:`sample_crop_boxes` with the images' own sizes).
-      size: (out_h, out_w).
-      channels: 1 or 3 (static): colour conversion as ``tf.io.decode_image(channels=...)``.
-
-    Returns:
-      float32 [B, out_h, out_w, channels] in [0, 1].
-
-    Raises (when run) on a corrupt file or a box outside its image.
-    """
-    out_h, out_w = int(size[0]), int(size[1])
-
-    def one(args):
-        data, y, x, h, w = args
-        window = _decode_window(data, tf.stack([y, x, h, w]), channels)
-        # The resize is linear: scaling its (smaller) output equals resizing the scaled window.
-        resized = tf.image.resize(window, [out_h, out_w], method="bilinear", antialias=True) * (1.0 / 255.0)
-        return tf.clip_by_value(resized, 0.0, 1.0)
-
-    return tf.map_fn(one, (contents, top, left, crop_h, crop_w),
-                     fn_output_signature=tf.TensorSpec([out_h, out_w, channels], tf.float32))
-
-
 def decode_resized_crops_uint8(contents, top, left, crop_h, crop_w, size, channels: int,
                                decode_once: str = "cheaper") -> tf.Tensor:
     """Several resized crops of every encoded image, rounded to uint8: the host's share of the views.
 
-    Crop v of image b is the box ``(top[b, v], left[b, v], crop_h[b, v], crop_w[b, v])``, resized
-    to ``size`` as :func:`decode_resized_crop` does (bilinear, antialiased) and rounded to the
-    nearest integer (what torchvision's ``RandomResizedCrop`` on a PIL image gives: uint8 pixels),
-    so ``decode_resized_crops_uint8(...)[:, v] / 255`` equals ``decode_resized_crop`` of the boxes
-    of column v to within half a grey level where both decode the same window. A window is decoded
-    one of two ways (the same pixels, except that libjpeg upsamples subsampled chroma at the edge of
+    Crop v of image b is the box ``(top[b, v], left[b, v], crop_h[b, v], crop_w[b, v])``: the
+    full-image random resized crop. JPEG files decode only a window (``decode_and_crop_jpeg``: the
+    rest of the image is never decompressed to pixels); other formats (PNG, BMP, GIF: first frame)
+    decode whole and are sliced. The window is resized to ``size`` bilinearly with antialiasing
+    (``tf.image.resize``, what torchvision's ``RandomResizedCrop`` does on PIL images: a downscale
+    averages over the source pixels, an upscale is plain bilinear with half-pixel centres) and
+    rounded to the nearest integer (PIL's uint8 pixels). A window is decoded one of two ways (the same pixels, except that libjpeg upsamples subsampled chroma at the edge of
     a decoded window from the edge itself: pixels on a window's border may differ by a few levels
     from those of a larger decode):
 

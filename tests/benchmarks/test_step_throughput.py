@@ -55,5 +55,5 @@ def test_finish_stage_benchmark_times_the_three_ways():
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     assert lines[0] == "byol, 4 images x 2 views of 20 px"
-    assert [line.split()[0] for line in lines[1:]] == ["sparse", "dense", "xla"]
+    assert [line.split()[0] for line in lines[1:]] == ["host", "dense", "xla"]
     assert all(float(line.split()[1]) > 0 for line in lines[1:])
