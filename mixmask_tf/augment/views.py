@@ -211,7 +211,7 @@ def _colour_stage(crops, params: Dict[str, tf.Tensor], config: ViewConfig, dense
 # The host's colour stage, compiled: XLA fuses the element-wise chain of each op into one pass
 # over an image. One trace per view config (a frozen dataclass keys tf.function's traces) and
 # input signature; one compilation per concrete shape.
-_colour_stage_compiled = tf.function(_colour_stage, jit_compile=True, reduce_retracing=True)
+_colour_stage_compiled = tf.function(_colour_stage, jit_compile=True)
 
 
 def apply_view_params(images, params: Dict[str, tf.Tensor], config: ViewConfig,
