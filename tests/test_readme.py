@@ -31,11 +31,11 @@ HAS_FASHION_MNIST = os.path.exists("/usr/share/datasets/fashion-mnist")
 needs_fashion_mnist = pytest.mark.skipif(not HAS_FASHION_MNIST,
                                          reason="needs Debian's dataset-fashion-mnist (installed by .ci/run)")
 
-# What the `fit` example prints: kNN top-1 65.70 % (seeded; 3 epochs on 4 096 images), measured with
-# `.venv/bin/python -c "<the block>"` on the project's 2-core CPU since the crop stage rounds to uint8;
-# keras.utils.set_random_seed(1) and (2) gave 63.50 and 63.40 (before that rounding: 61.40, 62.90, 63.10).
+# What the `fit` example prints: kNN top-1 63.60 % (seeded; 3 epochs on 4 096 images), measured with
+# `.venv/bin/python -c "<the block>"` on the project's 2-core CPU since the host compiles its colour
+# ops with XLA; keras.utils.set_random_seed(1) and (2) gave 62.80 and 62.40 (before: 65.70, 63.50, 63.40).
 # The same backbone untrained (epochs=0) prints 55.40 %, below the band: a step that stops learning fails.
-FIT_KNN = 65.70
+FIT_KNN = 63.60
 FIT_BAND = 3.0
 
 
