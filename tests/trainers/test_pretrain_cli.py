@@ -131,14 +131,14 @@ def test_symmetric_outside_moco_is_an_error(tmp_path):
 
 @pytest.mark.slow
 def test_strategy_errors_are_one_clear_line(tmp_path):
-    from conftest import run_pretrain as run
-
     common = ["--dataset=synthetic", "--image_size=16", "--train_limit=64", f"--model_dir={tmp_path}"]
+    # The mirrored case first: it splits the CPU into 2 logical devices, which TensorFlow allows only
+    # before it initialises them (the cases share one interpreter: conftest.run_pretrain_cases).
     cases = [(["--strategy=mirrored", "--cpu_devices=2", "--batch_size=33"], "does not divide over the 2 replicas"),
              (["--strategy=multi_worker"], "needs TF_CONFIG"),
              (["--strategy=tpu"], "--strategy=tpu: no TPU"),
 ]
-    for flags_, message in cases:
-        done = run(*common, *flags_)
+    results = run_pretrain_cases([[*common, *flags_] for flags_, _ in cases])
+    for (flags_, message), done in zip(cases, results):
         assert done.returncode == 2 and message in done.stderr, (flags_, done.stderr[-2000:])
         assert "Traceback" not in done.stderr

@@ -27,7 +27,8 @@ import pytest
 from conftest import REPO_ROOT, made_once, run_pretrain, run_pretrain_cases
 from mixmask_tf import checkpoint
 
-EPOCHS, STEPS = 2, 8
+# 3 epochs: the finished run below is also the uninterrupted reference of the random-interruptions test.
+EPOCHS, STEPS = 3, 8
 ARGS = ["--dataset=synthetic", "--image_size=16", "--train_limit=256", "--test_limit=64", "--width=8",
         "--batch_size=32", "--queue_size=128", "--knn_every=1", "--random_init_knn=false", "--tensorboard=false",
         "--plots=false", "--augment=cifar", "--verbose=0"]
@@ -44,7 +45,8 @@ def _make_finished(model_dir):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """One finished run (shared, read-only): tests copy it before changing it."""
+    """One finished run (shared, read-only): tests copy it before changing it; the random-interruptions
+    test compares its interrupted run with it."""
     record = made_once(tmp_path_factory, "rerun_finished", _make_finished)
     assert record["code"] == 0, record["out"] + record["err"]
     return record["dir"]
@@ -105,7 +107,7 @@ def test_rerun_completes_a_missing_export_or_results(finished, tmp_path):
     done = _pretrain(model_dir)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"exported SavedModel to {os.path.join(model_dir, 'export', '1')}" in done.stdout
-    assert "pretraining mocov2" not in done.stdout and _epochs_logged(model_dir) == [1, 2]
+    assert "pretraining mocov2" not in done.stdout and _epochs_logged(model_dir) == list(range(1, EPOCHS + 1))
     card = json.load(open(os.path.join(model_dir, "export", "1", "assets.extra", "export.json")))
     assert card["steps"] == EPOCHS * STEPS and card["epochs"] == EPOCHS
     # Killed after the export was moved into place but before results.json recorded it, and
@@ -139,7 +141,7 @@ def test_more_epochs_continue_and_changed_flags_are_refused_before_writing(finis
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"resumed from {os.path.join(model_dir, 'checkpoints')}" in done.stdout
     assert f"epochs {EPOCHS + 1}..{EPOCHS + 1}" in done.stdout
-    assert _epochs_logged(model_dir) == [1, 2, 3]
+    assert _epochs_logged(model_dir) == list(range(1, EPOCHS + 2))
     assert sorted(os.listdir(os.path.join(model_dir, "export"))) == ["1", "2"]  # the longer run's export
     results = json.load(open(os.path.join(model_dir, "results.json")))
     assert results["epochs_completed"] == EPOCHS + 1 and results["export"]["version"] == 2
@@ -197,9 +199,6 @@ def _phase(out, epochs):
     return "after the export"
 
 
-EPOCHS_LONG = 3
-
-
 def interrupt_until_done(args, epochs, interruptions, seed, max_delay=2.0, timeout=300):
     """Starts `python -m trainers.pretrain *args --epochs=<epochs>` and stops it with SIGKILL or SIGTERM, `interruptions` times, then runs it
     to its end. Each stop comes a random delay in [0, max_delay) s after a random one of the lines the
@@ -252,21 +251,18 @@ def _rows(model_dir):
 
 
 @pytest.mark.slow
-def test_random_interruptions_lose_nothing(tmp_path):
-    reference = str(tmp_path / "reference" / "run")
-    os.makedirs(os.path.dirname(reference))
-    done = _pretrain(reference, epochs=EPOCHS_LONG)
-    assert done.returncode == 0, done.stdout + done.stderr
+def test_random_interruptions_lose_nothing(tmp_path, finished):
+    reference = finished  # the uninterrupted run of the same command (ARGS, EPOCHS), shared read-only
     model_dir = str(tmp_path / "interrupted" / "run")
     os.makedirs(os.path.dirname(model_dir))
-    attempts = interrupt_until_done([*ARGS, f"--model_dir={model_dir}"], EPOCHS_LONG, interruptions=6, seed=7)
+    attempts = interrupt_until_done([*ARGS, f"--model_dir={model_dir}"], EPOCHS, interruptions=6, seed=7)
     print("\n".join(map(str, attempts)))
     assert attempts[-1][3] == 0, attempts
     for sig, _, _, code, _ in attempts[:-1]:
         assert code in ((-9,) if sig == "SIGKILL" else (-15, 143, 0)) or sig is None, attempts
     assert any(a[0] for a in attempts), "no attempt was interrupted"
     _assert_same_state(reference, model_dir)
-    assert [r["epoch"] for r in _rows(model_dir)] == list(range(1, EPOCHS_LONG + 1))  # every epoch once
+    assert [r["epoch"] for r in _rows(model_dir)] == list(range(1, EPOCHS + 1))  # every epoch once
     for got, want in zip(_rows(model_dir), _rows(reference)):
         # An epoch finished after a mid-epoch resume logs the means of its last steps only.
         keys = ("knn_top1", "learning_rate") if "resumed_at_step" in got else (

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import run_pretrain as _run
+from conftest import run_pretrain as _run, run_pretrain_cases
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-mnist"),
                                 reason="needs Debian's dataset-fashion-mnist (installed by .ci/run)")]
@@ -32,7 +32,8 @@ def test_mocov2_trains_with_the_hard_negative_in_its_metrics(tmp_path):
 def test_byol_refuses_hard_negatives_in_one_line_and_trains_without_them(tmp_path):
     args = ["--flagfile=configs/smoke.cfg", "--framework=byol", "--optimizer=adam", "--learning_rate=0.003",
             "--branch=saliency", *SMALL]
-    refused = _run(*args, f"--model_dir={tmp_path / 'a'}")
+    # The refusal stops before training: the command's `main` in the cases driver (conftest), no second start-up.
+    (refused,) = run_pretrain_cases([[*args, f"--model_dir={tmp_path / 'a'}"]])
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "BYOL has no negatives" in refused.stderr
     trained = _run(*args, f"--model_dir={tmp_path / 'b'}", "--saliency_hard_negatives=0")

@@ -1,8 +1,12 @@
 """The whole train step compiles with XLA (jit_compile=True) and runs two steps (the TPU path: no host
 ops, static shapes), and computes what the uncompiled step computes, on a set of (framework, branch)
-cases that covers every piece of code the train step can run. Every case but the saliency ones
-augments on the device (the step begins by finishing the packed views: flip, colour jitter,
-grayscale, blur, solarize, normalise, BYOL's recipe; no blur at 16 px), so the augmentation compiles with each of them:
+cases that covers every piece of code the train step can run. Three cases augment on the device
+(the step begins by finishing the packed views: flip, colour jitter, grayscale, blur, solarize,
+normalise, BYOL's recipe; no blur at 16 px): MoCo v2 + none (two views, one step per call), MoCo v2 +
+MixMask (two views, two steps per call) and BYOL + MSCN (three views, two steps per call). The
+augmentation's graph depends only on the number of views, not on the framework or branch, so these
+cover it (on every case it added ~6 s of compile to each); the other cases are fed the host's views.
+The cases:
 
 * every branch on MoCo v2: each branch's ops (masks, mixtures, filters, saliency) in the step;
 * every framework with MixMask: each framework's `embed_query` / `branch_per_sample_loss`, which
@@ -43,11 +47,11 @@ def _fit(framework, branch_name, jit, steps_per_execution=1):
     if branch_name == "saliency" and framework in NO_NEGATIVES:
         options["hard_negatives"] = 0
     branch = branches.build_branch(branch_name, **options)
-    # The views are finished inside the step (augmentation on the device): BYOL's recipe has every op.
-    # Not for the saliency branch: its foreground threshold (mean - 0.6 std of the localisation map)
-    # flips a cell on the 4e-6 by which XLA's finished views differ from the plain step's (seen:
-    # SimCLR 1.1e-3 on a weight); fed the host's views, both steps see the same images.
-    augment_on = "host" if branch_name == "saliency" else "device"
+    # DEVICE_AUGMENT: the views are finished inside the step (augmentation on the device): BYOL's recipe
+    # has every op. Never for the saliency branch: its foreground threshold (mean - 0.6 std of the
+    # localisation map) flips a cell on the 4e-6 by which XLA's finished views differ from the plain
+    # step's (seen: SimCLR 1.1e-3 on a weight); fed the host's views, both steps see the same images.
+    augment_on = "device" if (framework, branch_name) in DEVICE_AUGMENT else "host"
     views = augment.TwoViewAugment.from_preset("byol", SHAPE[:2], 3, (0.5,) * 3, (0.25,) * 3,
                                                extra_views=branch.extra_views)
     model = build_trainer(framework, backbones.small_convnet(SHAPE, width=4), branch=branch, seed=1,
@@ -72,9 +76,14 @@ def test_cases_cover_every_framework_and_branch():
     # The hard-negative hooks on a framework with negatives other than MoCo, and the refusal path.
     assert {f for f, b in CASES if b == "saliency"} == {"mocov2", "simclr", "byol"}
     assert MULTI_STEP <= set(CASES)
+    # The device augmentation: two views and three (MSCN), one step per call and two, no saliency case.
+    assert DEVICE_AUGMENT <= set(CASES) and not {b for f, b in DEVICE_AUGMENT} & {"saliency"}
+    assert {b == "mscn" for f, b in DEVICE_AUGMENT} == {True, False} and MULTI_STEP <= DEVICE_AUGMENT
+    assert DEVICE_AUGMENT - MULTI_STEP
 
 
 MULTI_STEP = {("mocov2", "mixmask"), ("byol", "mscn")}
+DEVICE_AUGMENT = MULTI_STEP | {("mocov2", "none")}
 
 
 @pytest.mark.parametrize("framework, branch_name", CASES)
