@@ -39,7 +39,6 @@ def main(argv):
     images = np.random.default_rng(0).integers(0, 256, (FLAGS.batch_size, side, side, c), dtype=np.uint8)
     packed = views.batch(tf.constant(images), tf.constant([1, 2], tf.int64), packed=True)
     crops, params = augment.unpack_views(packed, views.num_views, views.output_size, c)
-    crops = [crops[:, v] for v in range(views.num_views)]
     ways = {"host": tf.function(lambda x, p: views.finish(x, p, dense=False)),
             "dense": tf.function(lambda x, p: views.finish(x, p, dense=True)),
             "xla": tf.function(lambda x, p: views.finish(x, p, dense=True), jit_compile=True)}

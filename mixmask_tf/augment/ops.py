@@ -278,9 +278,10 @@ def decode_resized_crops_uint8(contents, top, left, crop_h, crop_w, size, channe
     decode whole and are sliced. The window is resized to ``size`` bilinearly with antialiasing
     (``tf.image.resize``, what torchvision's ``RandomResizedCrop`` does on PIL images: a downscale
     averages over the source pixels, an upscale is plain bilinear with half-pixel centres) and
-    rounded to the nearest integer (PIL's uint8 pixels). A window is decoded one of two ways (the same pixels, except that libjpeg upsamples subsampled chroma at the edge of
-    a decoded window from the edge itself: pixels on a window's border may differ by a few levels
-    from those of a larger decode):
+    rounded to the nearest integer (PIL's uint8 pixels). A window is decoded one of two ways (the
+    same pixels, except that libjpeg upsamples subsampled chroma at the edge of a decoded window
+    from the edge itself: pixels on a window's border may differ by a few levels from those of a
+    larger decode):
 
     * ``decode_once="never"``: every window decoded on its own (``decode_and_crop_jpeg``);
     * ``"always"``: the smallest box that holds image b's V windows decoded once (at most the
@@ -317,10 +318,13 @@ def decode_resized_crops_uint8(contents, top, left, crop_h, crop_w, size, channe
     def separately(data, image_boxes):
         return tf.stack([resize(_decode_window(data, image_boxes[v], channels)) for v in range(views)])
 
-    def once(data, image_boxes):
+    def union_box(image_boxes):
+        """(corner, extent) int32 [2] each: the smallest box holding the image's V windows."""
         corner = tf.reduce_min(image_boxes[:, :2], axis=0)
-        far = tf.reduce_max(image_boxes[:, :2] + image_boxes[:, 2:], axis=0)
-        union = _decode_window(data, tf.concat([corner, far - corner], 0), channels)
+        return corner, tf.reduce_max(image_boxes[:, :2] + image_boxes[:, 2:], axis=0) - corner
+
+    def once(data, image_boxes, corner, extent):
+        union = _decode_window(data, tf.concat([corner, extent], 0), channels)
         return tf.stack([resize(tf.slice(union, tf.concat([image_boxes[v, :2] - corner, [0]], 0),
                                          tf.concat([image_boxes[v, 2:], [channels]], 0))) for v in range(views)])
 
@@ -328,10 +332,9 @@ def decode_resized_crops_uint8(contents, top, left, crop_h, crop_w, size, channe
         data, image_boxes = args
         if decode_once == "never" or views == 1:
             return separately(data, image_boxes)
+        corner, extent = union_box(image_boxes)
         if decode_once == "always":
-            return once(data, image_boxes)
-        corner = tf.reduce_min(image_boxes[:, :2], axis=0)
-        extent = tf.reduce_max(image_boxes[:, :2] + image_boxes[:, 2:], axis=0) - corner
+            return once(data, image_boxes, corner, extent)
         union_area = tf.cast(tf.reduce_prod(extent), tf.float32)
         areas = tf.cast(tf.reduce_sum(tf.reduce_prod(image_boxes[:, 2:], axis=1)), tf.float32)
 
@@ -342,7 +345,7 @@ def decode_resized_crops_uint8(contents, top, left, crop_h, crop_w, size, channe
 
         # Other formats decode the whole image every time: once is always cheaper.
         cheaper = tf.cond(tf.io.is_jpeg(data), jpeg_cheaper, lambda: tf.constant(True))
-        return tf.cond(cheaper, lambda: once(data, image_boxes), lambda: separately(data, image_boxes))
+        return tf.cond(cheaper, lambda: once(data, image_boxes, corner, extent), lambda: separately(data, image_boxes))
 
     return tf.map_fn(one, (tf.convert_to_tensor(contents), boxes),
                      fn_output_signature=tf.TensorSpec([views, out_h, out_w, channels], tf.uint8))
@@ -429,7 +432,7 @@ def color_jitter(images, apply, order_keys, factors: Dict[str, Optional[tf.Tenso
                  dense: bool = False) -> tf.Tensor:
     """Colour jitter with per-image factors and a per-image random order of the active ops.
 
-    Two schedules of the same arithmetic, equal to float rounding (bit for bit under XLA on a CPU):
+    Two schedules of the same arithmetic, equal to float rounding:
 
     * ``dense=False`` (the host's): a loop over the images; each image applies only its own ops, in
       its order (``tf.switch_case`` per step). Under XLA on a CPU (the host's finish stage compiles

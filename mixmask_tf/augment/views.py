@@ -277,7 +277,7 @@ def pack_views(crops, params) -> tf.Tensor:
     """Packs the host share of a batch (every view's uint8 crop and finish parameters) in one int32 tensor.
 
     Args:
-      crops: V uint8 tensors [B, h, w, C] (static h, w, C), the crop stage of each view.
+      crops: uint8 [B, V, h, w, C] (static V, h, w, C), the crop stage of each view.
       params: V dicts, each view's parameters (:data:`FINISH_PARAMS` at least: [B] values,
         ``order_keys`` [B, 4]).
 
@@ -286,7 +286,7 @@ def pack_views(crops, params) -> tf.Tensor:
       row-major pixels) four to a word (zero-padded to a whole word), then each view's 14
       parameters as float32 bits (bools as 0.0 / 1.0; ``order_keys`` last).
     """
-    pixels = tf.stack([tf.convert_to_tensor(c, tf.uint8) for c in crops], axis=1)  # [B, V, h, w, C]
+    pixels = tf.convert_to_tensor(crops, tf.uint8)
     count = int(np.prod(pixels.shape[1:]))
     flat = tf.reshape(pixels, [-1, count])
     pad = -count % 4
@@ -510,7 +510,7 @@ class TwoViewAugment:
         self._check_channels(int(images.shape[-1]))
         sub = seeds.split(seed, self.num_views)
         params = [_image_params(images, sub[v], config, rows) for v, config in enumerate(self.configs)]
-        crops = [crop_view(images, p, config) for p, config in zip(params, self.configs)]
+        crops = tf.stack([crop_view(images, p, config) for p, config in zip(params, self.configs)], axis=1)
         return pack_views(crops, params) if packed else self.finish(crops, params)
 
     def batch_encoded(self, contents, sizes, seed, channels: int, rows=None, packed: bool = False) -> tf.Tensor:
@@ -537,21 +537,21 @@ class TwoViewAugment:
         # Every view's window at once: an image's windows are decoded together (their union once)
         # where that decodes fewer pixels than one decode per window.
         boxes = [tf.stack([p[k] for p in params], axis=1) for k in ("top", "left", "crop_h", "crop_w")]
-        crops = tf.unstack(ops.decode_resized_crops_uint8(contents, *boxes, self.output_size, channels), axis=1)
+        crops = ops.decode_resized_crops_uint8(contents, *boxes, self.output_size, channels)
         return pack_views(crops, params) if packed else self.finish(crops, params)
 
     def finish(self, crops, params, dense: bool = False) -> tf.Tensor:
         """The finish stage of every view, then the normalisation.
 
         Args:
-          crops: V uint8 [B, h, w, C], each view's crop stage.
+          crops: uint8 [B, V, h, w, C], each view's crop stage.
           params: V parameter dicts.
           dense: static shapes (see :func:`finish_view`).
 
         Returns:
           float32 [B, V, h, w, C], normalised.
         """
-        views = [finish_view(c, p, config, dense) for c, p, config in zip(crops, params, self.configs)]
+        views = [finish_view(crops[:, v], p, config, dense) for v, (p, config) in enumerate(zip(params, self.configs))]
         return ops.normalize(tf.stack(views, axis=1), self.mean, self.std)
 
     def packed_channels(self, packed_width: int) -> int:
@@ -590,7 +590,7 @@ class TwoViewAugment:
         channels = self.packed_channels(int(packed.shape[-1]))
         self._check_channels(channels)
         crops, params = unpack_views(packed, self.num_views, self.output_size, channels)
-        return self.finish([crops[:, v] for v in range(self.num_views)], params, dense=True)
+        return self.finish(crops, params, dense=True)
 
     def __call__(self, image_uint8, seed) -> tf.Tensor:
         """Augments one image V times (a batch of one; H and W may be dynamic).

@@ -63,7 +63,7 @@ def test_pack_views_matches_numpy_reference_and_unpacks_exactly():
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 256, (4, 3, 5, 7, 3), dtype=np.uint8)  # 315 bytes per image: padded to 316
     params = [_random_params(4, rng) for _ in range(3)]
-    packed = augment.pack_views([tf.constant(crops[:, v]) for v in range(3)],
+    packed = augment.pack_views(tf.constant(crops),
                                 [{k: tf.constant(v) for k, v in p.items()} for p in params])
     assert packed.dtype == tf.int32 and packed.shape == (4, augment.packed_length(3, (5, 7), 3)) == (4, 79 + 42)
     np.testing.assert_array_equal(packed.numpy(), np_pack(crops, params))
